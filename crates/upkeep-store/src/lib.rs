@@ -1,1 +1,173 @@
-//! upkeep-store
+//! # upkeep-store
+//!
+//! The only crate that knows SQL. A [`TokenStore`] keeps accounts, their current and
+//! previous access token, per-account secrets, an audit log and renewal leases, with a
+//! SQLite ([`SqliteStore`]) and a PostgreSQL ([`PgStore`]) implementation that pass the
+//! same contract tests.
+//!
+//! Architecture invariants:
+//! - No token or secret is ever stored in plain text: they are sealed with
+//!   XChaCha20-Poly1305 under the [`MasterKey`] ([`seal`]); a fingerprint is stored for display.
+//! - Opening a store with the wrong master key fails with [`StoreError::WrongKey`] and
+//!   writes nothing.
+//! - Timestamps are stored as whole UTC seconds; time is always handed in (`now`).
+//!
+//! Also here: the master key ([`key`]), atomic 0600 files, the legacy token sinks and
+//! sealed backups ([`files`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use upkeep_core::{AccessToken, Secret};
+
+pub mod backup;
+mod error;
+pub mod files;
+pub mod key;
+mod postgres;
+mod rows;
+pub mod seal;
+mod sqlite;
+
+pub use backup::{Backup, BackupSecret, BackupStats, BackupToken, TokenSlot};
+pub use error::StoreError;
+pub use files::{
+    JsonSinkInfo, backup_to_dir, restore_from_file, write_atomic, write_env_sink, write_json_sink,
+};
+pub use key::{KeyOrigin, MasterKey, create_key_file, load_or_create};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// An account known to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: String,
+    /// Free-form environment name given by the caller (e.g. "live", "sandbox", "sim").
+    pub env: String,
+    pub created_at: Timestamp,
+}
+
+/// A token to store as an account's current token.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub token: AccessToken,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Timestamp,
+    /// Token kind as the caller names it (e.g. "daily", "extended").
+    pub kind: String,
+    /// The strategy that produced it (e.g. "oauth", "totp", "import").
+    pub source: String,
+}
+
+/// A token as stored. `Debug` shows only the fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub token: AccessToken,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Timestamp,
+    pub kind: String,
+    pub source: String,
+    pub stored_at: Timestamp,
+    /// [`AccessToken::fingerprint`]: safe to show.
+    pub fingerprint: String,
+}
+
+/// One audit-log entry. `detail` must never contain a token or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub account: String,
+    pub at: Timestamp,
+    /// "schedule", "cli", "api", "webhook", "reactive", ...
+    pub actor: String,
+    /// "renewal_started", "renewal_succeeded", "renewal_failed", "token_imported", ...
+    pub kind: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Storage for accounts, tokens, secrets, audit events and leases.
+///
+/// Every implementation passes the same contract tests (`tests/contract.rs`).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// Add an account, or change its `env`. `now` becomes `created_at` of a new account.
+    async fn upsert_account(&self, id: &str, env: &str, now: Timestamp) -> Result<(), StoreError>;
+    /// Remove an account with its tokens, secrets and lease (audit events stay).
+    /// Returns whether it existed.
+    async fn remove_account(&self, id: &str) -> Result<bool, StoreError>;
+    /// All accounts, ordered by id.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+
+    /// Make `token` the account's current token. The old current token becomes the
+    /// previous one if it is still valid at `now` (`expires_at > now`); otherwise there
+    /// is no previous token afterwards. At most one previous token is kept. Storing the
+    /// current token again only refreshes its metadata. Fails with
+    /// [`StoreError::UnknownAccount`] if the account does not exist.
+    async fn put_token(
+        &self,
+        account: &str,
+        token: NewToken,
+        now: Timestamp,
+    ) -> Result<StoredToken, StoreError>;
+    async fn current_token(&self, account: &str) -> Result<Option<StoredToken>, StoreError>;
+    async fn previous_token(&self, account: &str) -> Result<Option<StoredToken>, StoreError>;
+    /// Forget both the current and the previous token. Returns whether there was any.
+    async fn clear_token(&self, account: &str) -> Result<bool, StoreError>;
+
+    /// Store a named secret of an account (refresh token, TOTP seed, ...), sealed.
+    async fn put_secret(&self, account: &str, name: &str, value: &Secret)
+    -> Result<(), StoreError>;
+    async fn get_secret(&self, account: &str, name: &str) -> Result<Option<Secret>, StoreError>;
+    /// Returns whether the secret existed.
+    async fn delete_secret(&self, account: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Append an audit event; returns its id (ids increase).
+    async fn record_event(&self, event: AuditEvent) -> Result<i64, StoreError>;
+    /// The newest `limit` events, newest first, of one account or of all.
+    async fn events(
+        &self,
+        account: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError>;
+
+    /// Take or extend the renewal lease of `account` for `holder` until `now + ttl`.
+    /// Succeeds if nobody holds it, `holder` already holds it, or the holder's lease
+    /// has expired at `now`. Atomic across processes.
+    async fn try_acquire_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Give the lease up if `holder` holds it. Returns whether it did.
+    async fn release_lease(&self, account: &str, holder: &str) -> Result<bool, StoreError>;
+
+    /// Everything except leases, with tokens and secrets opened. Consistent snapshot.
+    async fn export(&self) -> Result<Backup, StoreError>;
+    /// Replace accounts, tokens, secrets and events with `backup`, in one transaction
+    /// (all or nothing). Leases are left alone.
+    async fn import(&self, backup: Backup) -> Result<(), StoreError>;
+
+    /// The database answers.
+    async fn health(&self) -> Result<(), StoreError>;
+    /// Close the connections (pending writes are flushed).
+    async fn close(&self);
+}
+
+/// Open a store from a URL: `sqlite://PATH` (or `sqlite:PATH`, or a plain path) or
+/// `postgres://...` / `postgresql://...`.
+pub async fn open_store(url: &str, key: MasterKey) -> Result<Arc<dyn TokenStore>, StoreError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("postgres" | "postgresql") => Ok(Arc::new(PgStore::connect(url, key).await?)),
+        Some("sqlite") | None => Ok(Arc::new(SqliteStore::open(url, key).await?)),
+        Some(other) => Err(StoreError::UnsupportedUrl {
+            scheme: other.to_owned(),
+        }),
+    }
+}

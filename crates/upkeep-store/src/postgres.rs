@@ -1,0 +1,463 @@
+//! The PostgreSQL backend. Optionally confined to one schema (tests use a fresh schema
+//! each). Writers that read-then-write lock the account row (`FOR UPDATE`).
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, Postgres, Transaction};
+use upkeep_core::Secret;
+
+use crate::error::StoreError;
+use crate::key::MasterKey;
+use crate::rows::{self, sql};
+use crate::{AccountRecord, AuditEvent, Backup, NewToken, StoredToken, TokenSlot, TokenStore};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const ACCOUNT_LOCK: &str = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE";
+
+/// A [`TokenStore`] in PostgreSQL.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    key: MasterKey,
+    schema: Option<String>,
+}
+
+/// Network-level failures while connecting become [`StoreError::Unreachable`].
+fn connect_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(io) => StoreError::Unreachable {
+            backend: "PostgreSQL",
+            reason: io.to_string(),
+        },
+        sqlx::Error::Tls(tls) => StoreError::Unreachable {
+            backend: "PostgreSQL",
+            reason: format!("TLS: {tls}"),
+        },
+        sqlx::Error::PoolTimedOut => StoreError::Unreachable {
+            backend: "PostgreSQL",
+            reason: "timed out".into(),
+        },
+        other => StoreError::Database(other),
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://...`), migrate, and check the master key.
+    pub async fn connect(url: &str, key: MasterKey) -> Result<Self, StoreError> {
+        Self::connect_with_schema(url, key, None).await
+    }
+
+    /// Like [`PgStore::connect`], with every table inside `schema` (created if missing).
+    /// The schema name must be lowercase letters, digits and underscores.
+    pub async fn connect_with_schema(
+        url: &str,
+        key: MasterKey,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+        if let Some(schema) = schema
+            && !valid_schema(schema)
+        {
+            return Err(StoreError::InvalidSchema(schema.to_owned()));
+        }
+        // One direct connection first: fails at once with the real reason (the pool
+        // would retry until its acquire timeout), and sets up the schema.
+        let mut probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(connect_err)?;
+        if let Some(schema) = schema {
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+                    .bind(schema)
+                    .fetch_optional(&mut probe)
+                    .await?;
+            if exists.is_none() {
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .execute(&mut probe)
+                    .await?;
+            }
+            options = options.options([("search_path", schema)]);
+        }
+        probe.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        let store = Self {
+            pool,
+            key,
+            schema: schema.map(str::to_owned),
+        };
+        match store.init().await {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                store.pool.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The schema the tables live in, if one was given.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Check the key (before any write), migrate, and seal the key check on a new store.
+    async fn init(&self) -> Result<(), StoreError> {
+        let has_meta: bool = sqlx::query_scalar("SELECT to_regclass('upkeep_meta') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if has_meta && self.verify_key_if_present().await? {
+            MIGRATOR.run(&self.pool).await?;
+            return Ok(());
+        }
+        MIGRATOR.run(&self.pool).await?;
+        sqlx::query(sql::KEY_CHECK_PUT)
+            .bind(rows::KEY_CHECK_NAME)
+            .bind(rows::key_check_blob(&self.key))
+            .execute(&self.pool)
+            .await?;
+        self.verify_key_if_present().await.map(|_| ())
+    }
+
+    async fn verify_key_if_present(&self) -> Result<bool, StoreError> {
+        let blob: Option<Vec<u8>> = sqlx::query_scalar(sql::KEY_CHECK_GET)
+            .bind(rows::KEY_CHECK_NAME)
+            .fetch_optional(&self.pool)
+            .await?;
+        match blob {
+            Some(blob) => rows::verify_key_check(&self.key, &blob).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    async fn token(
+        &self,
+        account: &str,
+        slot: TokenSlot,
+    ) -> Result<Option<StoredToken>, StoreError> {
+        let row: Option<rows::TokenRow> = sqlx::query_as(sql::TOKEN_GET)
+            .bind(account)
+            .bind(slot.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.open(&self.key, account)).transpose()
+    }
+
+    /// Begin a transaction holding the account's row lock; `UnknownAccount` if absent.
+    async fn lock_account(
+        &self,
+        account: &str,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar(ACCOUNT_LOCK)
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownAccount {
+                account: account.to_owned(),
+            });
+        }
+        Ok(tx)
+    }
+}
+
+async fn insert_token(
+    tx: &mut Transaction<'static, Postgres>,
+    account: &str,
+    slot: TokenSlot,
+    t: &rows::TokenInsert,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::TOKEN_INSERT)
+        .bind(account)
+        .bind(slot.as_str())
+        .bind(&t.sealed)
+        .bind(&t.fingerprint)
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(&t.kind)
+        .bind(&t.source)
+        .bind(t.stored_at)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+#[async_trait::async_trait]
+impl TokenStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn upsert_account(&self, id: &str, env: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(sql::ACCOUNT_UPSERT)
+            .bind(id)
+            .bind(env)
+            .bind(rows::secs(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::LEASE_DELETE_ACCOUNT)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(sql::ACCOUNT_DELETE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        let rows: Vec<rows::AccountRow> = sqlx::query_as(sql::ACCOUNT_LIST)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(rows::AccountRow::into_record)
+            .collect()
+    }
+
+    async fn put_token(
+        &self,
+        account: &str,
+        token: NewToken,
+        now: Timestamp,
+    ) -> Result<StoredToken, StoreError> {
+        let new = rows::TokenInsert::from_new(&self.key, account, &token, now);
+        let mut tx = self.lock_account(account).await?;
+        let current: Option<(String, i64)> = sqlx::query_as(sql::TOKEN_CURRENT_META)
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let delete = |slot: TokenSlot| {
+            sqlx::query(sql::TOKEN_DELETE_SLOT)
+                .bind(account)
+                .bind(slot.as_str())
+        };
+        match current {
+            Some((fp, _)) if fp == new.fingerprint => {
+                delete(TokenSlot::Current).execute(&mut *tx).await?;
+            }
+            Some((_, expires)) if expires > rows::secs(now) => {
+                delete(TokenSlot::Previous).execute(&mut *tx).await?;
+                sqlx::query(sql::TOKEN_DEMOTE_CURRENT)
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {
+                sqlx::query(sql::TOKEN_CLEAR)
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_token(&mut tx, account, TokenSlot::Current, &new).await?;
+        tx.commit().await?;
+        new.stored(token)
+    }
+
+    async fn current_token(&self, account: &str) -> Result<Option<StoredToken>, StoreError> {
+        self.token(account, TokenSlot::Current).await
+    }
+
+    async fn previous_token(&self, account: &str) -> Result<Option<StoredToken>, StoreError> {
+        self.token(account, TokenSlot::Previous).await
+    }
+
+    async fn clear_token(&self, account: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::TOKEN_CLEAR)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_secret(
+        &self,
+        account: &str,
+        name: &str,
+        value: &Secret,
+    ) -> Result<(), StoreError> {
+        let sealed = rows::seal_secret(&self.key, account, name, value);
+        let mut tx = self.lock_account(account).await?;
+        sqlx::query(sql::SECRET_PUT)
+            .bind(account)
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_secret(&self, account: &str, name: &str) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar(sql::SECRET_GET)
+            .bind(account)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        sealed
+            .map(|s| rows::open_secret(&self.key, account, name, &s))
+            .transpose()
+    }
+
+    async fn delete_secret(&self, account: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::SECRET_DELETE)
+            .bind(account)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_event(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(sql::EVENT_INSERT)
+            .bind(&event.account)
+            .bind(rows::secs(event.at))
+            .bind(&event.actor)
+            .bind(&event.kind)
+            .bind(&event.outcome)
+            .bind(&event.detail)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn events(
+        &self,
+        account: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+        let rows: Vec<rows::EventRow> = sqlx::query_as(sql::EVENT_LIST)
+            .bind(account)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(rows::EventRow::into_event).collect()
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::LEASE_ACQUIRE)
+            .bind(account)
+            .bind(holder)
+            .bind(rows::lease_until(now, ttl))
+            .bind(rows::secs(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, account: &str, holder: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::LEASE_RELEASE)
+            .bind(account)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn export(&self) -> Result<Backup, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let accounts: Vec<rows::AccountRow> = sqlx::query_as(sql::ACCOUNT_LIST)
+            .fetch_all(&mut *tx)
+            .await?;
+        let tokens: Vec<rows::SlotTokenRow> =
+            sqlx::query_as(sql::TOKEN_ALL).fetch_all(&mut *tx).await?;
+        let secrets: Vec<rows::SecretRow> =
+            sqlx::query_as(sql::SECRET_ALL).fetch_all(&mut *tx).await?;
+        let events: Vec<rows::EventRow> =
+            sqlx::query_as(sql::EVENT_ALL).fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        rows::backup_from_rows(&self.key, accounts, tokens, secrets, events)
+    }
+
+    async fn import(&self, backup: Backup) -> Result<(), StoreError> {
+        rows::check_backup(&backup)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE accounts, tokens, secrets, audit_events IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        for stmt in sql::WIPE_FOR_IMPORT {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        for a in &backup.accounts {
+            sqlx::query(sql::ACCOUNT_INSERT)
+                .bind(&a.id)
+                .bind(&a.env)
+                .bind(rows::secs(a.created_at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in &backup.tokens {
+            let row = rows::TokenInsert::from_stored(&self.key, &t.account, &t.token);
+            insert_token(&mut tx, &t.account, t.slot, &row).await?;
+        }
+        for s in &backup.secrets {
+            sqlx::query(sql::SECRET_PUT)
+                .bind(&s.account)
+                .bind(&s.name)
+                .bind(rows::seal_secret(&self.key, &s.account, &s.name, &s.value))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, e) in &backup.events {
+            sqlx::query(sql::EVENT_INSERT_WITH_ID)
+                .bind(id)
+                .bind(&e.account)
+                .bind(rows::secs(e.at))
+                .bind(&e.actor)
+                .bind(&e.kind)
+                .bind(&e.outcome)
+                .bind(&e.detail)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Ids were given explicitly: move the identity past them.
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), \
+             COALESCE((SELECT MAX(id) FROM audit_events), 0) + 1, false)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

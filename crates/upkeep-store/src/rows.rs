@@ -1,0 +1,355 @@
+//! What both backends share: SQL text (written with `$n` placeholders, which SQLite and
+//! PostgreSQL both accept), raw row shapes, and turning rows into domain values
+//! (opening sealed values on the way).
+
+use jiff::Timestamp;
+use upkeep_core::{AccessToken, Secret};
+
+use crate::error::StoreError;
+use crate::key::MasterKey;
+use crate::{AccountRecord, AuditEvent, NewToken, StoredToken, seal};
+
+pub(crate) const PURPOSE_TOKEN: &str = "access_token";
+pub(crate) const PURPOSE_KEY_CHECK: &str = "key_check";
+pub(crate) const KEY_CHECK_NAME: &str = "key_check";
+pub(crate) const KEY_CHECK_PLAINTEXT: &[u8] = b"upkeep key check v1";
+/// The account name used in the AAD of store-wide sealed values.
+pub(crate) const STORE_ACCOUNT: &str = "";
+
+pub(crate) fn secret_purpose(name: &str) -> String {
+    format!("secret:{name}")
+}
+
+pub(crate) mod sql {
+    pub const KEY_CHECK_GET: &str = "SELECT value FROM upkeep_meta WHERE name = $1";
+    pub const KEY_CHECK_PUT: &str =
+        "INSERT INTO upkeep_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+    pub const ACCOUNT_UPSERT: &str = "INSERT INTO accounts (id, env, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET env = excluded.env";
+    pub const ACCOUNT_DELETE: &str = "DELETE FROM accounts WHERE id = $1";
+    pub const LEASE_DELETE_ACCOUNT: &str = "DELETE FROM leases WHERE account = $1";
+    pub const ACCOUNT_LIST: &str = "SELECT id, env, created_at FROM accounts ORDER BY id";
+    pub const ACCOUNT_INSERT: &str =
+        "INSERT INTO accounts (id, env, created_at) VALUES ($1, $2, $3)";
+
+    pub const TOKEN_CURRENT_META: &str =
+        "SELECT fingerprint, expires_at FROM tokens WHERE account = $1 AND slot = 'current'";
+    pub const TOKEN_DELETE_SLOT: &str = "DELETE FROM tokens WHERE account = $1 AND slot = $2";
+    pub const TOKEN_DEMOTE_CURRENT: &str =
+        "UPDATE tokens SET slot = 'previous' WHERE account = $1 AND slot = 'current'";
+    pub const TOKEN_INSERT: &str = "INSERT INTO tokens \
+         (account, slot, sealed, fingerprint, issued_at, expires_at, kind, source, stored_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    pub const TOKEN_GET: &str = "SELECT sealed, fingerprint, issued_at, expires_at, kind, source, stored_at \
+         FROM tokens WHERE account = $1 AND slot = $2";
+    pub const TOKEN_CLEAR: &str = "DELETE FROM tokens WHERE account = $1";
+    pub const TOKEN_ALL: &str = "SELECT account, slot, sealed, fingerprint, issued_at, expires_at, kind, source, stored_at \
+         FROM tokens ORDER BY account, slot";
+
+    pub const SECRET_PUT: &str = "INSERT INTO secrets (account, name, sealed) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, name) DO UPDATE SET sealed = excluded.sealed";
+    pub const SECRET_GET: &str = "SELECT sealed FROM secrets WHERE account = $1 AND name = $2";
+    pub const SECRET_DELETE: &str = "DELETE FROM secrets WHERE account = $1 AND name = $2";
+    pub const SECRET_ALL: &str = "SELECT account, name, sealed FROM secrets ORDER BY account, name";
+
+    pub const EVENT_INSERT: &str = "INSERT INTO audit_events (account, at, actor, kind, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+    pub const EVENT_INSERT_WITH_ID: &str = "INSERT INTO audit_events (id, account, at, actor, kind, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const EVENT_LIST: &str = "SELECT id, account, at, actor, kind, outcome, detail FROM audit_events \
+         WHERE ($1 IS NULL OR account = $1) ORDER BY id DESC LIMIT $2";
+    pub const EVENT_ALL: &str =
+        "SELECT id, account, at, actor, kind, outcome, detail FROM audit_events ORDER BY id";
+
+    /// Insert, or take over a lease held by the same holder or expired at `$4`.
+    /// Affects one row exactly when the lease was acquired.
+    pub const LEASE_ACQUIRE: &str = "INSERT INTO leases (account, holder, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
+    pub const LEASE_RELEASE: &str = "DELETE FROM leases WHERE account = $1 AND holder = $2";
+
+    pub const ACCOUNT_EXISTS: &str = "SELECT id FROM accounts WHERE id = $1";
+
+    pub const WIPE_FOR_IMPORT: [&str; 4] = [
+        "DELETE FROM tokens",
+        "DELETE FROM secrets",
+        "DELETE FROM audit_events",
+        "DELETE FROM accounts",
+    ];
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    pub sealed: Vec<u8>,
+    pub fingerprint: String,
+    pub issued_at: Option<i64>,
+    pub expires_at: i64,
+    pub kind: String,
+    pub source: String,
+    pub stored_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SlotTokenRow {
+    pub account: String,
+    pub slot: String,
+    #[sqlx(flatten)]
+    pub token: TokenRow,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    pub id: String,
+    pub env: String,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    pub account: String,
+    pub name: String,
+    pub sealed: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub id: i64,
+    pub account: String,
+    pub at: i64,
+    pub actor: String,
+    pub kind: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+pub(crate) fn ts(secs: i64, what: &str) -> Result<Timestamp, StoreError> {
+    Timestamp::from_second(secs).map_err(|_| StoreError::BadRow {
+        what: what.to_owned(),
+        detail: format!("timestamp {secs} out of range"),
+    })
+}
+
+/// Timestamps are stored as whole seconds (floor).
+pub(crate) fn secs(t: Timestamp) -> i64 {
+    t.as_second()
+}
+
+impl AccountRow {
+    pub fn into_record(self) -> Result<AccountRecord, StoreError> {
+        Ok(AccountRecord {
+            created_at: ts(self.created_at, "account creation time")?,
+            id: self.id,
+            env: self.env,
+        })
+    }
+}
+
+impl EventRow {
+    pub fn into_event(self) -> Result<(i64, AuditEvent), StoreError> {
+        Ok((
+            self.id,
+            AuditEvent {
+                at: ts(self.at, "audit event time")?,
+                account: self.account,
+                actor: self.actor,
+                kind: self.kind,
+                outcome: self.outcome,
+                detail: self.detail,
+            },
+        ))
+    }
+}
+
+impl TokenRow {
+    /// Open the sealed token and check it against the stored fingerprint.
+    pub fn open(self, key: &MasterKey, account: &str) -> Result<StoredToken, StoreError> {
+        let plain = seal::open(key, account, PURPOSE_TOKEN, &self.sealed)?;
+        let tampered = || StoreError::Tampered {
+            account: account.to_owned(),
+            what: PURPOSE_TOKEN.to_owned(),
+        };
+        let text = std::str::from_utf8(&plain).map_err(|_| tampered())?;
+        let token = AccessToken::new(text);
+        if token.fingerprint() != self.fingerprint {
+            return Err(tampered());
+        }
+        Ok(StoredToken {
+            token,
+            issued_at: self
+                .issued_at
+                .map(|s| ts(s, "token issue time"))
+                .transpose()?,
+            expires_at: ts(self.expires_at, "token expiry")?,
+            kind: self.kind,
+            source: self.source,
+            stored_at: ts(self.stored_at, "token store time")?,
+            fingerprint: self.fingerprint,
+        })
+    }
+}
+
+/// Columns of a token row about to be written, with the token sealed.
+pub(crate) struct TokenInsert {
+    pub sealed: Vec<u8>,
+    pub fingerprint: String,
+    pub issued_at: Option<i64>,
+    pub expires_at: i64,
+    pub kind: String,
+    pub source: String,
+    pub stored_at: i64,
+}
+
+impl TokenInsert {
+    pub fn from_new(key: &MasterKey, account: &str, t: &NewToken, now: Timestamp) -> Self {
+        Self {
+            sealed: seal::seal(key, account, PURPOSE_TOKEN, t.token.expose().as_bytes()),
+            fingerprint: t.token.fingerprint(),
+            issued_at: t.issued_at.map(secs),
+            expires_at: secs(t.expires_at),
+            kind: t.kind.clone(),
+            source: t.source.clone(),
+            stored_at: secs(now),
+        }
+    }
+
+    pub fn from_stored(key: &MasterKey, account: &str, t: &StoredToken) -> Self {
+        Self {
+            sealed: seal::seal(key, account, PURPOSE_TOKEN, t.token.expose().as_bytes()),
+            fingerprint: t.token.fingerprint(),
+            issued_at: t.issued_at.map(secs),
+            expires_at: secs(t.expires_at),
+            kind: t.kind.clone(),
+            source: t.source.clone(),
+            stored_at: secs(t.stored_at),
+        }
+    }
+
+    /// What `put_token` returns: the stored shape, without reading it back.
+    pub fn stored(&self, t: NewToken) -> Result<StoredToken, StoreError> {
+        Ok(StoredToken {
+            token: t.token,
+            issued_at: self
+                .issued_at
+                .map(|s| ts(s, "token issue time"))
+                .transpose()?,
+            expires_at: ts(self.expires_at, "token expiry")?,
+            kind: t.kind,
+            source: t.source,
+            stored_at: ts(self.stored_at, "token store time")?,
+            fingerprint: self.fingerprint.clone(),
+        })
+    }
+}
+
+pub(crate) fn open_secret(
+    key: &MasterKey,
+    account: &str,
+    name: &str,
+    sealed: &[u8],
+) -> Result<Secret, StoreError> {
+    let purpose = secret_purpose(name);
+    let plain = seal::open(key, account, &purpose, sealed)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| StoreError::Tampered {
+        account: account.to_owned(),
+        what: purpose.clone(),
+    })?;
+    Ok(Secret::new(text))
+}
+
+pub(crate) fn seal_secret(key: &MasterKey, account: &str, name: &str, value: &Secret) -> Vec<u8> {
+    seal::seal(
+        key,
+        account,
+        &secret_purpose(name),
+        value.expose().as_bytes(),
+    )
+}
+
+/// Verify the key-check blob; maps "tampered" to a store-level message.
+pub(crate) fn verify_key_check(key: &MasterKey, blob: &[u8]) -> Result<(), StoreError> {
+    let plain = seal::open(key, STORE_ACCOUNT, PURPOSE_KEY_CHECK, blob).map_err(|e| match e {
+        StoreError::Tampered { .. } => StoreError::Tampered {
+            account: "(store)".into(),
+            what: "key check".into(),
+        },
+        other => other,
+    })?;
+    if plain.as_slice() != KEY_CHECK_PLAINTEXT {
+        return Err(StoreError::Tampered {
+            account: "(store)".into(),
+            what: "key check".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn key_check_blob(key: &MasterKey) -> Vec<u8> {
+    seal::seal(key, STORE_ACCOUNT, PURPOSE_KEY_CHECK, KEY_CHECK_PLAINTEXT)
+}
+
+/// `now + ttl` in whole seconds, rounding the ttl up so a lease never ends early.
+pub(crate) fn lease_until(now: Timestamp, ttl: std::time::Duration) -> i64 {
+    let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    secs(now).saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX))
+}
+
+/// Check that every token and secret in a backup belongs to an account in it.
+pub(crate) fn check_backup(b: &crate::Backup) -> Result<(), StoreError> {
+    let known = |a: &str| b.accounts.iter().any(|r| r.id == a);
+    for a in b
+        .tokens
+        .iter()
+        .map(|t| &t.account)
+        .chain(b.secrets.iter().map(|s| &s.account))
+    {
+        if !known(a) {
+            return Err(StoreError::UnknownAccount { account: a.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Turn the rows of an export into a [`crate::Backup`], opening every sealed value.
+pub(crate) fn backup_from_rows(
+    key: &MasterKey,
+    accounts: Vec<AccountRow>,
+    tokens: Vec<SlotTokenRow>,
+    secrets: Vec<SecretRow>,
+    events: Vec<EventRow>,
+) -> Result<crate::Backup, StoreError> {
+    Ok(crate::Backup {
+        accounts: accounts
+            .into_iter()
+            .map(AccountRow::into_record)
+            .collect::<Result<_, _>>()?,
+        tokens: tokens
+            .into_iter()
+            .map(|r| {
+                let slot = crate::TokenSlot::parse(&r.slot).ok_or_else(|| StoreError::BadRow {
+                    what: "token slot".into(),
+                    detail: format!("unknown slot '{}'", r.slot),
+                })?;
+                Ok(crate::BackupToken {
+                    token: r.token.open(key, &r.account)?,
+                    account: r.account,
+                    slot,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        secrets: secrets
+            .into_iter()
+            .map(|r| {
+                Ok(crate::BackupSecret {
+                    value: open_secret(key, &r.account, &r.name, &r.sealed)?,
+                    account: r.account,
+                    name: r.name,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        events: events
+            .into_iter()
+            .map(EventRow::into_event)
+            .collect::<Result<_, _>>()?,
+    })
+}

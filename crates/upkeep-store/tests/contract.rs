@@ -1,0 +1,408 @@
+//! The TokenStore contract: one set of behaviour tests, run on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests may unwrap (team rule); helpers here are not #[test] fns
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{at, new_token, t0, token_text};
+use upkeep_core::{AccessToken, Secret};
+use upkeep_store::{AuditEvent, StoreError, TokenStore};
+
+type Store = Arc<dyn TokenStore>;
+
+fn event(account: &str, hours: i64, kind: &str) -> AuditEvent {
+    AuditEvent {
+        account: account.into(),
+        at: at(hours),
+        actor: "schedule".into(),
+        kind: kind.into(),
+        outcome: "ok".into(),
+        detail: format!("{kind} for {account}"),
+    }
+}
+
+async fn accounts_are_upserted_listed_and_removed(s: Store) {
+    s.upsert_account("zeta", "live", at(0)).await.unwrap();
+    s.upsert_account("alpha", "sandbox", at(1)).await.unwrap();
+    s.upsert_account("zeta", "sim", at(5)).await.unwrap();
+    let list = s.list_accounts().await.unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|a| (a.id.as_str(), a.env.as_str(), a.created_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("alpha", "sandbox", at(1)), ("zeta", "sim", at(0))]
+    );
+
+    assert!(s.remove_account("zeta").await.unwrap());
+    assert!(!s.remove_account("zeta").await.unwrap());
+    assert_eq!(s.list_accounts().await.unwrap().len(), 1);
+}
+
+async fn removing_an_account_removes_its_tokens_secrets_and_lease_but_keeps_history(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.put_token("a", new_token("A", at(10)), t0())
+        .await
+        .unwrap();
+    s.put_secret("a", "refresh", &Secret::new("r1"))
+        .await
+        .unwrap();
+    assert!(
+        s.try_acquire_lease("a", "p1", t0(), Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+    s.record_event(event("a", 0, "token_imported"))
+        .await
+        .unwrap();
+
+    assert!(s.remove_account("a").await.unwrap());
+    s.upsert_account("a", "live", at(1)).await.unwrap();
+    assert!(s.current_token("a").await.unwrap().is_none());
+    assert!(s.get_secret("a", "refresh").await.unwrap().is_none());
+    assert!(
+        s.try_acquire_lease("a", "p2", at(1), Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.events(Some("a"), 10).await.unwrap().len(), 1);
+}
+
+async fn stored_token_comes_back_with_its_metadata_and_fingerprint(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    let put = s
+        .put_token("a", new_token("A", at(10)), t0())
+        .await
+        .unwrap();
+    let got = s.current_token("a").await.unwrap().unwrap();
+    assert_eq!(got, put);
+    assert_eq!(got.token.expose(), token_text("A"));
+    assert_eq!(
+        got.fingerprint,
+        AccessToken::new(token_text("A")).fingerprint()
+    );
+    assert_eq!(got.expires_at, at(10));
+    assert_eq!(got.issued_at, Some(at(0)));
+    assert_eq!((got.kind.as_str(), got.source.as_str()), ("daily", "test"));
+    assert_eq!(got.stored_at, t0());
+    assert!(s.previous_token("a").await.unwrap().is_none());
+    assert!(s.current_token("other").await.unwrap().is_none());
+}
+
+async fn new_token_keeps_the_still_valid_old_one_as_previous(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.put_token("a", new_token("A", at(10)), t0())
+        .await
+        .unwrap();
+    s.put_token("a", new_token("B", at(11)), at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.current_token("a").await.unwrap().unwrap().token.expose(),
+        token_text("B")
+    );
+    assert_eq!(
+        s.previous_token("a").await.unwrap().unwrap().token.expose(),
+        token_text("A")
+    );
+
+    // Only one previous is kept: A goes, B becomes previous.
+    s.put_token("a", new_token("C", at(12)), at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.previous_token("a").await.unwrap().unwrap().token.expose(),
+        token_text("B")
+    );
+}
+
+async fn expired_old_token_is_dropped_not_kept_as_previous(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.put_token("a", new_token("A", at(5)), t0()).await.unwrap();
+    s.put_token("a", new_token("B", at(10)), at(1))
+        .await
+        .unwrap();
+    assert!(s.previous_token("a").await.unwrap().is_some());
+
+    // At hour 11, B (expired at 10) is not worth keeping; A is dropped as well.
+    s.put_token("a", new_token("C", at(30)), at(11))
+        .await
+        .unwrap();
+    assert!(s.previous_token("a").await.unwrap().is_none());
+    // Exactly at expiry counts as expired.
+    s.put_token("a", new_token("D", at(40)), at(30))
+        .await
+        .unwrap();
+    assert!(s.previous_token("a").await.unwrap().is_none());
+}
+
+async fn storing_the_current_token_again_keeps_the_previous(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.put_token("a", new_token("A", at(10)), t0())
+        .await
+        .unwrap();
+    s.put_token("a", new_token("B", at(11)), at(1))
+        .await
+        .unwrap();
+    let mut again = new_token("B", at(11));
+    again.source = "import".into();
+    s.put_token("a", again, at(2)).await.unwrap();
+    let cur = s.current_token("a").await.unwrap().unwrap();
+    assert_eq!(
+        (cur.token.expose(), cur.source.as_str()),
+        (token_text("B").as_str(), "import")
+    );
+    assert_eq!(
+        s.previous_token("a").await.unwrap().unwrap().token.expose(),
+        token_text("A")
+    );
+}
+
+async fn token_or_secret_for_unknown_account_is_refused(s: Store) {
+    let err = s
+        .put_token("ghost", new_token("A", at(10)), t0())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownAccount { account } if account == "ghost"),
+        "{err}"
+    );
+    let err = s
+        .put_secret("ghost", "pin", &Secret::new("1234"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownAccount { .. }), "{err}");
+}
+
+async fn clear_token_forgets_current_and_previous(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.upsert_account("b", "live", t0()).await.unwrap();
+    s.put_token("a", new_token("A", at(10)), t0())
+        .await
+        .unwrap();
+    s.put_token("a", new_token("B", at(11)), at(1))
+        .await
+        .unwrap();
+    s.put_token("b", new_token("X", at(11)), at(1))
+        .await
+        .unwrap();
+    assert!(s.clear_token("a").await.unwrap());
+    assert!(!s.clear_token("a").await.unwrap());
+    assert!(s.current_token("a").await.unwrap().is_none());
+    assert!(s.previous_token("a").await.unwrap().is_none());
+    assert!(
+        s.current_token("b").await.unwrap().is_some(),
+        "other accounts untouched"
+    );
+}
+
+async fn secrets_round_trip_per_account_and_can_be_replaced_or_deleted(s: Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.upsert_account("b", "live", t0()).await.unwrap();
+    s.put_secret("a", "refresh_token", &Secret::new("r-1"))
+        .await
+        .unwrap();
+    s.put_secret("a", "refresh_token", &Secret::new("r-2"))
+        .await
+        .unwrap();
+    s.put_secret("a", "totp_seed", &Secret::new("JBSWY3DPEHPK3PXP"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_secret("a", "refresh_token").await.unwrap(),
+        Some(Secret::new("r-2"))
+    );
+    assert_eq!(
+        s.get_secret("a", "totp_seed").await.unwrap(),
+        Some(Secret::new("JBSWY3DPEHPK3PXP"))
+    );
+    assert_eq!(s.get_secret("b", "refresh_token").await.unwrap(), None);
+    assert!(s.delete_secret("a", "refresh_token").await.unwrap());
+    assert!(!s.delete_secret("a", "refresh_token").await.unwrap());
+    assert_eq!(s.get_secret("a", "refresh_token").await.unwrap(), None);
+}
+
+async fn events_come_newest_first_filtered_and_limited(s: Store) {
+    let mut ids = Vec::new();
+    for (i, acct) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+        ids.push(
+            s.record_event(event(acct, i as i64, &format!("k{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+    let newest3 = s.events(None, 3).await.unwrap();
+    let kinds: Vec<_> = newest3.iter().map(|(_, e)| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["k4", "k3", "k2"]);
+    assert_eq!(newest3[0].0, ids[4]);
+    assert_eq!(newest3[0].1, event("b", 4, "k4"));
+
+    let only_a = s.events(Some("a"), 10).await.unwrap();
+    let kinds: Vec<_> = only_a.iter().map(|(_, e)| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["k3", "k2", "k0"]);
+    assert!(s.events(Some("nobody"), 10).await.unwrap().is_empty());
+    assert!(s.events(None, 0).await.unwrap().is_empty());
+}
+
+async fn lease_is_held_by_one_holder_until_it_expires_or_is_released(s: Store) {
+    let ttl = Duration::from_secs(60);
+    assert!(s.try_acquire_lease("a", "p1", t0(), ttl).await.unwrap());
+    assert!(!s.try_acquire_lease("a", "p2", t0(), ttl).await.unwrap());
+    // The holder may extend it.
+    let t30 = t0() + jiff::SignedDuration::from_secs(30);
+    assert!(s.try_acquire_lease("a", "p1", t30, ttl).await.unwrap());
+    // Extended to t0+90s: still held at t0+60s.
+    let t60 = t0() + jiff::SignedDuration::from_secs(60);
+    assert!(!s.try_acquire_lease("a", "p2", t60, ttl).await.unwrap());
+    // Other accounts are independent.
+    assert!(s.try_acquire_lease("b", "p2", t60, ttl).await.unwrap());
+    // Expired at t0+90s: p2 takes over, and p1 is now locked out.
+    let t90 = t0() + jiff::SignedDuration::from_secs(90);
+    assert!(s.try_acquire_lease("a", "p2", t90, ttl).await.unwrap());
+    assert!(!s.try_acquire_lease("a", "p1", t90, ttl).await.unwrap());
+    // Only the holder can release.
+    assert!(!s.release_lease("a", "p1").await.unwrap());
+    assert!(s.release_lease("a", "p2").await.unwrap());
+    assert!(s.try_acquire_lease("a", "p1", t90, ttl).await.unwrap());
+}
+
+async fn concurrent_lease_attempts_have_exactly_one_winner(s: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.try_acquire_lease("a", &format!("holder-{i}"), t0(), Duration::from_secs(60))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn populate(s: &Store) {
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.upsert_account("b", "sandbox", at(1)).await.unwrap();
+    s.put_token("a", new_token("A1", at(10)), t0())
+        .await
+        .unwrap();
+    s.put_token("a", new_token("A2", at(20)), at(1))
+        .await
+        .unwrap();
+    s.put_token("b", new_token("B1", at(20)), at(1))
+        .await
+        .unwrap();
+    s.put_secret("a", "refresh_token", &Secret::new("refresh-a"))
+        .await
+        .unwrap();
+    s.record_event(event("a", 0, "token_imported"))
+        .await
+        .unwrap();
+    s.record_event(event("b", 1, "renewal_succeeded"))
+        .await
+        .unwrap();
+}
+
+async fn import_of_an_export_restores_exactly_that_state(s: Store) {
+    populate(&s).await;
+    let before = s.export().await.unwrap();
+    assert_eq!(before.stats().tokens, 3);
+
+    // Change everything, then import the old export.
+    s.upsert_account("c", "live", at(2)).await.unwrap();
+    s.put_token("a", new_token("A3", at(30)), at(2))
+        .await
+        .unwrap();
+    s.put_secret("a", "refresh_token", &Secret::new("changed"))
+        .await
+        .unwrap();
+    s.record_event(event("c", 2, "renewal_failed"))
+        .await
+        .unwrap();
+    s.import(before.clone()).await.unwrap();
+
+    assert_eq!(s.export().await.unwrap(), before);
+    assert_eq!(
+        s.previous_token("a").await.unwrap().unwrap().token.expose(),
+        token_text("A1")
+    );
+    // New events continue after the imported ids.
+    let max_id = before.events.iter().map(|(id, _)| *id).max().unwrap();
+    let next = s
+        .record_event(event("a", 3, "renewal_started"))
+        .await
+        .unwrap();
+    assert!(next > max_id, "{next} > {max_id}");
+}
+
+async fn failed_import_changes_nothing(s: Store) {
+    populate(&s).await;
+    let before = s.export().await.unwrap();
+    let mut bad = before.clone();
+    bad.accounts.retain(|a| a.id != "b"); // b's token now points nowhere
+    bad.events.clear();
+    let err = s.import(bad).await.unwrap_err();
+    assert!(matches!(err, StoreError::UnknownAccount { .. }), "{err}");
+
+    // A backup whose rows collide (same event id twice) fails inside the transaction.
+    let mut dup = before.clone();
+    dup.accounts.clear();
+    dup.tokens.clear();
+    dup.secrets.clear();
+    let first = dup.events[0].clone();
+    dup.events.push(first);
+    assert!(s.import(dup).await.is_err());
+    assert_eq!(s.export().await.unwrap(), before);
+}
+
+async fn health_is_ok_on_an_open_store(s: Store) {
+    s.health().await.unwrap();
+    assert!(["sqlite", "postgres"].contains(&s.backend()));
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::common::with_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::common::with_pg(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    accounts_are_upserted_listed_and_removed,
+    removing_an_account_removes_its_tokens_secrets_and_lease_but_keeps_history,
+    stored_token_comes_back_with_its_metadata_and_fingerprint,
+    new_token_keeps_the_still_valid_old_one_as_previous,
+    expired_old_token_is_dropped_not_kept_as_previous,
+    storing_the_current_token_again_keeps_the_previous,
+    token_or_secret_for_unknown_account_is_refused,
+    clear_token_forgets_current_and_previous,
+    secrets_round_trip_per_account_and_can_be_replaced_or_deleted,
+    events_come_newest_first_filtered_and_limited,
+    lease_is_held_by_one_holder_until_it_expires_or_is_released,
+    concurrent_lease_attempts_have_exactly_one_winner,
+    import_of_an_export_restores_exactly_that_state,
+    failed_import_changes_nothing,
+    health_is_ok_on_an_open_store,
+);
