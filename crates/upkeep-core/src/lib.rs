@@ -8,11 +8,27 @@
 //! - [`jwt`]: reading Upstox JWT claims (no signature check: there is no key to check with).
 //! - [`expiry`]: the 03:30 IST rule, token kinds and the cross-check against `exp`.
 //! - [`state`]: healthy / warning / critical / expired.
-//! - [`plan`]: the renewal plan, a pure function of (now, account, policy).
-//! - [`config`]: configuration types, parsing from TOML + environment, validation.
+//! - [`plan`](mod@plan): the renewal plan, a pure function of (now, account, policy).
+//! - [`config`]: configuration types, parsing from TOML + environment, validation, and
+//!   importing the files of earlier Upstox scripts ([`config::import`]).
+//! - `testing` (feature `testing`): fixture JWTs shaped like real Upstox tokens.
 
 pub mod clock;
+pub mod config;
+pub mod expiry;
+pub mod jwt;
+pub mod plan;
 pub mod secret;
+pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-pub use clock::Clock;
+pub use clock::{Clock, ManualClock};
+pub use config::{AccountConfig, Config, ConfigError, Strategy, UpstoxEnv};
+pub use expiry::{
+    TokenInfo, TokenKind, format_ist, inspect, inspect_claims, ist, next_rollover_after,
+};
+pub use jwt::{Claims, TokenError, decode_claims};
+pub use plan::{AccountView, Action, Plan, RenewalPolicy, TokenSummary, plan};
 pub use secret::{AccessToken, Secret};
+pub use state::{Thresholds, TokenState};

@@ -1,0 +1,564 @@
+use super::Strategy;
+use super::*;
+use crate::testing::token_a;
+use jiff::civil::date;
+use proptest::prelude::{prop_assert_eq, proptest};
+
+/// Environment variables for one case.
+type Vars<'a> = Vec<(&'a str, &'a str)>;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(text: Option<&str>, vars: &[(&str, &str)]) -> Config {
+    Config::from_sources(text, &env(vars)).unwrap()
+}
+
+fn err(text: &str, vars: &[(&str, &str)]) -> String {
+    Config::from_sources(Some(text), &env(vars))
+        .unwrap_err()
+        .to_string()
+}
+
+const TOTP_ACCOUNT: &str = r#"
+[[account]]
+id = "main"
+client_id = "key"
+client_secret = "app-secret-value"
+redirect_uri = "http://127.0.0.1:7878/auth/upstox/callback"
+renew = ["totp"]
+[account.totp]
+mobile = "9876543210"
+pin = "482916"
+secret = "JBSWY3DPEHPK3PXP"
+"#;
+
+#[test]
+fn example_config_parses_and_validates() {
+    let c = load(Some(example_toml()), &[]);
+    assert_eq!(c.server.listen, "127.0.0.1:7878".parse().unwrap());
+    assert_eq!(c.server.public_url, "http://127.0.0.1:7878");
+    assert_eq!(c.store.backend(), Some(StoreBackend::Sqlite));
+    assert_eq!(c.store.backup_dir, None);
+    assert_eq!(c.sinks, SinksConfig::default());
+    let a = c.default_account().unwrap();
+    assert_eq!(a.id, "main");
+    assert_eq!(
+        a.renew,
+        vec![Strategy::Totp, Strategy::TokenRequest, Strategy::Oauth]
+    );
+    assert!(a.can_renew_daily());
+    assert_eq!(a.totp.as_ref().unwrap().pin.expose(), "123456");
+    let p = c.to_policy();
+    assert_eq!(
+        p,
+        RenewalPolicy {
+            holidays: vec![date(2026, 11, 24)],
+            ..RenewalPolicy::default()
+        }
+    );
+    assert_eq!(c.thresholds(), Thresholds::default());
+    assert_eq!(
+        c.renewal.health_check_interval,
+        SignedDuration::from_mins(30)
+    );
+    assert_eq!(c.alert.webhook.len(), 1);
+    assert_eq!(c.alert.email.as_ref().unwrap().to, vec!["you@example.com"]);
+}
+
+#[test]
+fn no_file_and_no_env_gives_the_defaults() {
+    let c = load(None, &[]);
+    assert_eq!(c, Config::default());
+    assert!(c.accounts.is_empty());
+    assert_eq!(c.upstox.api_url, "https://api.upstox.com");
+    assert_eq!(c.upstox.order_url, "https://api-hft.upstox.com");
+    assert_eq!(c.upstox.feed_url, "wss://api.upstox.com");
+    assert_eq!(c.store.key_file, PathBuf::from("upkeep.key"));
+}
+
+#[test]
+fn upkeep_env_overrides_nested_keys() {
+    let c = load(
+        Some("[server]\nlisten = \"127.0.0.1:1\"\n[renewal]\njitter = \"1m\"\n"),
+        &[
+            ("UPKEEP_SERVER__LISTEN", "0.0.0.0:9000"),
+            ("UPKEEP_RENEWAL__WINDOW_START", "06:15"),
+            ("UPKEEP_RENEWAL__TRADE_WEEKENDS", "true"),
+            ("UPKEEP_RENEWAL__HOLIDAYS", "2026-11-24,2026-12-25"),
+            ("UPKEEP_THRESHOLDS__WARNING", "4h"),
+            ("UPKEEP_UPSTOX__API_URL", "http://127.0.0.1:9999/"),
+            ("UPKEEP_STORE__URL", "postgres://upkeep:pw@db:5432/upkeep"),
+            ("UPKEEP_CONFIG", "/etc/upkeep.toml"),
+            ("UPKEEP_LOG", "debug"),
+            ("UNRELATED__THING", "x"),
+        ],
+    );
+    assert_eq!(c.server.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(
+        c.server.public_url, "http://127.0.0.1:9000",
+        "derived from listen"
+    );
+    assert_eq!(c.renewal.window_start, Time::constant(6, 15, 0, 0));
+    assert_eq!(
+        c.renewal.jitter,
+        SignedDuration::from_mins(1),
+        "file value kept"
+    );
+    assert!(c.renewal.trade_weekends);
+    assert_eq!(
+        c.renewal.holidays,
+        vec![date(2026, 11, 24), date(2026, 12, 25)]
+    );
+    assert_eq!(c.thresholds.warning, SignedDuration::from_hours(4));
+    assert_eq!(
+        c.upstox.api_url, "http://127.0.0.1:9999",
+        "trailing slash trimmed"
+    );
+    assert_eq!(c.store.backend(), Some(StoreBackend::Postgres));
+    assert_eq!(
+        c.store.redacted_url(),
+        "postgres://upkeep:***@db:5432/upkeep"
+    );
+}
+
+#[test]
+fn env_array_syntax_is_accepted_for_lists() {
+    let c = load(
+        None,
+        &[(
+            "UPKEEP_RENEWAL__HOLIDAYS",
+            r#"["2026-11-24", "2027-01-26"]"#,
+        )],
+    );
+    assert_eq!(
+        c.renewal.holidays,
+        vec![date(2026, 11, 24), date(2027, 1, 26)]
+    );
+}
+
+#[test]
+fn bare_toml_dates_are_accepted_as_holidays() {
+    let c = load(Some("[renewal]\nholidays = [2026-11-24]\n"), &[]);
+    assert_eq!(c.renewal.holidays, vec![date(2026, 11, 24)]);
+}
+
+#[test]
+fn legacy_env_creates_main_account_and_infers_strategy() {
+    let tok = token_a();
+    let cases: Vec<(Vars, UpstoxEnv, Vec<Strategy>)> = vec![
+        (
+            vec![("UPSTOX_ACCESS_TOKEN", tok.expose())],
+            UpstoxEnv::Live,
+            vec![Strategy::Static],
+        ),
+        (
+            vec![
+                ("UPSTOX_CLIENT_ID", "key"),
+                ("UPSTOX_CLIENT_SECRET", "sec"),
+                ("UPSTOX_REDIRECT_URI", "http://127.0.0.1:7878/cb"),
+            ],
+            UpstoxEnv::Live,
+            vec![Strategy::Oauth],
+        ),
+        (
+            vec![
+                ("UPSTOX_CLIENT_ID", "key"),
+                ("UPSTOX_CLIENT_SECRET", "sec"),
+                ("UPSTOX_REDIRECT_URI", "http://127.0.0.1:7878/cb"),
+                ("UPSTOX_USERNAME", "9876543210"),
+                ("UPSTOX_PIN_CODE", "123456"),
+                ("UPSTOX_TOTP_SECRET", "JBSWY3DPEHPK3PXP"),
+            ],
+            UpstoxEnv::Live,
+            vec![Strategy::Totp],
+        ),
+        (
+            vec![("UPSTOX_SANDBOX_TOKEN", tok.expose())],
+            UpstoxEnv::Sandbox,
+            vec![Strategy::Static],
+        ),
+    ];
+    for (vars, want_env, want_renew) in cases {
+        let c = load(None, &vars);
+        assert_eq!(c.accounts.len(), 1);
+        let a = &c.accounts[0];
+        assert_eq!(a.id, "main");
+        assert_eq!(a.env, want_env, "{vars:?}");
+        assert_eq!(a.renew, want_renew, "{vars:?}");
+    }
+    let c = load(None, &[("UPSTOX_SANDBOX_TOKEN", tok.expose())]);
+    assert_eq!(c.accounts[0].initial_token(), Some(&tok));
+}
+
+#[test]
+fn legacy_env_overrides_the_default_account_of_the_file() {
+    let text = r#"
+[[account]]
+id = "first"
+[[account]]
+id = "second"
+default = true
+renew = ["totp"]
+client_id = "file-key"
+client_secret = "file-secret"
+redirect_uri = "http://127.0.0.1:7878/cb"
+[account.totp]
+mobile = "9876543210"
+pin = "111111"
+"#;
+    let c = load(
+        Some(text),
+        &[
+            ("UPSTOX_TOTP_SECRET", "JBSWY3DPEHPK3PXP"),
+            ("UPSTOX_PIN_CODE", "222222"),
+            ("UPSTOX_CLIENT_ID", "env-key"),
+            ("UPSTOX_ENV", "LIVE"),
+            ("UPSTOX_ACCESS_TOKEN", ""),
+        ],
+    );
+    let a = c.default_account().unwrap();
+    assert_eq!(a.id, "second");
+    assert_eq!(a.client_id.as_deref(), Some("env-key"));
+    assert_eq!(a.renew, vec![Strategy::Totp], "file strategies kept");
+    let totp = a.totp.as_ref().unwrap();
+    assert_eq!(totp.pin.expose(), "222222");
+    assert_eq!(totp.mobile, "9876543210");
+    assert_eq!(a.access_token, None, "empty variables are ignored");
+    assert_eq!(c.account("first").unwrap().client_id, None);
+}
+
+#[test]
+fn account_trading_weekends_widens_its_policy() {
+    let text = "[[account]]\nid = \"wk\"\ntrades_weekends = true\n[[account]]\nid = \"plain\"\n";
+    let c = load(Some(text), &[]);
+    assert!(c.policy_for(c.account("wk").unwrap()).trade_weekends);
+    assert!(!c.policy_for(c.account("plain").unwrap()).trade_weekends);
+    assert!(
+        !c.account("wk").unwrap().can_renew_daily(),
+        "no renew list means static"
+    );
+}
+
+#[test]
+fn redirect_uri_defaults_to_the_daemon_callback() {
+    let text = r#"
+[server]
+public_url = "https://upkeep.example.com/"
+[[account]]
+id = "a"
+renew = ["oauth"]
+client_id = "k"
+client_secret = "s"
+[[account]]
+id = "b"
+redirect_uri = "https://b.example.com/cb"
+"#;
+    let c = load(Some(text), &[]);
+    assert_eq!(
+        c.redirect_uri_for(c.account("a").unwrap()),
+        "https://upkeep.example.com/auth/upstox/callback"
+    );
+    assert_eq!(
+        c.redirect_uri_for(c.account("b").unwrap()),
+        "https://b.example.com/cb"
+    );
+}
+
+#[test]
+fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
+    let bad_token = "not-a-jwt";
+    let cases: Vec<(String, Vars, &str)> = vec![
+        (
+            "[[account]]\nid = \"main\"\nrenew = [\"totpp\"]\n".into(),
+            vec![],
+            r#"account[0].renew: unknown strategy "totpp"; use one of totp, token_request, oauth, refresh_token, static"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\nredirect_uri = \"http://127.0.0.1/cb\"\nrenew = [\"totp\"]\n".into(),
+            vec![],
+            r#"account "main": strategy totp needs [account.totp] mobile, pin and secret"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nrenew = [\"oauth\"]\nclient_id = \"k\"\n".into(),
+            vec![],
+            r#"account "main": strategy oauth needs client_secret (from the app on the Upstox Developer Apps page)"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\n[[account]]\nid = \"main\"\n".into(),
+            vec![],
+            r#"account[1].id: duplicate account id "main" (also account[0]); give each [[account]] its own id"#,
+        ),
+        (
+            "[[account]]\nid = \"my acct\"\n".into(),
+            vec![],
+            r#"account[0].id: "my acct" is not a valid id; use 1-64 letters, digits, '-' or '_'"#,
+        ),
+        (
+            "[server]\nlisten = \"localhost\"\n".into(),
+            vec![],
+            r#"server.listen: "localhost" is not an IP address and port; use e.g. 127.0.0.1:7878 or 0.0.0.0:7878"#,
+        ),
+        (
+            "".into(),
+            vec![("UPKEEP_SERVER__LISTEN", "nope")],
+            r#"server.listen (from UPKEEP_SERVER__LISTEN): "nope" is not an IP address and port; use e.g. 127.0.0.1:7878 or 0.0.0.0:7878"#,
+        ),
+        (
+            "[renewal]\nwindow_start = \"05:30\"\ndeadline = \"05:00\"\n".into(),
+            vec![],
+            "renewal.deadline: 05:00 is not after window_start 05:30; set a deadline later than window_start",
+        ),
+        (
+            "[renewal]\nwindow_start = \"02:00\"\n".into(),
+            vec![],
+            "renewal.window_start: 02:00 is before the 03:30 IST rollover, and a token made then dies at 03:30; use 03:30 or later",
+        ),
+        (
+            "[renewal]\ndeadline = \"22:00\"\n".into(),
+            vec![],
+            "renewal.deadline: 22:00 is too close to the next 03:30 IST rollover (a token made then lives under 6 hours); use 21:30 or earlier",
+        ),
+        (
+            "[renewal]\njitter = \"10x\"\n".into(),
+            vec![],
+            r#"renewal.jitter: invalid duration "10x"; use a number and a unit (s, m, h, d), e.g. 90s, 30m, 3h, 3d"#,
+        ),
+        (
+            "[renewal]\nwindow_start = \"5.30\"\n".into(),
+            vec![],
+            r#"renewal.window_start: invalid time "5.30"; use HH:MM in IST, e.g. 05:30"#,
+        ),
+        (
+            "[renewal]\nholidays = [\"2026-13-01\"]\n".into(),
+            vec![],
+            r#"renewal.holidays: invalid date "2026-13-01"; use YYYY-MM-DD, e.g. 2026-11-24"#,
+        ),
+        (
+            "[renewal]\nhealth_check_interval = \"1s\"\n".into(),
+            vec![],
+            "renewal.health_check_interval: 1s is too short; use at least 10s",
+        ),
+        (
+            "[thresholds]\nwarning = \"1h\"\ncritical = \"2h\"\n".into(),
+            vec![],
+            "thresholds.critical: 2h is more than thresholds.warning 1h; critical must be the smaller one",
+        ),
+        (
+            "[server]\nlistn = \"127.0.0.1:1\"\n".into(),
+            vec![],
+            "server.listn: unknown key `listn`; valid keys here are listen, public_url",
+        ),
+        (
+            "[serverr]\n".into(),
+            vec![],
+            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert",
+        ),
+        (
+            "[[account]]\nenv = \"live\"\n".into(),
+            vec![],
+            "account[0]: missing required key `id`",
+        ),
+        (
+            "[[account]]\nid = \"main\"\nenv = \"paper\"\n".into(),
+            vec![],
+            r#"account[0].env: unknown env "paper"; use live or sandbox"#,
+        ),
+        (
+            "".into(),
+            vec![("UPSTOX_CLIENT_ID", "k"), ("UPSTOX_ENV", "paper")],
+            r#"account[0].env (from UPSTOX_ENV): unknown env "paper"; use live or sandbox"#,
+        ),
+        (
+            "[account]\nid = \"main\"\n".into(),
+            vec![],
+            "account: write accounts as [[account]] (double brackets), one table per account",
+        ),
+        (
+            "".into(),
+            vec![("UPKEEP_SERVR__LISTEN", "0.0.0.0:1")],
+            "UPKEEP_SERVR__LISTEN: unknown section `servr`; use one of server, store, upstox, renewal, thresholds, sinks",
+        ),
+        (
+            "[store]\nurl = \"mysql://root:hunter2@db/x\"\n".into(),
+            vec![],
+            "store.url: unsupported database URL scheme `mysql`; use sqlite://upkeep.db or postgres://USER@HOST/DB",
+        ),
+        (
+            "[[account]]\nid = \"sb\"\nenv = \"sandbox\"\nrenew = [\"oauth\"]\n".into(),
+            vec![],
+            r#"account "sb": strategy oauth does not work with env = "sandbox" (sandbox tokens are generated on the Upstox Developer Apps page and last 30 days); use renew = ["static"] and paste the token"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nrenew = [\"static\", \"static\"]\n".into(),
+            vec![],
+            r#"account "main".renew: strategy static is listed twice; list each once"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nrenew = [\"refresh_token\"]\n[account.refresh_token]\ntoken_url = \"https://t.example.com\"\n".into(),
+            vec![],
+            r#"account "main": strategy refresh_token needs [account.refresh_token] refresh_token"#,
+        ),
+        (
+            TOTP_ACCOUNT.replace("JBSWY3DPEHPK3PXP", "not-base32!"),
+            vec![],
+            r#"account "main".totp.secret: is not a base32 TOTP seed (value not shown); copy the key shown when enabling TOTP on Upstox"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\n".into(),
+            vec![("UPSTOX_ACCESS_TOKEN", bad_token)],
+            r#"account "main".access_token: token is not a JWT (expected three dot-separated parts); copy the whole access token"#,
+        ),
+        (
+            "[[account]]\nid = \"a\"\ndefault = true\n[[account]]\nid = \"b\"\ndefault = true\n".into(),
+            vec![],
+            "account: 2 accounts have default = true (a, b); mark only one",
+        ),
+        (
+            "[[alert.webhook]]\nurl = \"https://api.telegram.org/botSECRET/sendMessage\"\nformat = \"telegram\"\n".into(),
+            vec![],
+            "alert.webhook[0]: format telegram needs chat_id (the chat the bot posts to)",
+        ),
+        (
+            "[[alert.webhook]]\nurl = \"ftp://hooks/SECRET\"\n".into(),
+            vec![],
+            "alert.webhook[0].url: is not an http(s) URL (value not shown)",
+        ),
+        (
+            "[alert.email]\nsmtp_url = \"smtp://me:SECRET@mail:25\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n".into(),
+            vec![],
+            "alert.email.smtp_url: holds credentials (value not shown); move them to alert.email.username and alert.email.password",
+        ),
+        (
+            "[[account]]\nid = \"main\"\n[account.totp]\npin = 123456\n".into(),
+            vec![],
+            "account[0].totp.pin: expected a quoted string (value not shown); put quotes around it",
+        ),
+        (
+            "[[account]]\nid = \"main\"\ntotp = \"JBSWY3DPEHPK3PXP\"\n".into(),
+            vec![],
+            "account[0].totp: invalid type: string, expected a table",
+        ),
+        (
+            "[renewal]\ntrade_weekends = \"yes\"\n".into(),
+            vec![],
+            "renewal.trade_weekends: invalid type: string, expected a boolean",
+        ),
+        (
+            "[server]\nlisten = \n".into(),
+            vec![],
+            "config is not valid TOML (line 2, column 10): invalid string; expected `\"`, `'`",
+        ),
+    ];
+    for (text, vars, want) in cases {
+        let got = err(&text, &vars);
+        assert_eq!(got, want, "config:\n{text}");
+        assert!(!got.contains('\n'));
+        for secret in [
+            "hunter2",
+            "SECRET",
+            "123456",
+            "JBSWY3DPEHPK3PXP",
+            "app-secret-value",
+        ] {
+            assert!(!got.contains(secret), "{got}");
+        }
+    }
+}
+
+#[test]
+fn all_validation_problems_are_reported_together() {
+    let text =
+        "[renewal]\ndeadline = \"05:00\"\n[[account]]\nid = \"x\"\n[[account]]\nid = \"x\"\n";
+    let e = Config::from_sources(Some(text), &BTreeMap::new()).unwrap_err();
+    assert_eq!(e.problems().len(), 2);
+    assert_eq!(
+        e.to_string(),
+        "renewal.deadline: 05:00 is not after window_start 05:30; set a deadline later than \
+         window_start; account[1].id: duplicate account id \"x\" (also account[0]); give each \
+         [[account]] its own id"
+    );
+}
+
+#[test]
+fn debug_output_of_a_config_shows_no_secrets() {
+    let c = load(
+        Some(TOTP_ACCOUNT),
+        &[
+            ("UPSTOX_ACCESS_TOKEN", token_a().expose()),
+            ("UPKEEP_STORE__URL", "postgres://u:hunter2@db/x"),
+        ],
+    );
+    let printed = format!("{c:?}");
+    for secret in [
+        "482916",
+        "JBSWY3DPEHPK3PXP",
+        "app-secret-value",
+        "hunter2",
+        token_a().expose(),
+    ] {
+        assert!(!printed.contains(secret), "Debug leaks {secret}: {printed}");
+    }
+}
+
+#[test]
+fn durations_times_and_dates_parse() {
+    let d = |s: &str| parse_duration(s).unwrap();
+    assert_eq!(d("90s"), SignedDuration::from_secs(90));
+    assert_eq!(d("30m"), SignedDuration::from_mins(30));
+    assert_eq!(d("3h"), SignedDuration::from_hours(3));
+    assert_eq!(d("3d"), SignedDuration::from_hours(72));
+    assert_eq!(d("1h30m"), SignedDuration::from_mins(90));
+    assert_eq!(d("1h 30m"), SignedDuration::from_mins(90));
+    assert_eq!(d("0"), SignedDuration::ZERO);
+    for bad in ["", "10", "m", "3w", "-1h", "1.5h", "99999999999999999999s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(parse_time("05:30").unwrap(), Time::constant(5, 30, 0, 0));
+    assert_eq!(parse_time("5:30").unwrap(), Time::constant(5, 30, 0, 0));
+    assert_eq!(
+        parse_time("21:30:15").unwrap(),
+        Time::constant(21, 30, 15, 0)
+    );
+    for bad in ["24:00", "05:60", "0530", "05:3", "aa:bb", ""] {
+        assert!(parse_time(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(parse_date("2026-11-24").unwrap(), date(2026, 11, 24));
+    assert!(parse_date("2026-02-30").is_err());
+}
+
+#[test]
+fn renew_may_be_a_comma_separated_string() {
+    let c = load(Some("[[account]]\nid = \"a\"\nrenew = \"static\"\n"), &[]);
+    assert_eq!(c.accounts[0].renew, vec![Strategy::Static]);
+}
+
+#[test]
+fn redact_userinfo_hides_only_the_password() {
+    assert_eq!(redact_userinfo("sqlite://upkeep.db"), "sqlite://upkeep.db");
+    assert_eq!(
+        redact_userinfo("postgres://u@h/db"),
+        "postgres://u:***@h/db"
+    );
+    assert_eq!(
+        redact_userinfo("postgres://u:p@ss@h/db?x=1"),
+        "postgres://u:***@h/db?x=1"
+    );
+}
+
+proptest! {
+    #[test]
+    fn config_durations_round_trip(secs in 0i64..(365 * 86_400)) {
+        let d = SignedDuration::from_secs(secs);
+        prop_assert_eq!(parse_duration(&format_config_duration(d)).unwrap(), d);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics_the_loader(text in "\\PC{0,200}") {
+        let _ = Config::from_sources(Some(&text), &BTreeMap::new());
+    }
+}
