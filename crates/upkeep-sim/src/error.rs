@@ -1,0 +1,198 @@
+//! Response envelopes: the Upstox API gateway's `{"status":"error","errors":[...]}`
+//! (both camelCase and snake_case keys, like the live gateway) and the login
+//! service's `{"success":...}` shape. Every JSON response carries
+//! `Content-Type: application/json` exactly (no charset), because the
+//! upstox-totp client compares the header with `==`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A JSON response with `Content-Type: application/json` and nothing else in the header.
+pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// `{"status":...,"data":...}` in that key order.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    status: &'a str,
+    data: Value,
+}
+
+/// `{"status":"success","data":...}` with 200.
+pub(crate) fn success(data: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &Envelope {
+            status: "success",
+            data,
+        },
+    )
+}
+
+/// One entry of `errors`, in the live gateway's key order.
+#[derive(Serialize)]
+#[allow(non_snake_case)]
+struct ErrorItem<'a> {
+    errorCode: &'a str,
+    message: &'a str,
+    propertyPath: Option<&'a str>,
+    invalidValue: Option<&'a str>,
+    error_code: &'a str,
+    property_path: Option<&'a str>,
+    invalid_value: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    status: &'a str,
+    errors: [ErrorItem<'a>; 1],
+}
+
+/// `{"success":...,"data":...,"error":...}` in that key order.
+#[derive(Serialize)]
+struct LoginEnvelope {
+    success: bool,
+    data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// An Upstox API gateway error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401 UDAPI100050: expired, revoked, unknown, malformed or missing token.
+    pub fn invalid_token() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UDAPI100050",
+            "Invalid token used to access API",
+        )
+    }
+
+    /// 401 UDAPI100067: the extended token may not call this API.
+    pub fn extended_not_permitted() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UDAPI100067",
+            "The API you are trying to access is not permitted with an extended_token",
+        )
+    }
+
+    /// 429 UDAPI10005.
+    pub fn rate_limited() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "UDAPI10005",
+            "Too Many Request Sent",
+        )
+    }
+
+    /// 500 UDAPI100500.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UDAPI100500",
+            "Something went wrong... please contact us",
+        )
+    }
+
+    /// 401 UDAPI100016.
+    pub fn invalid_credentials(status: StatusCode) -> ApiError {
+        ApiError::new(status, "UDAPI100016", "Invalid Credentials")
+    }
+
+    fn envelope(&self) -> ErrorEnvelope<'_> {
+        ErrorEnvelope {
+            status: "error",
+            errors: [ErrorItem {
+                errorCode: self.code,
+                message: &self.message,
+                propertyPath: None,
+                invalidValue: None,
+                error_code: self.code,
+                property_path: None,
+                invalid_value: None,
+            }],
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.envelope())
+    }
+}
+
+/// `{"success":true,"data":...}` with 200 (login service).
+pub(crate) fn login_success(data: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &LoginEnvelope {
+            success: true,
+            data,
+            error: None,
+        },
+    )
+}
+
+/// A login-service error: `{"success":false,"data":null,"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoginError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl LoginError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> LoginError {
+        LoginError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> LoginError {
+        LoginError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &LoginEnvelope {
+                success: false,
+                data: Value::Null,
+                error: Some(json!({"code": self.code, "message": self.message})),
+            },
+        )
+    }
+}
