@@ -1,1 +1,90 @@
-//! upkeep-server
+//! # upkeep-server
+//!
+//! The upkeep daemon as a library. [`App::build`] takes the settings, a bound
+//! listener, a clock, a store and an Upstox client; [`App::run_until_stopped`] runs
+//! the renewal supervisors and the HTTP endpoints until the shutdown future resolves.
+//!
+//! - [`engine`]: supervisor per account, single-flight renewals, health checks, the
+//!   in-memory current token and the reactive trigger.
+//! - [`strategies`]: totp, token_request, oauth, refresh_token, static.
+//! - [`http`]: `/healthz`, `POST /webhooks/upstox/token`, `/auth/upstox/login`,
+//!   `/auth/upstox/callback`.
+//! - [`alerts`]: webhook (generic, Slack, Telegram) and SMTP alerts, de-duplicated and
+//!   rate-limited.
+
+pub mod alerts;
+pub mod clock;
+pub mod engine;
+pub mod http;
+pub mod oauth_state;
+pub mod settings;
+mod strategies;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use clock::SystemClock;
+pub use engine::{Actor, CurrentToken, Engine, EngineDeps, RejectReason, RenewOutcome};
+pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
+
+/// The daemon: engine + HTTP listener.
+pub struct App {
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+}
+
+impl App {
+    /// Loads the accounts' tokens into memory and prepares the routes. Starts nothing.
+    pub async fn build(
+        deps: EngineDeps,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, upkeep_store::StoreError> {
+        let engine = Engine::new(deps).await?;
+        Ok(Self { engine, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs until `shutdown` resolves, then stops the supervisors (waits in the
+    /// middle of a renewal end; a token being written is written whole) and drains
+    /// HTTP connections.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let engine = self.engine.clone();
+        let supervisors = engine.start();
+        let stop = engine.shutdown_token();
+        let router = http::router(engine.clone());
+        let server = axum::serve(self.listener, router).with_graceful_shutdown({
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = stop.cancelled() => {}
+                }
+                tracing::info!("shutting down");
+                stop.cancel();
+            }
+        });
+        let result = server.await;
+        engine.shutdown();
+        for h in supervisors {
+            if tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a supervisor did not stop within 10 s");
+            }
+        }
+        engine.store().close().await;
+        result
+    }
+}

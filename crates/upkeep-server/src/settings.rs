@@ -1,0 +1,123 @@
+//! What the daemon needs to know, in the daemon's own terms. The binary builds these
+//! from `upkeep_core::config::Config`; tests build them directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use upkeep_core::Secret;
+use upkeep_core::plan::RenewalPolicy;
+use upkeep_core::state::Thresholds;
+
+/// One renewal strategy, in the order an account lists them (`renew = [...]`).
+/// The same type the configuration uses.
+pub use upkeep_core::config::Strategy as StrategyKind;
+
+/// Headless-login credentials.
+#[derive(Debug, Clone)]
+pub struct TotpSettings {
+    pub mobile: String,
+    pub pin: Secret,
+    pub secret: Secret,
+}
+
+/// Generic OAuth2 refresh-token settings.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    pub token_url: String,
+    /// The initial refresh token; a rotated one is kept in the store afterwards.
+    pub refresh_token: Option<Secret>,
+}
+
+/// One account.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub id: String,
+    /// "live" or "sandbox".
+    pub env: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub redirect_uri: String,
+    /// The UCC the account's tokens must belong to, when known. If unset, the user of
+    /// the first token upkeep stores becomes the expected one.
+    pub user_id: Option<String>,
+    pub strategies: Vec<StrategyKind>,
+    pub totp: Option<TotpSettings>,
+    pub refresh: Option<RefreshSettings>,
+    /// Overrides the policy's weekend/holiday skipping for this account.
+    pub trades_weekends: bool,
+    pub trades_holidays: bool,
+}
+
+impl AccountSettings {
+    pub fn can_renew_daily(&self) -> bool {
+        self.strategies.iter().any(|s| s.renews())
+    }
+}
+
+/// Where to write the current token for legacy bots after every change.
+#[derive(Debug, Clone, Default)]
+pub struct SinkSettings {
+    pub json_file: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
+    /// Second location for encrypted store backups.
+    pub backup_dir: Option<PathBuf>,
+}
+
+/// Retry/backoff for transient failures inside one strategy.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    pub first: SignedDuration,
+    pub max: SignedDuration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            first: SignedDuration::from_secs(5),
+            max: SignedDuration::from_mins(5),
+        }
+    }
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub accounts: Vec<AccountSettings>,
+    pub policy: RenewalPolicy,
+    pub thresholds: Thresholds,
+    /// How often a valid token is checked with a profile call (clock time).
+    pub health_interval: SignedDuration,
+    /// How long the token-request strategy waits for the user's approval before the
+    /// next strategy is tried (it keeps accepting the webhook afterwards).
+    pub approval_wait: SignedDuration,
+    /// How often a waiting task re-reads the clock (real time). Bounded sleeps are
+    /// what make a paused VM or a clock step unable to skip 03:30.
+    pub poll: Duration,
+    /// Base URL of this daemon as a browser reaches it (OAuth links).
+    pub public_url: String,
+    pub sinks: SinkSettings,
+    pub retry: RetrySettings,
+    /// The renewal lease duration (one renewer per account across processes).
+    pub lease_ttl: Duration,
+    /// SHA-256 digests of admin API keys (for `/auth/upstox/login`).
+    pub admin_key_digests: Vec<[u8; 32]>,
+}
+
+impl DaemonSettings {
+    pub fn new(accounts: Vec<AccountSettings>) -> Self {
+        Self {
+            accounts,
+            policy: RenewalPolicy::default(),
+            thresholds: Thresholds::default(),
+            health_interval: SignedDuration::from_mins(30),
+            approval_wait: SignedDuration::from_mins(20),
+            poll: Duration::from_secs(15),
+            public_url: "http://127.0.0.1:7878".into(),
+            sinks: SinkSettings::default(),
+            retry: RetrySettings::default(),
+            lease_ttl: Duration::from_secs(600),
+            admin_key_digests: Vec::new(),
+        }
+    }
+}

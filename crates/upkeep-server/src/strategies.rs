@@ -1,0 +1,280 @@
+//! Renewal strategies. Each one either produces a token, waits for one to be
+//! delivered (webhook, OAuth callback), or fails with a class that tells the engine
+//! what to do next: retry (transient), stop and alert (fatal), or move on.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use upkeep_core::AccessToken;
+use upkeep_upstox::{ErrorClass, TotpLogin, UpstoxError};
+
+use crate::alerts::{Alert, AlertKind};
+use crate::engine::{AccountRuntime, CurrentToken, Engine, short_error};
+use crate::settings::StrategyKind;
+
+/// What a strategy came back with.
+pub(crate) enum Obtained {
+    /// A token to validate and store. `validate`: ask Upstox (profile call) first.
+    Token { token: AccessToken, validate: bool },
+    /// A token someone else delivered and the engine already stored.
+    Delivered(Arc<CurrentToken>),
+}
+
+/// Why a strategy did not produce a token.
+pub(crate) enum Failure {
+    /// The strategy is not configured or cannot run for this account.
+    NotApplicable(String),
+    /// Retrying will not help (bad credentials, lockout, inactive app): alert a human.
+    Fatal(String),
+    /// Worth retrying after a backoff.
+    Transient {
+        reason: String,
+        retry_after: Option<SignedDuration>,
+    },
+    /// Waited for a human (approval, login) until the limit.
+    TimedOut(String),
+    /// The daemon is shutting down.
+    Cancelled,
+}
+
+fn classify(engine: &Engine, e: UpstoxError) -> Failure {
+    let reason = short_error(&e);
+    match e.class() {
+        ErrorClass::Transient | ErrorClass::Maintenance => Failure::Transient {
+            retry_after: e.retry_after().map(|r| {
+                let d = r.delay_from(engine.clock().now());
+                SignedDuration::try_from(d).unwrap_or(SignedDuration::from_secs(60))
+            }),
+            reason,
+        },
+        ErrorClass::Fatal | ErrorClass::TokenInvalid | ErrorClass::NotPermitted => {
+            Failure::Fatal(reason)
+        }
+    }
+}
+
+pub(crate) async fn obtain(
+    engine: &Engine,
+    a: &AccountRuntime,
+    kind: StrategyKind,
+    deadline: Timestamp,
+) -> Result<Obtained, Failure> {
+    match kind {
+        StrategyKind::Totp => totp(engine, a).await,
+        StrategyKind::TokenRequest => token_request(engine, a, deadline).await,
+        StrategyKind::Oauth => oauth(engine, a, deadline).await,
+        StrategyKind::RefreshToken => refresh_token(engine, a).await,
+        StrategyKind::Static => Err(Failure::NotApplicable(
+            "a static token is monitored, not renewed".into(),
+        )),
+    }
+}
+
+async fn totp(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, Failure> {
+    let s = &a.settings;
+    let Some(t) = &s.totp else {
+        return Err(Failure::NotApplicable(
+            "no [account.totp] mobile/pin/secret configured".into(),
+        ));
+    };
+    let login = TotpLogin {
+        mobile: t.mobile.clone(),
+        pin: t.pin.clone(),
+        totp_secret: t.secret.clone(),
+        client_id: s.client_id.clone(),
+        client_secret: s.client_secret.clone(),
+        redirect_uri: s.redirect_uri.clone(),
+    };
+    let clock = engine.clock().clone();
+    match engine
+        .upstox()
+        .totp_login(&login, move || clock.now())
+        .await
+    {
+        // Straight from Upstox's token endpoint: no need for an extra profile call.
+        Ok(grant) => Ok(Obtained::Token {
+            token: grant.access_token,
+            validate: false,
+        }),
+        Err(e) => Err(classify(engine, e)),
+    }
+}
+
+async fn token_request(
+    engine: &Engine,
+    a: &AccountRuntime,
+    deadline: Timestamp,
+) -> Result<Obtained, Failure> {
+    let s = &a.settings;
+    if s.client_id.is_empty() || s.client_secret.is_empty() {
+        return Err(Failure::NotApplicable(
+            "client_id and client_secret are needed".into(),
+        ));
+    }
+    let before = a_current_fp(engine, &s.id);
+    let ack = engine
+        .upstox()
+        .request_access_token(&s.client_id, &s.client_secret)
+        .await
+        .map_err(|e| classify(engine, e))?;
+    let now = engine.clock().now();
+    let until = deadline
+        .min(now + engine.settings().approval_wait)
+        .min(ack.authorization_expiry);
+    engine
+        .audit(
+            &s.id,
+            crate::engine::Actor::Schedule,
+            "token_request_sent",
+            "pending",
+            &format!(
+                "approval window until {}",
+                upkeep_core::expiry::format_ist(ack.authorization_expiry)
+            ),
+        )
+        .await;
+    let remind = |n: u32| {
+        let mut alert = Alert::new(
+            AlertKind::ManualActionNeeded,
+            s.id.clone(),
+            format!("Approve the Upstox access-token request ({n})"),
+            format!(
+                "upkeep asked Upstox for a new access token for account {}. Approve it in the Upstox app (or on WhatsApp) before {}.",
+                s.id,
+                upkeep_core::expiry::format_ist(until)
+            ),
+            engine.clock().now(),
+        );
+        if let Some(link) = engine.login_link(&s.id) {
+            alert = alert.with_link(link);
+        }
+        alert
+    };
+    wait_for_delivery(engine, &s.id, before, until, remind).await
+}
+
+async fn oauth(
+    engine: &Engine,
+    a: &AccountRuntime,
+    deadline: Timestamp,
+) -> Result<Obtained, Failure> {
+    let s = &a.settings;
+    if s.client_id.is_empty() || s.redirect_uri.is_empty() {
+        return Err(Failure::NotApplicable(
+            "client_id and redirect_uri are needed".into(),
+        ));
+    }
+    let before = a_current_fp(engine, &s.id);
+    let remind = |n: u32| {
+        let link = engine.login_link(&s.id).unwrap_or_default();
+        Alert::new(
+            AlertKind::ManualActionNeeded,
+            s.id.clone(),
+            format!("Log in with Upstox ({n})"),
+            format!(
+                "Account {} needs a human login before {}. Open the link on your phone or computer.",
+                s.id,
+                upkeep_core::expiry::format_ist(deadline)
+            ),
+            engine.clock().now(),
+        )
+        .with_link(link)
+    };
+    wait_for_delivery(engine, &s.id, before, deadline, remind).await
+}
+
+async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, Failure> {
+    let s = &a.settings;
+    let Some(r) = &s.refresh else {
+        return Err(Failure::NotApplicable(
+            "no [account.refresh_token] configured".into(),
+        ));
+    };
+    let url = url::Url::parse(&r.token_url)
+        .map_err(|_| Failure::Fatal("refresh_token.token_url is not a URL".into()))?;
+    let stored = engine
+        .store()
+        .get_secret(&s.id, "refresh_token")
+        .await
+        .map_err(|e| Failure::Transient {
+            reason: format!("store: {e}"),
+            retry_after: None,
+        })?;
+    let Some(refresh) = stored.or_else(|| r.refresh_token.clone()) else {
+        return Err(Failure::NotApplicable(
+            "no refresh token is known yet".into(),
+        ));
+    };
+    let grant = engine
+        .upstox()
+        .oauth2_refresh(&url, &s.client_id, &s.client_secret, &refresh)
+        .await
+        .map_err(|e| classify(engine, e))?;
+    if let Some(rotated) = &grant.refresh_token
+        && let Err(e) = engine
+            .store()
+            .put_secret(&s.id, "refresh_token", rotated)
+            .await
+    {
+        // Losing a rotated refresh token would break the next renewal: fatal.
+        return Err(Failure::Fatal(format!(
+            "could not store the rotated refresh token: {e}"
+        )));
+    }
+    Ok(Obtained::Token {
+        token: grant.access_token,
+        validate: false,
+    })
+}
+
+fn a_current_fp(engine: &Engine, id: &str) -> Option<String> {
+    engine.current(id).map(|c| c.fingerprint.clone())
+}
+
+/// Waits until a new valid token is current (delivered by the webhook or the OAuth
+/// callback), reminding the human every 15 minutes of clock time.
+async fn wait_for_delivery(
+    engine: &Engine,
+    id: &str,
+    before: Option<String>,
+    until: Timestamp,
+    remind: impl Fn(u32) -> Alert,
+) -> Result<Obtained, Failure> {
+    let Some(mut rx) = engine.subscribe(id) else {
+        return Err(Failure::NotApplicable("unknown account".into()));
+    };
+    let every = SignedDuration::from_mins(15);
+    let mut reminders = 0u32;
+    let mut next_reminder = engine.clock().now();
+    let shutdown = engine.shutdown_token();
+    loop {
+        let now = engine.clock().now();
+        if let Some(c) = rx.borrow_and_update().clone()
+            && Some(&c.fingerprint) != before.as_ref()
+            && c.is_valid_at(now)
+        {
+            return Ok(Obtained::Delivered(c));
+        }
+        if now >= until {
+            return Err(Failure::TimedOut(format!(
+                "no token arrived before {}",
+                upkeep_core::expiry::format_ist(until)
+            )));
+        }
+        if now >= next_reminder {
+            reminders += 1;
+            engine.alert(remind(reminders)).await;
+            next_reminder = now + every;
+        }
+        let wake = until.min(next_reminder);
+        let chunk = std::time::Duration::try_from(wake.duration_since(now))
+            .unwrap_or_default()
+            .min(engine.settings().poll)
+            .max(std::time::Duration::from_millis(1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(Failure::Cancelled),
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep(chunk) => {}
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Command-line interface (clap). Kept free of logic: every command is a function in
+//! `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Upstox access tokens die every day at 03:30 IST. upkeep renews them after the rollover
+and before the market opens, stores them encrypted, and hands them to your bots.
+
+Quick start:
+  upkeep keygen                      create the master key (upkeep.key, mode 0600)
+  upkeep config check                validate upkeep.toml (or $UPKEEP_CONFIG)
+  upkeep token set < token.txt       import a token you already have
+  upkeep status                      how long each account's token has left
+  upkeep serve                       run the daemon (renewals, webhook, OAuth callback)
+  upkeep exec -- python bot.py       run a bot with UPSTOX_ACCESS_TOKEN set
+  upkeep demo                        see it all work against the built-in simulator
+
+Exit codes: 0 ok, 1 failure, 2 bad input (malformed token, bad config, bad arguments).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upkeep",
+    version,
+    about = "Keeps Upstox access tokens alive and hands them to every bot that needs them",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Configuration file. Default: $UPKEEP_CONFIG, then ./upkeep.toml (optional:
+    /// without it upkeep runs on defaults and UPSTOX_* environment variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace). Logs go to stderr and never contain tokens.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: scheduled renewals, health checks, alerts, the notifier webhook
+    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz.
+    Serve(ServeArgs),
+    /// Start the simulator and the daemon together, jump the simulated clock over the
+    /// 03:30 IST rollover and watch the token get renewed. Needs no Upstox account.
+    Demo(DemoArgs),
+    /// Run the Upstox simulator (a faithful local Upstox for testing bots offline).
+    Sim(SimArgs),
+    /// Show each account's token: environment, kind, expiry (IST), time left, state.
+    Status(StatusArgs),
+    /// Print a valid access token for scripts (exit 1 if none is valid), or import one.
+    Token(TokenArgs),
+    /// Decode an access token's claims (no signature check) and its real expiry.
+    Decode(DecodeArgs),
+    /// Print (and on a desktop open) the Upstox login link for the browser OAuth flow.
+    Login(AccountArg),
+    /// Force a renewal now, with the account's non-interactive strategies.
+    Renew(RenewArgs),
+    /// List, add or remove accounts in the store.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Create the master key file (mode 0600) that encrypts the store.
+    Keygen(KeygenArgs),
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run a command with UPSTOX_ACCESS_TOKEN set to a valid token (like aws-vault exec).
+    Exec(ExecArgs),
+    /// Write an encrypted backup of the store.
+    Backup(BackupArgs),
+    /// Restore the store from an encrypted backup (replaces its contents).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address; overrides [server] listen (default 127.0.0.1:7878).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep running after the demo renewal (Ctrl-C to stop).
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on. Every Upstox host (api, order, login service, feed) is
+    /// served on this one listener.
+    #[arg(long, default_value = "127.0.0.1:7879", value_name = "ADDR")]
+    pub listen: String,
+    /// Simulator config (TOML or JSON: users, apps, auto-approve, tick rate). Without
+    /// it one demo user and app are created.
+    #[arg(long = "sim-config", value_name = "FILE")]
+    pub sim_config: Option<PathBuf>,
+    /// Write the demo credentials as JSON (ucc, mobile, pin, totp_secret, client_id,
+    /// client_secret, redirect_uri, plan, base_url) so a script can configure upkeep.
+    #[arg(long, value_name = "FILE")]
+    pub credentials_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountArg {
+    /// Account id (default: the first configured account).
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TokenArgs {
+    /// Account id (default: the first configured account).
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<TokenCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Import a token you already have (pasted, sandbox or extended). Reads stdin when
+    /// TOKEN is omitted or `-`, so it never has to appear in your shell history.
+    Set {
+        /// The token, or `-` for stdin.
+        token: Option<String>,
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Also check it with Upstox (a profile call) before storing it.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// The access token (or `-` to read stdin).
+    pub token: String,
+    /// JSON output: sub, iat, exp, expires_at (RFC 3339, +05:30), kind, plus_plan, multi_client.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Account id (default: the first configured account).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub account: Option<String>,
+    /// Renew every configured account.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Accounts in the configuration and in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an account to the store (configure its strategies in upkeep.toml).
+    Add {
+        id: String,
+        /// live or sandbox
+        #[arg(long, default_value = "live")]
+        env: String,
+    },
+    /// Remove an account and its tokens from the store (audit events stay).
+    Remove { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (default: [store] key_file, i.e. upkeep.key).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print a summary (no secrets).
+    Check,
+    /// Print a commented example configuration.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory for the backup (default: [store] backup_dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file written by `upkeep backup`.
+    pub file: PathBuf,
+}

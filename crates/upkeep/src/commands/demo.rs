@@ -1,0 +1,252 @@
+//! `upkeep demo`: the simulator and the daemon in one process, sharing one clock.
+//! Gets a token by headless TOTP login, jumps the simulated clock over the 03:30 IST
+//! rollover, and shows the renewal happen in the morning window.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use jiff::civil::{Time, Weekday};
+use jiff::{SignedDuration, Timestamp};
+use upkeep_core::expiry::{format_ist, ist, ist_date};
+use upkeep_core::{Clock, Secret};
+use upkeep_server::settings::{AccountSettings, DaemonSettings, StrategyKind, TotpSettings};
+use upkeep_server::{App, EngineDeps};
+use upkeep_sim::{SimClock, SimConfig};
+use upkeep_upstox::{Hosts, UpstoxClient};
+
+use crate::cli::DemoArgs;
+
+/// The simulator's clock seen through the daemon's `Clock` trait: moving one moves both.
+struct SharedClock(SimClock);
+
+impl Clock for SharedClock {
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+}
+
+fn say(clock: &SimClock, text: &str) {
+    let t = clock.now().to_zoned(ist());
+    println!("[sim {}] {text}", t.strftime("%a %Y-%m-%d %H:%M:%S IST"));
+}
+
+/// The next Monday-Thursday (so the day after is a trading day too), 10:00 IST.
+fn demo_start(real_now: Timestamp) -> Result<Timestamp> {
+    let mut d = ist_date(real_now).tomorrow()?;
+    while matches!(
+        d.weekday(),
+        Weekday::Friday | Weekday::Saturday | Weekday::Sunday
+    ) {
+        d = d.tomorrow()?;
+    }
+    Ok(d.to_datetime(Time::constant(10, 0, 0, 0))
+        .to_zoned(ist())?
+        .timestamp())
+}
+
+pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    let start = demo_start(upkeep_server::SystemClock.now())?;
+    let sim_clock = SimClock::new(start, 1.0);
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = upkeep_sim::spawn_with_clock(SimConfig::demo(), sim_clock.clone(), sim_listener)
+        .await
+        .context("cannot start the simulator")?;
+    let creds = sim
+        .credentials()
+        .into_iter()
+        .next()
+        .context("the demo simulator has no app")?;
+    println!(
+        "upkeep demo: simulator at {} (user {}, plan {:?})",
+        sim.base_url(),
+        creds.ucc,
+        creds.plan
+    );
+
+    let dir = std::env::temp_dir().join(format!("upkeep-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key = upkeep_store::MasterKey::generate();
+    let db = dir.join("upkeep.db");
+    let store =
+        upkeep_store::open_store(&format!("sqlite://{}", db.display()), key.clone()).await?;
+
+    let base = url::Url::parse(&sim.base_url())?;
+    let upstox = UpstoxClient::new(Hosts::all(&base))?;
+    let daemon_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let daemon_addr = daemon_listener.local_addr()?;
+    let mut settings = DaemonSettings::new(vec![AccountSettings {
+        id: "demo".into(),
+        env: "live".into(),
+        client_id: creds.client_id.clone(),
+        client_secret: Secret::new(creds.client_secret.clone()),
+        redirect_uri: creds.redirect_uri.clone(),
+        user_id: Some(creds.ucc.clone()),
+        strategies: vec![StrategyKind::Totp, StrategyKind::Oauth],
+        totp: Some(TotpSettings {
+            mobile: creds.mobile.clone(),
+            pin: Secret::new(creds.pin.clone()),
+            secret: Secret::new(creds.totp_secret.clone()),
+        }),
+        refresh: None,
+        trades_weekends: false,
+        trades_holidays: false,
+    }]);
+    settings.poll = Duration::from_millis(200);
+    settings.public_url = format!("http://{daemon_addr}");
+    settings.sinks.json_file = Some(dir.join("upstox_tokens.json"));
+    let app = App::build(
+        EngineDeps {
+            settings,
+            clock: Arc::new(SharedClock(sim_clock.clone())),
+            store,
+            upstox,
+            alerter: None,
+            master_key: key,
+        },
+        daemon_listener,
+    )
+    .await?;
+    let engine = app.engine().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "upkeep demo: daemon at http://{daemon_addr} (store {})",
+        db.display()
+    );
+
+    let mut rx = engine.subscribe("demo").context("demo account missing")?;
+    say(
+        &sim_clock,
+        "no token yet: the daemon logs in headlessly (mobile + PIN + TOTP)",
+    );
+    let first = wait_for_token(&mut rx, None, Duration::from_secs(30)).await?;
+    say(
+        &sim_clock,
+        &format!(
+            "got a {} token via {} (fp {}), valid until {}",
+            first.kind.as_str(),
+            first.source,
+            first.fingerprint,
+            format_ist(first.expires_at)
+        ),
+    );
+
+    // Jump to 10 s before the rollover.
+    let rollover = first.expires_at;
+    sim_clock.set(rollover - SignedDuration::from_secs(10));
+    say(
+        &sim_clock,
+        "jumped the clock to just before the 03:30 IST rollover",
+    );
+    let client = UpstoxClient::new(Hosts::all(&base))?;
+    match client.profile(&first.token).await {
+        Ok(p) => say(
+            &sim_clock,
+            &format!("profile call with the token: OK (user {})", p.user_id),
+        ),
+        Err(e) => say(&sim_clock, &format!("profile call failed: {e}")),
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    match client.profile(&first.token).await {
+        Ok(_) => say(&sim_clock, "profile call still OK (unexpected)"),
+        Err(e) => say(&sim_clock, &format!("the token died at 03:30: {e}")),
+    }
+    if let Some(p) = engine.status("demo").and_then(|s| s.next) {
+        say(
+            &sim_clock,
+            &format!(
+                "plan: {} at {} ({})",
+                p.action.as_str(),
+                format_ist(p.at),
+                p.reason
+            ),
+        );
+    }
+
+    // Fast-forward: 05:29:30 at 30x, so the window's jittered start comes within seconds.
+    let window = rollover + SignedDuration::from_mins(119) + SignedDuration::from_secs(30);
+    sim_clock.set(window);
+    sim_clock.set_speed(30.0);
+    say(
+        &sim_clock,
+        "jumped to just before the 05:30 IST renewal window; the clock now runs 30x",
+    );
+    let renewed =
+        wait_for_token(&mut rx, Some(&first.fingerprint), Duration::from_secs(60)).await?;
+    sim_clock.set_speed(1.0);
+    say(
+        &sim_clock,
+        &format!(
+            "renewed via {} (fp {}), valid until {}",
+            renewed.source,
+            renewed.fingerprint,
+            format_ist(renewed.expires_at)
+        ),
+    );
+    match client.profile(&renewed.token).await {
+        Ok(p) => say(
+            &sim_clock,
+            &format!("profile call with the new token: OK (user {})", p.user_id),
+        ),
+        Err(e) => say(
+            &sim_clock,
+            &format!("profile call with the new token failed: {e}"),
+        ),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!("\naudit log (newest first):");
+    for (_, ev) in engine.store().events(Some("demo"), 10).await? {
+        println!(
+            "  {}  {:<8} {:<18} {:<10} {}",
+            format_ist(ev.at),
+            ev.actor,
+            ev.kind,
+            ev.outcome,
+            ev.detail
+        );
+    }
+    println!(
+        "\nlegacy token file written to {}",
+        dir.join("upstox_tokens.json").display()
+    );
+
+    if args.keep_running {
+        println!(
+            "running until Ctrl-C (daemon http://{daemon_addr}, simulator {})",
+            sim.base_url()
+        );
+        super::sim::wait_for_signal().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = daemon.await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_token(
+    rx: &mut tokio::sync::watch::Receiver<Option<Arc<upkeep_server::CurrentToken>>>,
+    not: Option<&str>,
+    limit: Duration,
+) -> Result<Arc<upkeep_server::CurrentToken>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(c) = rx.borrow_and_update().clone()
+            && Some(c.fingerprint.as_str()) != not
+        {
+            return Ok(c);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => bail!("the daemon stopped"),
+            Err(_) => bail!(
+                "no token within {}s; run with -v to see why",
+                limit.as_secs()
+            ),
+        }
+    }
+}

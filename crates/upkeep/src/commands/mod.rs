@@ -1,0 +1,596 @@
+//! One function per command. Errors are `anyhow` with context; a [`UsageError`]
+//! (bad input: malformed token, broken config, unknown account) exits with code 2.
+
+mod demo;
+mod serve;
+mod sim;
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use jiff::Timestamp;
+use serde_json::json;
+use upkeep_core::expiry::{format_duration, format_ist, inspect};
+use upkeep_core::state::TokenState;
+use upkeep_core::{AccessToken, Clock};
+use upkeep_server::{Actor, Engine, EngineDeps, RenewOutcome, SystemClock};
+
+use crate::cli::{AccountsCommand, Cli, Command, ConfigCommand, TokenCommand};
+use crate::context::{self, Loaded};
+use crate::output;
+
+/// Bad input from the user: exit code 2 and one line on stderr.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        2
+    } else {
+        1
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let config_path = cli.config.as_deref();
+    match cli.command {
+        Command::Decode(args) => decode(&args.token, args.json),
+        Command::Sim(args) => sim::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Serve(args) => serve::run(config_path, args).await,
+        Command::Keygen(args) => {
+            let loaded = context::load_config(config_path)?;
+            let path = args.out.unwrap_or(loaded.config.store.key_file.clone());
+            let key =
+                upkeep_store::create_key_file(&path).map_err(|e| UsageError(e.to_string()))?;
+            eprintln!(
+                "created master key {} (key id {}, mode 0600). Back it up somewhere safe: the store cannot be read without it.",
+                path.display(),
+                key.key_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Example => {
+                print!("{}", upkeep_core::config::example_toml());
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigCommand::Check => config_check(config_path),
+        },
+        Command::Status(args) => status(config_path, args.json).await,
+        Command::Token(args) => match args.command {
+            None => print_token(config_path, args.account.as_deref()).await,
+            Some(TokenCommand::Set {
+                token,
+                account,
+                verify,
+            }) => token_set(config_path, token, account.or(args.account), verify).await,
+        },
+        Command::Exec(args) => exec(config_path, args.account.as_deref(), &args.command).await,
+        Command::Login(args) => login(config_path, args.account.as_deref()).await,
+        Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
+        Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Backup(args) => {
+            let loaded = context::load_config(config_path)?;
+            let dir = args
+                .dir
+                .or(loaded.config.store.backup_dir.clone())
+                .ok_or_else(|| {
+                    UsageError(
+                        "no backup directory: pass --dir DIR or set [store] backup_dir".into(),
+                    )
+                })?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let key = context::master_key(&loaded)?;
+            let store = context::open_store(&loaded, key.clone()).await?;
+            let path =
+                upkeep_store::backup_to_dir(store.as_ref(), &key, &dir, SystemClock.now()).await?;
+            store.close().await;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            let loaded = context::load_config(config_path)?;
+            let key = context::master_key(&loaded)?;
+            let store = context::open_store(&loaded, key.clone()).await?;
+            let stats = upkeep_store::restore_from_file(store.as_ref(), &key, &args.file)
+                .await
+                .with_context(|| format!("cannot restore from {}", args.file.display()))?;
+            store.close().await;
+            eprintln!("restored {stats:?} from {}", args.file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_token_arg(arg: Option<&str>) -> Result<AccessToken> {
+    let text = match arg {
+        Some(t) if t != "-" => t.to_owned(),
+        _ => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("paste the access token, then press Enter and Ctrl-D:");
+            }
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the token from stdin")?;
+            s
+        }
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(UsageError("no token given".into()).into());
+    }
+    Ok(AccessToken::new(text))
+}
+
+fn decode(arg: &str, as_json: bool) -> Result<ExitCode> {
+    let token = read_token_arg(Some(arg))?;
+    let info = inspect(&token).map_err(|e| UsageError(format!("malformed token: {e}")))?;
+    let now = SystemClock.now();
+    let c = &info.claims;
+    if as_json {
+        let v = json!({
+            "sub": c.sub,
+            "jti": c.jti,
+            "iss": c.iss,
+            "iat": c.iat,
+            "exp": c.exp,
+            "issued_at": info.issued_at.map(format_ist),
+            "expires_at": format_ist(info.expires_at),
+            "kind": info.kind.as_str(),
+            "plus_plan": c.is_plus_plan,
+            "multi_client": c.is_multi_client,
+            "expired": now >= info.expires_at,
+            "mismatch": info.mismatch,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("user (sub)    {}", c.sub);
+        if let Some(t) = info.issued_at {
+            println!("issued at     {}", format_ist(t));
+        }
+        println!("expires at    {}", format_ist(info.expires_at));
+        println!("kind          {}", info.kind.as_str());
+        println!("plus plan     {}", c.is_plus_plan);
+        println!("multi client  {}", c.is_multi_client);
+        let left = info.expires_at.duration_since(now);
+        if left.is_positive() {
+            println!("time left     {}", format_duration(left));
+        } else {
+            println!("time left     expired");
+        }
+        if let Some(m) = &info.mismatch {
+            println!("WARNING       {m}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_check(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let c = &loaded.config;
+    println!(
+        "config        {}",
+        loaded
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none: defaults + environment)".into())
+    );
+    println!("listen        {}", c.server.listen);
+    println!("public url    {}", c.server.public_url);
+    println!("store         {}", c.store.redacted_url());
+    println!("key file      {}", c.store.key_file.display());
+    println!("upstox api    {}", c.upstox.api_url);
+    println!(
+        "window        {} - {} IST",
+        c.renewal.window_start, c.renewal.deadline
+    );
+    for a in &c.accounts {
+        let strategies: Vec<&str> = a.renew.iter().map(|s| s.as_str()).collect();
+        println!(
+            "account       {} ({}) renew = [{}]",
+            a.id,
+            a.env.as_str(),
+            strategies.join(", ")
+        );
+    }
+    if c.accounts.is_empty() {
+        println!("account       (none configured)");
+    }
+    println!("OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens config, key, store, and builds an engine (supervisors not started).
+async fn engine_for(loaded: &Loaded) -> Result<Engine> {
+    let key = context::master_key(loaded)?;
+    let store = context::open_store(loaded, key.clone()).await?;
+    let upstox = context::upstox_client(&loaded.config)?;
+    let settings = context::daemon_settings(&loaded.config);
+    let engine = Engine::new(EngineDeps {
+        settings,
+        clock: Arc::new(SystemClock),
+        store,
+        upstox,
+        alerter: None,
+        master_key: key,
+    })
+    .await?;
+    seed_initial_tokens(loaded, &engine).await;
+    Ok(engine)
+}
+
+/// Tokens given in the configuration (`UPSTOX_ACCESS_TOKEN`, `access_token = ...`)
+/// are imported when the store has no valid token for that account.
+pub(crate) async fn seed_initial_tokens(loaded: &Loaded, engine: &Engine) {
+    let now = engine.clock().now();
+    for a in &loaded.config.accounts {
+        let Some(token) = a.initial_token() else {
+            continue;
+        };
+        if engine.current(&a.id).is_some_and(|c| c.is_valid_at(now)) {
+            continue;
+        }
+        match engine
+            .accept_token(&a.id, token.clone(), "config", Actor::Startup, false)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(account = %a.id, token_fp = %c.fingerprint, "imported the token from the configuration")
+            }
+            Err(e) => {
+                tracing::warn!(account = %a.id, reason = %e, "the token from the configuration was not imported")
+            }
+        }
+    }
+}
+
+struct Row {
+    account: String,
+    env: String,
+    token: Option<Arc<upkeep_server::CurrentToken>>,
+}
+
+async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let engine = engine_for(&loaded).await?;
+    let now = engine.clock().now();
+    let thresholds = &engine.settings().thresholds;
+    let rows: Vec<Row> = loaded
+        .config
+        .accounts
+        .iter()
+        .map(|a| Row {
+            account: a.id.clone(),
+            env: a.env.as_str().to_owned(),
+            token: engine.current(&a.id),
+        })
+        .collect();
+    if as_json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let t = r.token.as_ref();
+                json!({
+                    "account": r.account,
+                    "env": r.env,
+                    "kind": t.map(|t| t.kind.as_str()),
+                    "expires_at": t.map(|t| format_ist(t.expires_at)),
+                    "seconds_left": t.map(|t| t.expires_at.duration_since(now).as_secs().max(0)),
+                    "state": t.map(|t| TokenState::at(t.expires_at, now, thresholds).as_str()).unwrap_or("missing"),
+                    "valid": t.is_some_and(|t| t.is_valid_at(now)),
+                    "source": t.map(|t| t.source.clone()),
+                    "fingerprint": t.map(|t| t.fingerprint.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let colour = output::colour_enabled();
+        println!(
+            "{:<12} {:<8} {:<9} {:<26} {:<12} STATE",
+            "ACCOUNT", "ENV", "KIND", "EXPIRES (IST)", "LEFT"
+        );
+        for r in &rows {
+            match &r.token {
+                Some(t) => {
+                    let state = TokenState::at(t.expires_at, now, thresholds);
+                    let left = t.expires_at.duration_since(now);
+                    println!(
+                        "{:<12} {:<8} {:<9} {:<26} {:<12} {}",
+                        r.account,
+                        r.env,
+                        t.kind.as_str(),
+                        format_ist(t.expires_at),
+                        if left.is_positive() {
+                            format_duration(left)
+                        } else {
+                            "-".into()
+                        },
+                        output::state_label(state, colour)
+                    );
+                }
+                None => println!(
+                    "{:<12} {:<8} {:<9} {:<26} {:<12} no token",
+                    r.account, r.env, "-", "-", "-"
+                ),
+            }
+        }
+        if rows.is_empty() {
+            println!("(no accounts configured)");
+        }
+    }
+    engine.store().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn valid_token(loaded: &Loaded, account: Option<&str>) -> Result<AccessToken> {
+    let id = context::pick_account(&loaded.config, account)?;
+    let engine = engine_for(loaded).await?;
+    let now = engine.clock().now();
+    let current = engine.current(&id);
+    engine.store().close().await;
+    match current {
+        Some(c) if c.is_valid_at(now) => Ok(c.token.clone()),
+        Some(c) => bail!(
+            "the token of account `{id}` expired at {}; run `upkeep renew --account {id}` or `upkeep login --account {id}`",
+            format_ist(c.expires_at)
+        ),
+        None => bail!(
+            "account `{id}` has no token yet; run `upkeep renew --account {id}` or import one with `upkeep token set`"
+        ),
+    }
+}
+
+async fn print_token(path: Option<&std::path::Path>, account: Option<&str>) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let token = valid_token(&loaded, account).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(token.expose().as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token_set(
+    path: Option<&std::path::Path>,
+    token: Option<String>,
+    account: Option<String>,
+    verify: bool,
+) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let id = context::pick_account(&loaded.config, account.as_deref())?;
+    let token = read_token_arg(token.as_deref())?;
+    // Malformed input is a usage error (exit 2) before anything is opened.
+    let info = inspect(&token).map_err(|e| UsageError(format!("malformed token: {e}")))?;
+    let engine = engine_for(&loaded).await?;
+    let result = engine
+        .accept_token(&id, token, "import", Actor::Cli, verify)
+        .await;
+    engine.store().close().await;
+    match result {
+        Ok(c) => {
+            eprintln!(
+                "stored a {} token for account `{id}` (user {}), valid until {} (fingerprint {})",
+                c.kind.as_str(),
+                info.claims.sub,
+                format_ist(c.expires_at),
+                c.fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => Err(UsageError(format!("token not stored: {reason}")).into()),
+    }
+}
+
+async fn exec(
+    path: Option<&std::path::Path>,
+    account: Option<&str>,
+    command: &[String],
+) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let token = valid_token(&loaded, account).await?;
+    let Some((program, args)) = command.split_first() else {
+        return Err(UsageError("no command given: upkeep exec -- CMD [ARGS...]".into()).into());
+    };
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env("UPSTOX_ACCESS_TOKEN", token.expose())
+        .status()
+        .map_err(|e| UsageError(format!("cannot run `{program}`: {e}")))?;
+    drop(token);
+    Ok(match status.code() {
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::from(1),
+    })
+}
+
+async fn login(path: Option<&std::path::Path>, account: Option<&str>) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let id = context::pick_account(&loaded.config, account)?;
+    let engine = engine_for(&loaded).await?;
+    let link = engine
+        .login_link(&id)
+        .ok_or_else(|| UsageError(format!("no account `{id}`")))?;
+    engine.store().close().await;
+    println!("{link}");
+    eprintln!(
+        "Open this link (it works from a phone too) and log in with Upstox; `upkeep serve` must be running to receive the callback at {}/auth/upstox/callback. The link works once, for 30 minutes.",
+        loaded.config.server.public_url
+    );
+    if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(&link)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn renew(
+    path: Option<&std::path::Path>,
+    account: Option<&str>,
+    all: bool,
+) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let ids: Vec<String> = if all {
+        loaded
+            .config
+            .accounts
+            .iter()
+            .map(|a| a.id.clone())
+            .collect()
+    } else {
+        vec![context::pick_account(&loaded.config, account)?]
+    };
+    let engine = engine_for(&loaded).await?;
+    let mut failed = false;
+    for id in ids {
+        let started: Timestamp = engine.clock().now();
+        let spinner = spinner(format!("renewing {id}"));
+        let outcome = engine.renew_now(&id, Actor::Cli).await;
+        spinner.abort();
+        let secs = engine.clock().now().duration_since(started).as_secs();
+        eprint!("\r\x1b[K");
+        match outcome {
+            RenewOutcome::Renewed {
+                strategy,
+                fingerprint,
+            } => {
+                let until = engine
+                    .current(&id)
+                    .map(|c| format_ist(c.expires_at))
+                    .unwrap_or_default();
+                eprintln!(
+                    "{id}: renewed with {strategy} in {secs}s (fingerprint {fingerprint}), valid until {until}"
+                );
+            }
+            RenewOutcome::Busy => {
+                failed = true;
+                eprintln!("{id}: another upkeep process is renewing this account right now");
+            }
+            RenewOutcome::Failed { reason } => {
+                failed = true;
+                eprintln!("{id}: renewal failed: {reason}");
+                eprintln!("{id}: log in by hand with `upkeep login --account {id}`");
+            }
+            other => {
+                failed = true;
+                eprintln!("{id}: {other:?}");
+            }
+        }
+    }
+    engine.store().close().await;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A progress indicator on stderr (only on a terminal).
+fn spinner(label: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let frames = ['|', '/', '-', '\\'];
+        let started = tokio::time::Instant::now();
+        for i in 0usize.. {
+            eprint!(
+                "\r{} {label}... {}s",
+                frames[i % frames.len()],
+                started.elapsed().as_secs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        }
+    })
+}
+
+async fn accounts(path: Option<&std::path::Path>, command: AccountsCommand) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let key = context::master_key(&loaded)?;
+    let store = context::open_store(&loaded, key).await?;
+    let now = SystemClock.now();
+    let result = match command {
+        AccountsCommand::List { json: as_json } => {
+            let stored = store.list_accounts().await?;
+            let mut rows = Vec::new();
+            for a in &loaded.config.accounts {
+                rows.push(json!({"id": a.id, "env": a.env.as_str(), "configured": true, "in_store": stored.iter().any(|s| s.id == a.id),
+                    "renew": a.renew.iter().map(|s| s.as_str()).collect::<Vec<_>>()}));
+            }
+            for s in &stored {
+                if loaded.config.account(&s.id).is_none() {
+                    rows.push(json!({"id": s.id, "env": s.env, "configured": false, "in_store": true, "renew": []}));
+                }
+            }
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in &rows {
+                    println!(
+                        "{:<12} {:<8} {}{}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["env"].as_str().unwrap_or(""),
+                        if r["configured"].as_bool() == Some(true) {
+                            "configured"
+                        } else {
+                            "store only"
+                        },
+                        if r["in_store"].as_bool() == Some(true) {
+                            ", in store"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if rows.is_empty() {
+                    println!("(no accounts)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::Add { id, env } => {
+            if !matches!(env.as_str(), "live" | "sandbox") {
+                return Err(
+                    UsageError(format!("--env must be live or sandbox, not `{env}`")).into(),
+                );
+            }
+            if id.trim().is_empty()
+                || id
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                return Err(UsageError("account ids use letters, digits, - and _".into()).into());
+            }
+            store.upsert_account(&id, &env, now).await?;
+            eprintln!(
+                "account `{id}` ({env}) is in the store; configure its strategies under [[account]] in upkeep.toml"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::Remove { id } => {
+            if store.remove_account(&id).await? {
+                eprintln!("removed account `{id}` and its tokens (audit events are kept)");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(UsageError(format!("no account `{id}` in the store")).into())
+            }
+        }
+    };
+    store.close().await;
+    result
+}

@@ -1,0 +1,98 @@
+//! `upkeep serve`: the daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use upkeep_server::alerts::{AlertPolicy, Alerter, EmailTarget, WebhookFormat, WebhookTarget};
+use upkeep_server::{App, EngineDeps, SystemClock};
+
+use crate::cli::ServeArgs;
+use crate::commands::{UsageError, seed_initial_tokens, sim::wait_for_signal};
+use crate::context;
+
+pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let config = &loaded.config;
+    let listen = match &args.listen {
+        Some(l) => l.clone(),
+        None => config.server.listen.to_string(),
+    };
+    let key = context::master_key(&loaded)?;
+    let store = context::open_store(&loaded, key.clone()).await?;
+    let upstox = context::upstox_client(config)?;
+    let clock: Arc<dyn upkeep_core::Clock> = Arc::new(SystemClock);
+    let alerter = alerter(config, clock.clone())?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        UsageError(format!(
+            "cannot listen on {listen}: {e} (is another upkeep running?)"
+        ))
+    })?;
+    let app = App::build(
+        EngineDeps {
+            settings: context::daemon_settings(config),
+            clock,
+            store,
+            upstox,
+            alerter,
+            master_key: key,
+        },
+        listener,
+    )
+    .await
+    .context("cannot start the daemon")?;
+    seed_initial_tokens(&loaded, app.engine()).await;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
+    eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
+    app.run_until_stopped(wait_for_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn alerter(
+    config: &upkeep_core::config::Config,
+    clock: Arc<dyn upkeep_core::Clock>,
+) -> Result<Option<Alerter>> {
+    use upkeep_core::config::WebhookFormat as CfgFormat;
+    let a = &config.alert;
+    if a.webhook.is_empty() && a.email.is_none() {
+        return Ok(None);
+    }
+    let webhooks = a
+        .webhook
+        .iter()
+        .map(|w| WebhookTarget {
+            url: w.url.expose().to_owned(),
+            format: match w.format {
+                CfgFormat::Generic => WebhookFormat::Generic,
+                CfgFormat::Slack => WebhookFormat::Slack,
+                CfgFormat::Telegram => WebhookFormat::Telegram,
+            },
+            chat_id: w.chat_id.clone(),
+        })
+        .collect();
+    let email = a.email.as_ref().map(|e| EmailTarget {
+        smtp_url: e.smtp_url.clone(),
+        username: e.username.clone(),
+        password: e.password.clone(),
+        from: e.from.clone(),
+        to: e.to.clone(),
+        // A local relay on loopback may speak plain SMTP; anything else must use TLS.
+        starttls: !is_loopback_url(&e.smtp_url),
+    });
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .context("cannot build the HTTP client for alerts")?;
+    let alerter = Alerter::new(webhooks, email, AlertPolicy::default(), clock, http)
+        .map_err(|e| UsageError(format!("alert configuration: {e}")))?;
+    Ok(Some(alerter))
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")
+}

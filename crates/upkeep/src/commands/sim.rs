@@ -1,0 +1,79 @@
+//! `upkeep sim`: the Upstox simulator as a standalone server.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use upkeep_sim::SimConfig;
+
+use crate::cli::SimArgs;
+use crate::commands::UsageError;
+
+pub async fn run(args: SimArgs) -> Result<ExitCode> {
+    let config = match &args.sim_config {
+        Some(path) => SimConfig::from_file(path).map_err(|e| UsageError(e.to_string()))?,
+        None => SimConfig::demo(),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| UsageError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let handle = upkeep_sim::spawn(config, listener)
+        .await
+        .context("cannot start the simulator")?;
+    let base = handle.base_url();
+    if let Some(path) = &args.credentials_out {
+        let creds: Vec<serde_json::Value> = handle
+            .credentials()
+            .into_iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("base_url".into(), base.clone().into());
+                }
+                v
+            })
+            .collect();
+        // The first app's credentials at the top level (what a script needs), all of
+        // them under "apps".
+        let mut out = creds
+            .first()
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = out.as_object_mut() {
+            o.insert("apps".into(), serde_json::Value::Array(creds.clone()));
+        }
+        let bytes = serde_json::to_vec_pretty(&out)?;
+        upkeep_store::write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("upkeep sim listening on {base}");
+    println!("  point every [upstox] url at it: api_url = order_url = login_url = \"{base}\"");
+    println!(
+        "  control API: {base}/sim/state, {base}/sim/clock, {base}/sim/faults (see `upkeep sim --help`)"
+    );
+    wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

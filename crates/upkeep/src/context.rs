@@ -1,0 +1,201 @@
+//! Loading what every command needs: the configuration (file + environment), the
+//! master key, the store, and the daemon settings derived from the configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use upkeep_core::config::{Config, Strategy};
+use upkeep_server::settings::{
+    AccountSettings, DaemonSettings, RefreshSettings, SinkSettings, TotpSettings,
+};
+use upkeep_store::{KeyOrigin, MasterKey, TokenStore};
+use upkeep_upstox::{Hosts, UpstoxClient};
+
+use crate::commands::UsageError;
+
+/// The loaded configuration and where it came from.
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The process environment as a map (config loading never reads the environment itself).
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// `--config FILE`, else `$UPKEEP_CONFIG`, else `./upkeep.toml` if it exists, else
+/// defaults + environment only.
+pub fn load_config(explicit: Option<&Path>) -> Result<Loaded> {
+    let env = process_env();
+    let (path, required) = match explicit {
+        Some(p) => (Some(p.to_path_buf()), true),
+        None => match env.get("UPKEEP_CONFIG").filter(|v| !v.is_empty()) {
+            Some(p) => (Some(PathBuf::from(p)), true),
+            None => {
+                let p = PathBuf::from("upkeep.toml");
+                (p.exists().then_some(p), false)
+            }
+        },
+    };
+    let text = match &path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(UsageError(format!(
+                    "cannot read config file {}: {e}; pass --config FILE or create it (`upkeep config example > upkeep.toml`)",
+                    p.display()
+                ))
+                .into());
+            }
+        },
+        None => None,
+    };
+    let config = Config::from_sources(text.as_deref(), &env).map_err(|e| {
+        let origin = path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "environment".into());
+        UsageError(format!("invalid configuration ({origin}): {e}"))
+    })?;
+    Ok(Loaded {
+        config,
+        path: path.filter(|_| text.is_some()),
+        env,
+    })
+}
+
+/// The master key: `UPKEEP_MASTER_KEY`, else the key file (created on first use,
+/// which is said loudly on stderr).
+pub fn master_key(loaded: &Loaded) -> Result<MasterKey> {
+    let key_file = &loaded.config.store.key_file;
+    let env_value = loaded
+        .env
+        .get("UPKEEP_MASTER_KEY")
+        .map(String::as_str)
+        .filter(|v| !v.is_empty());
+    let (key, origin) =
+        upkeep_store::load_or_create(key_file, env_value).map_err(|e| UsageError(e.to_string()))?;
+    if origin == KeyOrigin::Created {
+        eprintln!(
+            "upkeep: created a NEW master key at {} (mode 0600). Keep it safe and back it up: \
+             without it the store cannot be read.",
+            key_file.display()
+        );
+        tracing::warn!(path = %key_file.display(), "created a new master key");
+    }
+    Ok(key)
+}
+
+/// Opens the store named by `[store] url` with the master key.
+pub async fn open_store(loaded: &Loaded, key: MasterKey) -> Result<Arc<dyn TokenStore>> {
+    let url = loaded.config.store.url.expose();
+    upkeep_store::open_store(url, key).await.with_context(|| {
+        format!(
+            "cannot open the store {}",
+            loaded.config.store.redacted_url()
+        )
+    })
+}
+
+/// Upstox hosts from `[upstox]`, for the account's environment.
+pub fn upstox_client(config: &Config) -> Result<UpstoxClient> {
+    let parse = |name: &str, v: &str| {
+        url::Url::parse(v)
+            .map_err(|e| UsageError(format!("upstox.{name}: `{v}` is not a URL ({e})")))
+    };
+    let u = &config.upstox;
+    let mut hosts = Hosts {
+        api: parse("api_url", &u.api_url)?,
+        order: parse("order_url", &u.order_url)?,
+        login: parse("login_url", &u.login_url)?,
+        ..Hosts::default()
+    };
+    if hosts.login != Hosts::default().login {
+        // A stand-in login service (the simulator) also serves the login page.
+        hosts.login_page = hosts.login.clone();
+    }
+    Ok(UpstoxClient::new(hosts)?)
+}
+
+/// The daemon's settings derived from the configuration.
+pub fn daemon_settings(config: &Config) -> DaemonSettings {
+    let accounts = config
+        .accounts
+        .iter()
+        .map(|a| AccountSettings {
+            id: a.id.clone(),
+            env: a.env.as_str().to_owned(),
+            client_id: a.client_id.clone().unwrap_or_default(),
+            client_secret: a
+                .client_secret
+                .clone()
+                .unwrap_or_else(|| upkeep_core::Secret::new("")),
+            redirect_uri: a
+                .redirect_uri
+                .clone()
+                .unwrap_or_else(|| format!("{}/auth/upstox/callback", config.server.public_url)),
+            user_id: None,
+            strategies: if a.renew.is_empty() {
+                vec![Strategy::Static]
+            } else {
+                a.renew.clone()
+            },
+            totp: a.totp.as_ref().map(|t| TotpSettings {
+                mobile: t.mobile.clone(),
+                pin: t.pin.clone(),
+                secret: t.secret.clone(),
+            }),
+            refresh: a.refresh_token.as_ref().map(|r| RefreshSettings {
+                token_url: r.token_url.clone(),
+                refresh_token: Some(r.refresh_token.clone()),
+            }),
+            trades_weekends: a.trades_weekends,
+            trades_holidays: false,
+        })
+        .collect();
+    let mut s = DaemonSettings::new(accounts);
+    s.policy = config.to_policy();
+    s.thresholds = config.thresholds();
+    s.health_interval = config.renewal.health_check_interval;
+    s.public_url = config.server.public_url.clone();
+    s.sinks = SinkSettings {
+        json_file: config.sinks.json_file.clone(),
+        env_file: config.sinks.env_file.clone(),
+        backup_dir: config.store.backup_dir.clone(),
+    };
+    s
+}
+
+/// Picks `--account ID` or the default account; errors name the configured ones.
+pub fn pick_account(config: &Config, requested: Option<&str>) -> Result<String> {
+    match requested {
+        Some(id) => {
+            if config.account(id).is_some() {
+                Ok(id.to_owned())
+            } else {
+                let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
+                Err(UsageError(format!(
+                    "no account `{id}` in the configuration (configured: {})",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ))
+                .into())
+            }
+        }
+        None => config
+            .default_account()
+            .map(|a| a.id.clone())
+            .ok_or_else(|| {
+                UsageError(
+                    "no account is configured; add an [[account]] to upkeep.toml or set UPSTOX_ACCESS_TOKEN"
+                        .into(),
+                )
+                .into()
+            }),
+    }
+}

@@ -1,0 +1,408 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed setup should panic loudly
+//! The `upkeep` binary as users and scripts call it: real SQLite files in temp dirs,
+//! real key files, exit codes and output.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use jiff::{SignedDuration, Timestamp};
+use predicates::prelude::*;
+use upkeep_core::testing;
+
+/// The CLI runs on the system clock, so fixture tokens are made relative to it.
+#[allow(clippy::disallowed_methods)]
+fn real_now() -> Timestamp {
+    Timestamp::now()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let env = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(
+            env.path("upkeep.toml"),
+            format!(
+                r#"
+[store]
+url = "sqlite://{db}"
+key_file = "{key}"
+
+[sinks]
+json_file = "{json}"
+env_file = "{dotenv}"
+
+[[account]]
+id = "main"
+env = "live"
+renew = ["static"]
+
+[[account]]
+id = "paper"
+env = "sandbox"
+renew = ["static"]
+"#,
+                db = env.path("upkeep.db").display(),
+                key = env.path("upkeep.key").display(),
+                json = env.path("upstox_tokens.json").display(),
+                dotenv = env.path(".env").display(),
+            ),
+        )
+        .unwrap();
+        env
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self) -> Command {
+        self.cmd_with(&self.path("upkeep.toml"))
+    }
+
+    fn cmd_with(&self, config: &Path) -> Command {
+        let mut c = Command::cargo_bin("upkeep").unwrap();
+        c.current_dir(self.dir.path())
+            .arg("--config")
+            .arg(config)
+            .env_remove("UPKEEP_CONFIG")
+            .env_remove("UPKEEP_MASTER_KEY")
+            .env_remove("UPSTOX_ACCESS_TOKEN")
+            .env("NO_COLOR", "1");
+        c
+    }
+}
+
+fn daily_token_valid_now(sub: &str) -> String {
+    // Issued a minute ago: valid until the next 03:30 IST (at least a minute away
+    // unless the test runs at 03:29 IST, in which case use an extended token).
+    let issued = real_now() - SignedDuration::from_mins(1);
+    let t = testing::daily_token(sub, issued);
+    let info = upkeep_core::expiry::inspect(&t).unwrap();
+    if info.expires_at.duration_since(real_now()) < SignedDuration::from_mins(5) {
+        return testing::extended_token(sub, issued).expose().to_owned();
+    }
+    t.expose().to_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn decode_json_reports_the_real_expiry_of_the_supplied_tokens() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["decode", "--json", testing::token_a().expose()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sub"], "2ZCDQ9");
+    assert_eq!(v["exp"], 1770328800);
+    assert_eq!(v["iat"], 1770250767);
+    assert_eq!(v["expires_at"], "2026-02-06T03:30:00+05:30");
+    assert_eq!(v["kind"], "daily");
+    assert_eq!(v["plus_plan"], true);
+    assert_eq!(v["multi_client"], false);
+
+    let out = env
+        .cmd()
+        .args(["decode", "--json", testing::token_b().expose()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expires_at"], "2026-03-02T03:30:00+05:30");
+    assert_eq!(v["kind"], "sandbox");
+}
+
+#[test]
+fn decode_of_a_malformed_token_exits_2_with_one_line() {
+    let env = Env::new();
+    for bad in ["not-a-token", "a.b", "eyJ.@@@.sig", "a.e30.c"] {
+        let out = env.cmd().args(["decode", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{bad}: {err}");
+        assert!(err.contains("malformed token"), "{err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn keygen_writes_a_0600_key_and_refuses_to_overwrite_it() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    let key = env.path("upkeep.key");
+    assert_eq!(mode(&key), 0o600);
+    let before = std::fs::read(&key).unwrap();
+    env.cmd().arg("keygen").assert().failure();
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key must not change"
+    );
+}
+
+#[test]
+fn config_check_names_the_broken_key() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("bad.toml"),
+        "[[account]]\nid = \"main\"\nrenew = [\"totpp\"]\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd_with(&env.path("bad.toml"))
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("renew"), "{err}");
+    assert!(err.contains("totpp"), "{err}");
+
+    env.cmd()
+        .args(["config", "check"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("account       main (live)"));
+}
+
+#[test]
+fn imported_token_is_served_to_scripts_and_written_for_legacy_bots() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    env.cmd()
+        .args(["token", "set", "-"])
+        .write_stdin(format!("{token}\n"))
+        .assert()
+        .success();
+
+    // `upkeep token` prints exactly the token.
+    env.cmd()
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(format!("{token}\n"));
+
+    // `exec` hands it to a child process.
+    env.cmd()
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$UPSTOX_ACCESS_TOKEN\"",
+        ])
+        .assert()
+        .success()
+        .stdout(token.clone());
+
+    // Legacy files: 0600, contain the token.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("upstox_tokens.json")).unwrap()).unwrap();
+    assert_eq!(json["access_token"], token.as_str());
+    assert!(json["expires_at"].as_str().unwrap().ends_with("+05:30"));
+    assert_eq!(mode(&env.path("upstox_tokens.json")), 0o600);
+    let dotenv = std::fs::read_to_string(env.path(".env")).unwrap();
+    assert!(dotenv.contains(&format!("UPSTOX_ACCESS_TOKEN={token}")));
+    assert_eq!(mode(&env.path(".env")), 0o600);
+
+    // The database never holds the token in plain text.
+    for name in ["upkeep.db", "upkeep.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.path(name)) {
+            let needle = token.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{name} contains the token in plain text"
+            );
+        }
+    }
+
+    // Status shows it healthy-ish, in JSON for scripts.
+    let out = env.cmd().args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let main = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account"] == "main")
+        .unwrap();
+    assert_eq!(main["valid"], true);
+    assert!(main["expires_at"].as_str().unwrap().ends_with("+05:30"));
+    let paper = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account"] == "paper")
+        .unwrap();
+    assert_eq!(paper["state"], "missing");
+}
+
+#[test]
+fn token_exits_nonzero_when_no_valid_token_exists() {
+    let env = Env::new();
+    let out = env.cmd().arg("token").output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for scripts to misuse"
+    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no token"));
+
+    // An expired token is refused at import, and `token` still fails.
+    let expired = testing::token_a();
+    let out = env
+        .cmd()
+        .args(["token", "set", "--account", "main", expired.expose()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("expired"));
+    env.cmd().arg("token").assert().failure();
+}
+
+#[test]
+fn token_set_rejects_garbage_and_keeps_the_existing_token() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    env.cmd().args(["token", "set", &token]).assert().success();
+    let out = env
+        .cmd()
+        .args(["token", "set", "garbage.token"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    env.cmd()
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(format!("{token}\n"));
+}
+
+#[test]
+fn unknown_account_is_a_usage_error_listing_the_configured_ones() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["token", "--account", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("main") && err.contains("paper"), "{err}");
+}
+
+#[test]
+fn a_wrong_master_key_is_refused_and_the_store_is_untouched() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    env.cmd().args(["token", "set", &token]).assert().success();
+    let db = env.path("upkeep.db");
+    let before = std::fs::read(&db).unwrap();
+    let other = "00".repeat(32);
+    let out = env
+        .cmd()
+        .env("UPKEEP_MASTER_KEY", &other)
+        .arg("token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap().to_lowercase();
+    assert!(err.contains("key"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
+
+#[test]
+fn backup_then_restore_brings_the_token_back() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    env.cmd().args(["token", "set", &token]).assert().success();
+    let backups = env.path("backups");
+    let out = env
+        .cmd()
+        .args(["backup", "--dir", backups.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(mode(&file), 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+
+    env.cmd()
+        .args(["accounts", "remove", "main"])
+        .assert()
+        .success();
+    env.cmd().arg("token").assert().failure();
+    env.cmd()
+        .args(["restore", file.to_str().unwrap()])
+        .assert()
+        .success();
+    env.cmd()
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(format!("{token}\n"));
+}
+
+#[test]
+fn accounts_add_list_remove() {
+    let env = Env::new();
+    env.cmd()
+        .args(["accounts", "add", "scratch", "--env", "sandbox"])
+        .assert()
+        .success();
+    let out = env
+        .cmd()
+        .args(["accounts", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"scratch") && ids.contains(&"main"), "{ids:?}");
+    env.cmd()
+        .args(["accounts", "remove", "scratch"])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["accounts", "remove", "scratch"])
+        .assert()
+        .code(2);
+    env.cmd()
+        .args(["accounts", "add", "bad id!"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let env = Env::new();
+    let out = env.cmd().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "serve", "demo", "sim", "status", "token", "decode", "login", "renew", "accounts",
+        "keygen", "config", "exec", "backup", "restore",
+    ] {
+        assert!(help.contains(cmd), "--help lacks {cmd}");
+    }
+    assert!(help.contains("03:30 IST"));
+}
