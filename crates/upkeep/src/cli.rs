@@ -75,6 +75,10 @@ pub enum Command {
     },
     /// Run a command with UPSTOX_ACCESS_TOKEN set to a valid token (like aws-vault exec).
     Exec(ExecArgs),
+    /// Import what earlier scripts left behind: a `data/upstox_tokens.json` (its token is
+    /// stored) or a `.streamlit/secrets.toml` with an `[upstox]` table (its token is
+    /// stored and an `[[account]]` block for upkeep.toml is printed).
+    Import(ImportArgs),
     /// Write an encrypted backup of the store.
     Backup(BackupArgs),
     /// Restore the store from an encrypted backup (replaces its contents).
@@ -222,4 +226,13 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     /// The backup file written by `upkeep backup`.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// `upstox_tokens.json` or `secrets.toml`.
+    pub file: PathBuf,
+    /// Account to store the token under (default: the first configured account).
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
 }

@@ -406,3 +406,81 @@ fn help_explains_the_commands() {
     }
     assert!(help.contains("03:30 IST"));
 }
+
+#[test]
+fn import_reads_legacy_token_json_and_streamlit_secrets() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    std::fs::write(
+        env.path("old_tokens.json"),
+        format!(r#"{{"access_token": "{token}", "expires_at": "2099-01-01T03:30:00+05:30", "note": "x"}}"#),
+    )
+    .unwrap();
+    env.cmd()
+        .args(["import", env.path("old_tokens.json").to_str().unwrap()])
+        .assert()
+        .success();
+    env.cmd()
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(format!("{token}\n"));
+
+    std::fs::write(
+        env.path("secrets.toml"),
+        "[upstox]\napi_key = \"app-key-1\"\napi_secret = \"app-secret-1\"\nredirect_uri = \"http://127.0.0.1:7878/auth/upstox/callback\"\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "import",
+            "--account",
+            "paper",
+            env.path("secrets.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        snippet.contains("[[account]]") && snippet.contains("client_id = \"app-key-1\""),
+        "{snippet}"
+    );
+    // The printed block is valid configuration.
+    let parsed: toml::Table = toml::from_str(&snippet).unwrap();
+    assert!(parsed.contains_key("account"));
+
+    let out = env
+        .cmd()
+        .args(["import", env.path("missing.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn verbose_runs_never_print_the_token_to_stderr() {
+    let env = Env::new();
+    let token = daily_token_valid_now("2ZCDQ9");
+    let mut seen = String::new();
+    for args in [
+        vec!["-vv", "token", "set", token.as_str()],
+        vec!["-vv", "status"],
+        vec!["-vv", "status", "--json"],
+        vec!["-vv", "token"],
+        vec!["-vv", "accounts", "list"],
+    ] {
+        let out = env.cmd().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!seen.is_empty());
+    // The signature part alone must not leak either.
+    let sig = token.rsplit('.').next().unwrap();
+    assert!(!seen.contains(&token), "stderr contained the token");
+    assert!(
+        !seen.contains(sig),
+        "stderr contained the token's signature"
+    );
+}
