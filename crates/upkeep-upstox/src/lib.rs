@@ -1,1 +1,31 @@
-//! upkeep-upstox
+//! # upkeep-upstox
+//!
+//! The only crate that knows Upstox hosts, paths and JSON.
+//!
+//! - [`UpstoxClient`]: REST calls (profile, funds, LTP, logout), the OAuth code
+//!   exchange, the v3 access-token request, the dialog URL, a generic OAuth 2 refresh,
+//!   and the headless TOTP login ([`totp`]).
+//! - [`webhook`]: parsing the notifier webhook that delivers an approved token.
+//! - [`error`]: [`UpstoxError`] and its [`ErrorClass`] (what the renewal engine does next).
+//! - [`Hosts`]: every host is overridable, so tests point them all at the simulator.
+//!
+//! Secrets stay [`upkeep_core::Secret`] / [`upkeep_core::AccessToken`] until they go on
+//! the wire; logs carry token fingerprints only.
+
+mod client;
+mod envelope;
+pub mod error;
+mod hosts;
+mod models;
+pub mod totp;
+pub mod webhook;
+
+pub use client::{ClientConfig, MAX_LTP_KEYS, UpstoxClient};
+pub use error::{ApiError, ErrorClass, LoginStep, NetworkErrorKind, RetryAfter, UpstoxError};
+pub use hosts::Hosts;
+pub use models::{
+    Funds, LtpQuote, LtpQuotes, Profile, RefreshGrant, SegmentFunds, TokenGrant, TokenRequestAck,
+};
+pub use totp::{TotpCode, TotpLogin};
+pub use webhook::{NotifierPayload, WebhookError, parse_notifier};
+pub mod feed;

@@ -1,0 +1,51 @@
+//! Feed decode throughput on the benchmark frame of shared/benchmarks.md: one
+//! `FeedResponse` with 10 options in full mode, 5 depth levels, 3,299 bytes.
+//!
+//! `bench/feed-decode.sh` runs this and prints frames/s. Reported per frame:
+//! - `upkeep_zero_copy`: `upkeep_upstox::feed::decode` into borrowed typed structs;
+//! - `prost_generated`: prost decode into the generated `upkeep_proto` types, for comparison;
+//! - `upkeep_to_sdk_json`: decode plus the SDK's JSON view (what the SDK's streamer does).
+
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap (TEAM-BRIEF)
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+
+fn frame() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/feed/live_full_d5_10.bin");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn feed_decode(c: &mut Criterion) {
+    let bytes = frame();
+    assert_eq!(bytes.len(), 3299, "the benchmark frame changed");
+    let mut g = c.benchmark_group("feed_decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("upkeep_zero_copy", |b| {
+        b.iter(|| {
+            let frame = upkeep_upstox::feed::decode(black_box(&bytes)).unwrap();
+            black_box(frame.feeds.len())
+        })
+    });
+    g.bench_function("prost_generated", |b| {
+        b.iter(|| {
+            let msg =
+                upkeep_proto::feed::FeedResponse::decode(black_box(bytes.as_slice())).unwrap();
+            black_box(msg.feeds.len())
+        })
+    });
+    g.bench_function("upkeep_to_sdk_json", |b| {
+        b.iter(|| {
+            let frame = upkeep_upstox::feed::decode(black_box(&bytes)).unwrap();
+            black_box(upkeep_upstox::feed::to_sdk_json(&frame))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, feed_decode);
+criterion_main!(benches);

@@ -1,0 +1,487 @@
+//! Errors from talking to Upstox, and the classification the renewal engine acts on.
+//!
+//! `Display` is one line saying what went wrong and what to do. It never contains a
+//! token, secret, PIN or code: server messages are scrubbed before they are kept, and
+//! transport errors are stored without their URL.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderMap;
+use jiff::Timestamp;
+
+use crate::envelope::{self, ErrorDetail};
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Retrying will not help and may lock the account: bad credentials, wrong
+    /// PIN/TOTP, lockout, inactive client (`UDAPI100073`), no active segments
+    /// (`UDAPI100058`), wrong client id / redirect URI (`UDAPI100068`, `UDAPI100016`),
+    /// or a response this crate cannot read. A human has to act.
+    Fatal,
+    /// Network trouble, timeouts, 5xx, rate limiting (429, `UDAPI10005`): retry with backoff.
+    Transient,
+    /// The access token is expired, revoked or from another environment
+    /// (401 `UDAPI100050`): get a new token.
+    TokenInvalid,
+    /// The token is valid but may not call this API: an extended token on a
+    /// disallowed API (`UDAPI100067`), or an IP/permission restriction.
+    NotPermitted,
+    /// The service is in its daily window (funds 423 between 00:00 and 05:30 IST,
+    /// `UDAPI100072`, `UDAPI100074`): retry after the window.
+    Maintenance,
+}
+
+impl ErrorClass {
+    fn advice(self) -> &'static str {
+        match self {
+            ErrorClass::Fatal => {
+                "check the credentials and the app settings; retrying will not help"
+            }
+            ErrorClass::Transient => "retry later",
+            ErrorClass::TokenInvalid => "log in again to get a new access token",
+            ErrorClass::NotPermitted => {
+                "this token may not call this API; use a daily access token or a registered IP"
+            }
+            ErrorClass::Maintenance => {
+                "the service is in its daily maintenance window; retry after 05:30 IST"
+            }
+        }
+    }
+}
+
+/// The value of a `Retry-After` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `Retry-After: <seconds>`.
+    Delay(Duration),
+    /// `Retry-After: <HTTP-date>`.
+    At(Timestamp),
+}
+
+impl RetryAfter {
+    /// Parses a header value; `None` for anything that is neither form.
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+        }
+        jiff::fmt::rfc2822::parse(value)
+            .ok()
+            .map(|z| RetryAfter::At(z.timestamp()))
+    }
+
+    /// How long to wait, counted from `now` (zero if the date is already past).
+    pub fn delay_from(self, now: Timestamp) -> Duration {
+        match self {
+            RetryAfter::Delay(d) => d,
+            RetryAfter::At(at) => {
+                let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+            }
+        }
+    }
+}
+
+/// An error response from Upstox (or from an OAuth 2 token endpoint): the HTTP status,
+/// the error code and message from the body, and `Retry-After` if present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Which call failed, e.g. `GET /v2/user/profile` (no host, no query).
+    pub endpoint: &'static str,
+    /// The HTTP status (a login-service `{"success":false}` can come with 200).
+    pub status: u16,
+    /// `UDAPI…` code, login-service code, or OAuth 2 `error`.
+    pub code: Option<String>,
+    /// The server's message, scrubbed of anything token-like and shortened.
+    pub message: Option<String>,
+    pub retry_after: Option<RetryAfter>,
+    /// Whether the request carried an access token (`Authorization: Bearer`). A bare
+    /// 401/403 means "bad token" then, and "bad credentials" otherwise.
+    pub bearer: bool,
+}
+
+impl ApiError {
+    /// Builds the error for a response: reads the body in any Upstox error shape (or
+    /// none) and the `Retry-After` header. Exposed so a proxy in front of Upstox can
+    /// classify the responses it forwards.
+    pub fn from_response(
+        endpoint: &'static str,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        bearer: bool,
+    ) -> Self {
+        let detail = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| envelope::error_detail(&v))
+            .unwrap_or_default();
+        Self::from_detail(endpoint, status, headers, detail, bearer)
+    }
+
+    pub(crate) fn from_detail(
+        endpoint: &'static str,
+        status: u16,
+        headers: &HeaderMap,
+        detail: ErrorDetail,
+        bearer: bool,
+    ) -> Self {
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RetryAfter::parse);
+        Self {
+            endpoint,
+            status,
+            code: detail.code,
+            message: detail.message,
+            retry_after,
+            bearer,
+        }
+    }
+
+    /// The classification: a known error code decides first, then the HTTP status.
+    pub fn class(&self) -> ErrorClass {
+        if let Some(class) = self.code.as_deref().and_then(class_of_code) {
+            return class;
+        }
+        match self.status {
+            423 => ErrorClass::Maintenance,
+            408 | 425 | 429 => ErrorClass::Transient,
+            500..=599 => ErrorClass::Transient,
+            401 if self.bearer => ErrorClass::TokenInvalid,
+            403 if self.bearer => ErrorClass::NotPermitted,
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// The class a known error code implies, whatever the HTTP status.
+fn class_of_code(code: &str) -> Option<ErrorClass> {
+    let code = code.trim().to_ascii_uppercase();
+    Some(match code.as_str() {
+        "UDAPI100050" => ErrorClass::TokenInvalid,
+        "UDAPI100067" => ErrorClass::NotPermitted,
+        "UDAPI100072" | "UDAPI100074" => ErrorClass::Maintenance,
+        // rate limits and "something went wrong"
+        "UDAPI10005" | "UDAPI100099" | "UDAPI100500" => ErrorClass::Transient,
+        // inactive client, no active segments, wrong client/redirect, invalid
+        // credentials, missing login parameters
+        "UDAPI100073" | "UDAPI100058" | "UDAPI100068" | "UDAPI100016" | "UDAPI1017"
+        | "UDAPI1018" | "UDAPI1022" | "UDAPI1023" | "UDAPI1024" | "UDAPI100015" => {
+            ErrorClass::Fatal
+        }
+        // OAuth 2 (RFC 6749 5.2)
+        "INVALID_GRANT"
+        | "INVALID_CLIENT"
+        | "UNAUTHORIZED_CLIENT"
+        | "UNSUPPORTED_GRANT_TYPE"
+        | "INVALID_SCOPE"
+        | "INVALID_REQUEST" => ErrorClass::Fatal,
+        "TEMPORARILY_UNAVAILABLE" | "SERVER_ERROR" => ErrorClass::Transient,
+        _ => return None,
+    })
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Upstox {} answered HTTP {}", self.endpoint, self.status)?;
+        if let Some(code) = &self.code {
+            write!(f, " {code}")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, " ({message})")?;
+        }
+        write!(f, "; {}", self.class().advice())
+    }
+}
+
+/// Why a transport-level failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkErrorKind {
+    Connect,
+    Timeout,
+    Other,
+}
+
+impl fmt::Display for NetworkErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetworkErrorKind::Connect => "connection failed",
+            NetworkErrorKind::Timeout => "timed out",
+            NetworkErrorKind::Other => "transport error",
+        })
+    }
+}
+
+/// The steps of the headless TOTP login (reference 10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStep {
+    Dialog,
+    OtpGenerate,
+    TotpVerify,
+    Pin,
+    Authorize,
+    Exchange,
+}
+
+impl fmt::Display for LoginStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoginStep::Dialog => "step 1 (authorization dialog)",
+            LoginStep::OtpGenerate => "step 2 (OTP generate)",
+            LoginStep::TotpVerify => "step 3 (TOTP verify)",
+            LoginStep::Pin => "step 4 (PIN)",
+            LoginStep::Authorize => "step 5 (OAuth approval)",
+            LoginStep::Exchange => "step 6 (code exchange)",
+        })
+    }
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstoxError {
+    /// Upstox answered with an error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// No usable answer: connection refused, DNS, TLS, timeout.
+    #[error(
+        "could not reach Upstox for {endpoint} ({kind}: {detail}); check the network and the configured host, then retry"
+    )]
+    Network {
+        endpoint: &'static str,
+        kind: NetworkErrorKind,
+        detail: String,
+    },
+    /// A success status with a body this crate cannot read.
+    #[error(
+        "unexpected response from Upstox {endpoint} (HTTP {status}: {detail}); the API may have changed, upgrade upkeep"
+    )]
+    Decode {
+        endpoint: &'static str,
+        status: u16,
+        detail: String,
+    },
+    /// The TOTP login went somewhere the reference does not describe.
+    #[error("TOTP login failed at {step}: {detail}")]
+    Login { step: LoginStep, detail: String },
+    /// The TOTP seed is not base32.
+    #[error(
+        "the TOTP secret is not valid base32; copy the key shown when TOTP was enabled on the Upstox account"
+    )]
+    TotpSecret,
+    /// The caller asked for something this client will not send.
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    /// The HTTP client could not be built (TLS backend, bad header value).
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl UpstoxError {
+    /// What the caller should do about this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            UpstoxError::Api(e) => e.class(),
+            UpstoxError::Network { .. } => ErrorClass::Transient,
+            UpstoxError::Decode { status, .. } if *status >= 500 => ErrorClass::Transient,
+            UpstoxError::Decode { .. }
+            | UpstoxError::Login { .. }
+            | UpstoxError::TotpSecret
+            | UpstoxError::InvalidInput(_)
+            | UpstoxError::Client(_) => ErrorClass::Fatal,
+        }
+    }
+
+    /// The `Retry-After` the server sent, if any.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            UpstoxError::Api(e) => e.retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the error came with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UpstoxError::Api(e) => Some(e.status),
+            UpstoxError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The Upstox / login-service / OAuth 2 error code, when the body had one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            UpstoxError::Api(e) => e.code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn network(endpoint: &'static str, err: reqwest::Error) -> Self {
+        let kind = if err.is_timeout() {
+            NetworkErrorKind::Timeout
+        } else if err.is_connect() {
+            NetworkErrorKind::Connect
+        } else {
+            NetworkErrorKind::Other
+        };
+        // Without the URL: queries may carry client ids or state.
+        let err = err.without_url();
+        let mut detail = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            source = s.source();
+        }
+        UpstoxError::Network {
+            endpoint,
+            kind,
+            detail: envelope::scrub(&detail),
+        }
+    }
+
+    pub(crate) fn decode(endpoint: &'static str, status: u16, e: &serde_json::Error) -> Self {
+        UpstoxError::Decode {
+            endpoint,
+            status,
+            detail: envelope::json_error_detail(e),
+        }
+    }
+}
+
+impl From<ApiError> for UpstoxError {
+    fn from(e: ApiError) -> Self {
+        UpstoxError::Api(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, body: &str, bearer: bool) -> ApiError {
+        ApiError::from_response(
+            "GET /v2/user/profile",
+            status,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            bearer,
+        )
+    }
+
+    fn err_body(code: &str) -> String {
+        format!(
+            r#"{{"status":"error","errors":[{{"errorCode":"{code}","message":"m","propertyPath":null,"invalidValue":null,"error_code":"{code}","property_path":null,"invalid_value":null}}]}}"#
+        )
+    }
+
+    #[test]
+    fn classifies_documented_errors_for_the_renewal_engine() {
+        use ErrorClass::*;
+        let cases: &[(u16, String, bool, ErrorClass)] = &[
+            (401, err_body("UDAPI100050"), true, TokenInvalid),
+            (401, err_body("UDAPI100067"), true, NotPermitted),
+            (429, err_body("UDAPI10005"), true, Transient),
+            (429, String::new(), true, Transient),
+            (423, String::new(), true, Maintenance),
+            (423, err_body("UDAPI100072"), true, Maintenance),
+            (400, err_body("UDAPI100074"), true, Maintenance),
+            (500, err_body("UDAPI100500"), true, Transient),
+            (502, "<html>bad gateway</html>".into(), true, Transient),
+            (503, String::new(), false, Transient),
+            (400, err_body("UDAPI100073"), false, Fatal),
+            (400, err_body("UDAPI100058"), false, Fatal),
+            (400, err_body("UDAPI100068"), false, Fatal),
+            (401, err_body("UDAPI100016"), false, Fatal),
+            (400, err_body("UDAPI1024"), false, Fatal),
+            // a bare 401 is "bad token" with a bearer, "bad credentials" without
+            (401, String::new(), true, TokenInvalid),
+            (401, String::new(), false, Fatal),
+            (403, String::new(), true, NotPermitted),
+            // login service: wrong TOTP / PIN
+            (
+                400,
+                r#"{"success":false,"error":{"code":"1017062","message":"Invalid OTP"}}"#.into(),
+                false,
+                Fatal,
+            ),
+            // OAuth 2
+            (400, r#"{"error":"invalid_grant"}"#.into(), false, Fatal),
+            (
+                503,
+                r#"{"error":"temporarily_unavailable"}"#.into(),
+                false,
+                Transient,
+            ),
+        ];
+        for (status, body, bearer, want) in cases {
+            assert_eq!(
+                api(*status, body, *bearer).class(),
+                *want,
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_status_code_and_message() {
+        let e = UpstoxError::from(api(401, &err_body("UDAPI100050"), true));
+        assert_eq!(e.status(), Some(401));
+        assert_eq!(e.code(), Some("UDAPI100050"));
+        let shown = e.to_string();
+        assert!(
+            shown.contains("UDAPI100050") && shown.contains("HTTP 401"),
+            "{shown}"
+        );
+        assert!(shown.contains("log in again"), "{shown}");
+    }
+
+    #[test]
+    fn display_never_contains_an_echoed_token() {
+        let token = "eyJ0eXAiOiJKV1QiLCJrZXlfaWQiOiJza192MS4wIiwiYWxnIjoiSFMyNTYifQ.eyJzdWIiOiIyWkNEUTkifQ.c2ln";
+        let body = format!(
+            r#"{{"status":"error","errors":[{{"error_code":"UDAPI100050","message":"token {token} is invalid"}}]}}"#
+        );
+        let shown = UpstoxError::from(api(401, &body, true)).to_string();
+        assert!(!shown.contains("eyJ0eXAi"), "{shown}");
+        assert!(!shown.contains(".c2ln"), "{shown}");
+    }
+
+    #[test]
+    fn reads_retry_after_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+        let e = UpstoxError::from(ApiError::from_response("GET /x", 429, &headers, b"", true));
+        assert_eq!(
+            e.retry_after(),
+            Some(RetryAfter::Delay(Duration::from_secs(7)))
+        );
+
+        let at = RetryAfter::parse("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let now: Timestamp = "2015-10-21T07:27:30Z".parse().unwrap();
+        assert_eq!(at.delay_from(now), Duration::from_secs(30));
+        assert_eq!(RetryAfter::parse("soon"), None);
+    }
+
+    #[test]
+    fn transport_and_shape_errors_are_classified() {
+        let e = UpstoxError::Network {
+            endpoint: "GET /x",
+            kind: NetworkErrorKind::Timeout,
+            detail: "t".into(),
+        };
+        assert_eq!(e.class(), ErrorClass::Transient);
+        let bad = serde_json::from_str::<u8>("{").unwrap_err();
+        assert_eq!(
+            UpstoxError::decode("GET /x", 200, &bad).class(),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            UpstoxError::decode("GET /x", 502, &bad).class(),
+            ErrorClass::Transient
+        );
+    }
+}
