@@ -9,6 +9,8 @@
 //! | `POST /sim/apps` | an app object (see config) | `{client_id}`; replaces an app with the same id |
 //! | `POST /sim/tokens` | `{"ucc", "kind": "daily"\|"extended"\|"sandbox"}` (kind defaults to daily) | `{access_token, kind, expires_at}` |
 //! | `POST /sim/tokens/revoke` | `{"access_token"}` | `{revoked: bool}` |
+//! | `POST /sim/refresh-tokens` | `{"client_id"}` | `{refresh_token, client_id}` for `POST /sim/oauth2/token`; 404 unknown app |
+//! | `POST /sim/refresh-tokens/revoke` | `{"refresh_token"}` | `{revoked: bool}` |
 //! | `GET /sim/token-requests` | | list of pending requests |
 //! | `POST /sim/token-requests/{client_id}/approve` | | `{client_id, user_id, access_token, expires_at, webhook_status, webhook_error}` after the webhook call |
 //! | `POST /sim/token-requests/{client_id}/reject` | | `{rejected: true}` |
@@ -84,6 +86,8 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/sim/apps", post(apps_post))
         .route("/sim/tokens", post(tokens_post))
         .route("/sim/tokens/revoke", post(tokens_revoke))
+        .route("/sim/refresh-tokens", post(refresh_tokens_post))
+        .route("/sim/refresh-tokens/revoke", post(refresh_tokens_revoke))
         .route("/sim/token-requests", get(requests_get))
         .route(
             "/sim/token-requests/{client_id}/approve",
@@ -232,6 +236,33 @@ async fn tokens_revoke(State(sim): State<Sim>, body: Bytes) -> Response {
     reply((|| {
         let cmd: RevokeCommand = parse(&body)?;
         ok(json!({"revoked": sim.revoke(&cmd.access_token)}))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshTokenCommand {
+    client_id: String,
+}
+
+async fn refresh_tokens_post(State(sim): State<Sim>, body: Bytes) -> Response {
+    reply((|| {
+        let cmd: RefreshTokenCommand = parse(&body)?;
+        let token = sim.issue_refresh_token(&cmd.client_id)?;
+        ok(json!({"refresh_token": token, "client_id": cmd.client_id}))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRevokeCommand {
+    refresh_token: String,
+}
+
+async fn refresh_tokens_revoke(State(sim): State<Sim>, body: Bytes) -> Response {
+    reply((|| {
+        let cmd: RefreshRevokeCommand = parse(&body)?;
+        ok(json!({"revoked": sim.revoke_refresh_token(&cmd.refresh_token)}))
     })())
 }
 

@@ -1,4 +1,5 @@
-//! Fault injection for the Upstox-facing routes (not for `/sim/...` control or the feed).
+//! Fault injection for the Upstox-facing routes and the OAuth 2 token service (not for
+//! `/sim/...` control or the feed). `login_down` leaves the OAuth 2 token service alone.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -7,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
 use crate::error::{ApiError, LoginError};
+use crate::oauth2::OAuth2Error;
 use crate::sim::{Sim, bump};
 
 /// True for the routes that make up "the login service".
@@ -46,7 +48,9 @@ pub(crate) async fn inject(State(sim): State<Sim>, req: Request, next: Next) -> 
     }
     if faults.error_rate > 0.0 && rand::thread_rng().gen_bool(faults.error_rate.clamp(0.0, 1.0)) {
         bump(&sim.counters_raw().injected_errors);
-        return if login_service {
+        return if path.starts_with("/sim/oauth2/") {
+            OAuth2Error::server_error().into_response()
+        } else if login_service {
             LoginError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_ERROR",

@@ -35,6 +35,7 @@
 //! | `GET /v2/user/get-funds-and-margin`, `GET /v3/user/get-funds-and-margin` | 423 UDAPI100072 00:00–05:30 IST |
 //! | `GET /v2/market-quote/ltp`, `GET /v3/market-quote/ltp` | ≤ 500 keys; unknown well-formed keys are omitted |
 //! | `POST /v2/order/place`, `POST /v3/order/place`, `DELETE /v2/order/cancel`, `DELETE /v3/order/cancel` | 423 UDAPI100074 00:00–05:30 IST |
+//! | `POST /sim/oauth2/token` | a generic OAuth 2 token service in front of Upstox: refresh grant (RFC 6749 §6), rotating refresh tokens, RFC 6749 §5.2 errors |
 //! | `/sim/...` | control API, see [`control`](crate#control-api) below and the README |
 //!
 //! # Control API
@@ -52,6 +53,7 @@ pub mod instruments;
 pub mod ist;
 mod jwt;
 mod oauth;
+mod oauth2;
 mod ratelimit;
 mod rest;
 mod sim;
@@ -114,6 +116,7 @@ pub fn router(sim: Sim) -> Router {
         .route("/v3/order/place", post(rest::place_v3))
         .route("/v2/order/cancel", delete(rest::cancel_v2))
         .route("/v3/order/cancel", delete(rest::cancel_v3))
+        .route("/sim/oauth2/token", post(oauth2::token))
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
             faults::inject,

@@ -117,6 +117,13 @@ pub struct Counters {
     pub orders_placed: u64,
     /// Orders cancelled.
     pub orders_cancelled: u64,
+    /// Requests that reached the OAuth 2 token service (`POST /sim/oauth2/token`),
+    /// answered or refused (injected faults are counted in `injected_errors` instead).
+    pub oauth2_requests: u64,
+    /// Refresh grants that succeeded (an access token and a rotated refresh token issued).
+    pub oauth2_grants: u64,
+    /// OAuth 2 token requests refused with an RFC 6749 error (`invalid_grant`, ...).
+    pub oauth2_refused: u64,
 }
 
 #[derive(Default)]
@@ -136,6 +143,9 @@ pub(crate) struct AtomicCounters {
     pub injected_errors: AtomicU64,
     pub orders_placed: AtomicU64,
     pub orders_cancelled: AtomicU64,
+    pub oauth2_requests: AtomicU64,
+    pub oauth2_grants: AtomicU64,
+    pub oauth2_refused: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -161,6 +171,9 @@ impl AtomicCounters {
             injected_errors: g(&self.injected_errors),
             orders_placed: g(&self.orders_placed),
             orders_cancelled: g(&self.orders_cancelled),
+            oauth2_requests: g(&self.oauth2_requests),
+            oauth2_grants: g(&self.oauth2_grants),
+            oauth2_refused: g(&self.oauth2_refused),
         }
     }
 }
@@ -296,6 +309,8 @@ pub(crate) struct State {
     pub rate: RateLimiter,
     pub orders: HashMap<String, OrderRecord>,
     pub order_seq: u64,
+    /// Refresh tokens of the OAuth 2 token service, by token.
+    pub refresh_tokens: HashMap<String, crate::oauth2::RefreshRecord>,
 }
 
 pub(crate) struct Inner {

@@ -5,6 +5,7 @@
 
 mod control;
 mod oauth;
+mod oauth2;
 mod rest;
 mod token_request;
 mod totp_login;
