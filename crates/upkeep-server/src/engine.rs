@@ -870,21 +870,22 @@ impl Engine {
     /// Profile call with the current token. Returns true when the token is found
     /// invalid (expired early or revoked) and should be replaced.
     async fn health_check(&self, a: &AccountRuntime, c: &CurrentToken) -> bool {
-        let now = self.inner.clock.now();
         let result = self.inner.upstox.profile(&c.token).await;
+        // The answer is about the token when Upstox looked at it: read the clock after
+        // the call (a check started at 03:29:59 can be answered after the rollover).
+        let now = self.inner.clock.now();
         let (validated, problem, renew) = match &result {
             Ok(_) => (Some(true), None, false),
             Err(e) => match e.class() {
                 ErrorClass::TokenInvalid => {
-                    let why = if now >= c.expires_at {
-                        "expired"
-                    } else {
-                        "revoked"
-                    };
+                    let expired = now >= c.expires_at;
+                    let why = if expired { "expired" } else { "revoked" };
+                    // Only a token refused before its expiry is replaced at once; an
+                    // expired one is renewed by the plan, in the morning window.
                     (
                         Some(false),
                         Some(why.to_owned()),
-                        a.settings.can_renew_daily(),
+                        !expired && a.settings.can_renew_daily(),
                     )
                 }
                 ErrorClass::NotPermitted => (
@@ -995,7 +996,12 @@ impl Engine {
             &format!("deadline {}", format_ist(deadline)),
         )
         .await;
-        let outcome = self.try_strategies(a, actor, deadline, interactive).await;
+        // A renewal can outlast the lease (retries through an outage, a wait for a
+        // human): keep extending it, and stop if another process took it over.
+        let outcome = tokio::select! {
+            o = self.try_strategies(a, actor, deadline, interactive) => o,
+            () = self.keep_lease(&id) => RenewOutcome::Busy,
+        };
         let elapsed = started.elapsed().as_secs_f64();
         let _ = store.release_lease(&id, &self.inner.holder).await;
         a.status_mut(|s| s.renewing = false);
@@ -1047,6 +1053,38 @@ impl Engine {
             _ => {}
         }
         outcome
+    }
+
+    /// Extends the account's renewal lease every third of its lifetime (clock time).
+    /// Returns only if the lease was lost to another holder (it had expired, e.g. while
+    /// the machine was suspended); store errors are logged and retried.
+    async fn keep_lease(&self, id: &str) {
+        let ttl = self.inner.settings.lease_ttl;
+        let every = SignedDuration::try_from(ttl / 3)
+            .unwrap_or(SignedDuration::from_mins(1))
+            .max(SignedDuration::from_secs(1));
+        loop {
+            if !self.sleep_until(self.inner.clock.now() + every).await {
+                // Shutting down: the renewal itself stops; nothing is left to keep.
+                return std::future::pending().await;
+            }
+            let now = self.inner.clock.now();
+            match self
+                .inner
+                .store
+                .try_acquire_lease(id, &self.inner.holder, now, ttl)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(account = %id, "another upkeep process took over the renewal lease; stopping this renewal");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(account = %id, error = %e, "could not extend the renewal lease");
+                }
+            }
+        }
     }
 
     async fn try_strategies(

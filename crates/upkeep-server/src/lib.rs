@@ -60,8 +60,21 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let engine = self.engine.clone();
-        let supervisors = engine.start();
+        let mut supervisors = engine.start();
         let stop = engine.shutdown_token();
+        if let Some(alerter) = engine.alerter().cloned() {
+            // Alerts held back by the rate limit go out as one summary once there is room.
+            let stop = stop.clone();
+            supervisors.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => { alerter.flush_suppressed().await; }
+                    }
+                }
+            }));
+        }
         let router = http::router(engine.clone());
         let server = axum::serve(self.listener, router).with_graceful_shutdown({
             let stop = stop.clone();

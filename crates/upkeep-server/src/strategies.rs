@@ -200,16 +200,30 @@ async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, 
             reason: format!("store: {e}"),
             retry_after: None,
         })?;
-    let Some(refresh) = stored.or_else(|| r.refresh_token.clone()) else {
+    let configured = r.refresh_token.as_ref();
+    let Some(refresh) = stored.as_ref().or(configured) else {
         return Err(Failure::NotApplicable(
             "no refresh token is known yet".into(),
         ));
     };
-    let grant = engine
-        .upstox()
-        .oauth2_refresh(&url, &s.client_id, &s.client_secret, &refresh)
-        .await
-        .map_err(|e| classify(engine, e))?;
+    let client = engine.upstox();
+    let mut result = client
+        .oauth2_refresh(&url, &s.client_id, &s.client_secret, refresh)
+        .await;
+    // The stored (rotated) refresh token is refused: the chain is broken. If the
+    // configured one differs (the user pasted a new one to fix it), start over from it;
+    // otherwise the dead stored token would shadow the configuration for good.
+    if let Err(e) = &result
+        && stored.is_some()
+        && e.code()
+            .is_some_and(|c| c.eq_ignore_ascii_case("invalid_grant"))
+        && let Some(fresh) = configured.filter(|c| c.expose() != refresh.expose())
+    {
+        result = client
+            .oauth2_refresh(&url, &s.client_id, &s.client_secret, fresh)
+            .await;
+    }
+    let grant = result.map_err(|e| classify(engine, e))?;
     if let Some(rotated) = &grant.refresh_token
         && let Err(e) = engine
             .store()
