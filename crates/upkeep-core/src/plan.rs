@@ -254,7 +254,7 @@ pub fn plan(now: Timestamp, account: &AccountView, policy: &RenewalPolicy) -> Pl
         (true, false) if token.kind == TokenKind::Daily => {
             plan_alive_daily(now, token, account.jitter_seed, policy)
         }
-        (true, true) => plan_expired_renewable(now, token, policy),
+        (true, true) => plan_expired_renewable(now, token, policy, account.jitter_seed),
         (_, false) => plan_warn(now, token, account.can_renew_daily, policy),
         (false, true) => Plan {
             action: Action::ManualNeeded,
@@ -321,7 +321,12 @@ fn plan_alive_daily(
 }
 
 /// An expired token on an account that can renew.
-fn plan_expired_renewable(now: Timestamp, token: TokenSummary, policy: &RenewalPolicy) -> Plan {
+fn plan_expired_renewable(
+    now: Timestamp,
+    token: TokenSummary,
+    policy: &RenewalPolicy,
+    seed: u64,
+) -> Plan {
     let today = ist_date(now);
     let expired = format!(
         "{} token expired at {}",
@@ -329,7 +334,12 @@ fn plan_expired_renewable(now: Timestamp, token: TokenSummary, policy: &RenewalP
         format_ist(token.expires_at)
     );
     if policy.is_trading_day(today) {
-        let Some((start, deadline)) = policy.window_on(today) else {
+        let Some((_, deadline)) = policy.window_on(today) else {
+            return out_of_range(now);
+        };
+        // Every daily token dies at 03:30, before the window: the jitter applies here
+        // too, so accounts (and upkeep installations) do not all log in at 05:30:00.
+        let Some(start) = policy.renew_time_on(today, seed) else {
             return out_of_range(now);
         };
         if now >= start {
@@ -370,7 +380,9 @@ fn plan_expired_renewable(now: Timestamp, token: TokenSummary, policy: &RenewalP
     let Some(day) = next else {
         return no_trading_day(now);
     };
-    let Some((start, deadline)) = policy.window_on(day) else {
+    let (Some(start), Some((_, deadline))) =
+        (policy.renew_time_on(day, seed), policy.window_on(day))
+    else {
         return out_of_range(now);
     };
     Plan {
@@ -513,6 +525,34 @@ mod tests {
         let at_window = ist_at(2026, 2, 6, 5, 30, 0);
         let got = plan(at_window, &daily(exp), &p);
         assert_eq!((got.action, got.at), (Action::RenewNow, at_window));
+    }
+
+    #[test]
+    fn expired_daily_tokens_of_different_accounts_renew_at_spread_times_in_the_window() {
+        // Every daily token dies at 03:30, before the window: the plan made after the
+        // rollover must still spread accounts over the jitter, inside the window.
+        let exp = ist_at(2026, 2, 6, 3, 30, 0);
+        let now = ist_at(2026, 2, 6, 3, 30, 1);
+        let p = RenewalPolicy::default();
+        let start = ist_at(2026, 2, 6, 5, 30, 0);
+        let mut times = std::collections::BTreeSet::new();
+        for seed in 0..20u64 {
+            let view = AccountView {
+                jitter_seed: seed,
+                ..daily(exp)
+            };
+            let got = plan(now, &view, &p);
+            assert_eq!(got.action, Action::RenewAt);
+            assert!(
+                got.at >= start && got.at <= start + p.max_jitter,
+                "{}",
+                format_ist(got.at)
+            );
+            // Once that time comes, it is renewed now.
+            assert_eq!(plan(got.at, &view, &p).action, Action::RenewNow);
+            times.insert(got.at);
+        }
+        assert!(times.len() > 10, "jitter should spread accounts: {times:?}");
     }
 
     #[test]
