@@ -860,9 +860,14 @@ impl Engine {
             }
         }
         let p = self.plan_for(a, now);
+        // A forced or reactive renewal is about now: use today's window deadline when
+        // it is near, otherwise give it an hour (not tomorrow's deadline: the caller waits).
         let deadline = p
             .deadline
-            .filter(|d| *d > now + SignedDuration::from_mins(30))
+            .filter(|d| {
+                *d > now + SignedDuration::from_mins(30)
+                    && *d <= now + SignedDuration::from_hours(4)
+            })
             .unwrap_or(now + SignedDuration::from_hours(1));
         self.run_renewal(a, actor, deadline).await
     }
@@ -1116,7 +1121,13 @@ impl Engine {
                 if self.inner.shutdown.is_cancelled() {
                     return RenewOutcome::Cancelled;
                 }
-                let result = strategies::obtain(self, a, kind, deadline).await;
+                // Shutdown cancels a strategy mid-flight (an HTTP step of a login, a wait
+                // for approval); nothing is written until a token is accepted, and that
+                // write runs in a task of its own.
+                let result = tokio::select! {
+                    r = strategies::obtain(self, a, kind, deadline) => r,
+                    _ = self.inner.shutdown.cancelled() => return RenewOutcome::Cancelled,
+                };
                 let failure = match result {
                     Ok(Obtained::Token { token, validate }) => {
                         match self
@@ -1195,18 +1206,22 @@ impl Engine {
                             break;
                         }
                         if now + wait + wait >= deadline {
-                            self.alert(Alert::new(
+                            let mut alert = Alert::new(
                                 AlertKind::DeadlineAtRisk,
                                 id.clone(),
                                 "Renewal deadline at risk",
                                 format!(
-                                    "Strategy {} keeps failing ({reason}); the deadline is {}.",
+                                    "Strategy {} keeps failing ({reason}); the deadline is {}. \
+                                     Log in with the link to be safe.",
                                     kind.as_str(),
                                     format_ist(deadline)
                                 ),
                                 now,
-                            ))
-                            .await;
+                            );
+                            if let Some(link) = self.login_link(&id) {
+                                alert = alert.with_link(link);
+                            }
+                            self.alert(alert).await;
                         }
                         if !self.sleep_until(now + wait).await {
                             return RenewOutcome::Cancelled;

@@ -130,6 +130,8 @@ impl World {
             trades_holidays: false,
         }]);
         settings.poll = POLL;
+        // These tests move the clock to 05:30:00 exactly: no per-account jitter.
+        settings.policy.max_jitter = jiff::SignedDuration::ZERO;
         let daemon_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         settings.public_url = format!("http://{}", daemon_listener.local_addr().unwrap());
         let base = url::Url::parse(&self.sim.base_url()).unwrap();

@@ -292,6 +292,9 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
     };
     let mut settings = DaemonSettings::new(Vec::new());
     settings.poll = POLL;
+    // The tests move the clock to exact times (05:30:00): no per-account jitter unless
+    // a test asks for it.
+    settings.policy.max_jitter = jiff::SignedDuration::ZERO;
     for tweak in setup.tweaks {
         tweak(&mut settings);
     }
