@@ -164,12 +164,18 @@ impl Instrument {
         } else {
             Kind::Equity
         };
+        // Instruments the REST quote table knows walk around the same previous close,
+        // so a bot reading the LTP endpoint and the feed sees one market; others get a
+        // deterministic price from their key.
         let u = (unit(seed, 0) + 1.0) / 2.0; // [0, 1)
-        let base = match kind {
-            Kind::Index => 10_000.0 + u * 50_000.0,
-            Kind::Derivative => 20.0 + u * 480.0,
-            Kind::Equity => 50.0 + u * 2_950.0,
-        };
+        let base = crate::instruments::find(key).map_or_else(
+            || match kind {
+                Kind::Index => 10_000.0 + u * 50_000.0,
+                Kind::Derivative => 20.0 + u * 480.0,
+                Kind::Equity => 50.0 + u * 2_950.0,
+            },
+            |i| i.close,
+        );
         Self {
             seed,
             kind,
