@@ -315,12 +315,15 @@ async fn a_login_outage_until_0800_is_retried_with_backoff_and_renewed_before_09
         loop {
             if clock.now() >= eight {
                 clock.set_speed(60.0);
+                // Read before the fault is cleared: no login can succeed earlier, however
+                // late this task is scheduled afterwards on a loaded machine.
+                let healed_at = clock.now();
                 sim.patch_faults(FaultsPatch {
                     login_down: Some(false),
                     ..FaultsPatch::default()
                 })
                 .unwrap();
-                return clock.now();
+                return healed_at;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -20,6 +20,29 @@ Quick start:
 
 Exit codes: 0 ok, 1 failure, 2 bad input (malformed token, bad config, bad arguments).";
 
+const SIM_HELP: &str = "\
+One listener serves the Upstox REST, order, login-service and feed paths, so every
+[upstox] url of upkeep (and the official SDK's host/order_host) can point at it.
+Tokens follow the 03:30 IST rule on the simulator's own clock.
+
+Control API (JSON in and out):
+  GET  /sim/clock                          now, now_ist, speed, next_rollover
+  POST /sim/clock                          {\"set\": RFC3339} | {\"jump_to_ist\": \"2026-11-24T03:29:50\"}
+                                           | {\"advance_secs\": N} | {\"speed\": F}
+  POST /sim/users, /sim/apps               add a user (ucc, mobile, pin, totp_secret, plan) / an app
+  POST /sim/users/{ucc}/unlock             clear a lockout after wrong TOTP/PIN entries
+  POST /sim/tokens                         {\"ucc\", \"kind\": daily|extended|sandbox} -> {access_token}
+  POST /sim/tokens/revoke                  {\"access_token\"}
+  GET  /sim/token-requests                 pending v3 access-token requests
+  POST /sim/token-requests/{client_id}/approve|reject
+                                           approve POSTs the token to the app's notifier URL
+  POST /sim/refresh-tokens                 {\"client_id\"} -> refresh token for POST /sim/oauth2/token
+  GET  /sim/faults, POST /sim/faults       {\"latency_ms\", \"error_rate\", \"login_down\",
+                                           \"login_blocked\", \"feed_drop\", \"feed_stall\"}
+  GET  /sim/state, GET /sim/credentials    counters, users, apps / demo credentials
+
+Full reference: crates/upkeep-sim/README.md";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "upkeep",
@@ -50,6 +73,7 @@ pub enum Command {
     /// 03:30 IST rollover and watch the token get renewed. Needs no Upstox account.
     Demo(DemoArgs),
     /// Run the Upstox simulator (a faithful local Upstox for testing bots offline).
+    #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
     /// Show each account's token: environment, kind, expiry (IST), time left, state.
     Status(StatusArgs),
