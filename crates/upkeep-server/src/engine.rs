@@ -751,6 +751,11 @@ impl Engine {
             let mut wake = p.at;
             match p.action {
                 Action::RenewNow | Action::RenewAt if p.at <= now => {
+                    // Another process (`upkeep token set`, `upkeep renew`, a second daemon)
+                    // may have stored a fresh token already: use it rather than log in.
+                    if self.adopt_from_store(&a).await {
+                        continue;
+                    }
                     if cooldown_until.is_none_or(|c| now >= c) {
                         let deadline = p.deadline.unwrap_or(now + SignedDuration::from_hours(1));
                         let deadline = deadline.max(now + SignedDuration::from_mins(30));
@@ -786,6 +791,9 @@ impl Engine {
             // Health check of a token that should be valid.
             if now >= next_health {
                 next_health = now + health_every;
+                if self.adopt_from_store(&a).await {
+                    continue;
+                }
                 let current = a.current.borrow().clone();
                 if let Some(c) = current
                     && c.is_valid_at(now)
@@ -874,8 +882,57 @@ impl Engine {
 
     /// Profile call with the current token. Returns true when the token is found
     /// invalid (expired early or revoked) and should be replaced.
+    /// Adopts the store's current token if another process stored a newer valid one.
+    /// Returns whether the in-memory token changed.
+    async fn adopt_from_store(&self, a: &AccountRuntime) -> bool {
+        let id = &a.settings.id;
+        let stored = match self.inner.store.current_token(id).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(account = %id, error = %e, "cannot read the store");
+                return false;
+            }
+        };
+        let now = self.inner.clock.now();
+        let mine = a.current.borrow().clone();
+        let newer = match &mine {
+            Some(m) => m.fingerprint != stored.fingerprint && stored.stored_at >= m.stored_at,
+            None => true,
+        };
+        if !newer || now >= stored.expires_at {
+            return false;
+        }
+        let current = Arc::new(CurrentToken::from_stored(stored));
+        tracing::info!(account = %id, token_fp = %current.fingerprint, source = %current.source, "adopted a token stored by another process");
+        a.status_mut(|s| {
+            s.api_validated = None;
+            s.last_check_problem = None;
+        });
+        a.current.send_replace(Some(current));
+        true
+    }
+
     async fn health_check(&self, a: &AccountRuntime, c: &CurrentToken) -> bool {
-        let result = self.inner.upstox.profile(&c.token).await;
+        if a.settings.env == "sandbox" {
+            // Sandbox tokens only work on the sandbox order APIs; profile is not one.
+            a.status_mut(|s| {
+                s.last_check_problem =
+                    Some("sandbox tokens cannot be checked: profile is not a sandbox API".into());
+            });
+            return false;
+        }
+        let result = if c.kind == TokenKind::Extended {
+            // Extended and analytics tokens may not read the profile (UDAPI100067); a
+            // quote is what they are for.
+            self.inner
+                .upstox
+                .ltp_v3(&c.token, &["NSE_INDEX|Nifty 50"])
+                .await
+                .map(|_| ())
+        } else {
+            self.inner.upstox.profile(&c.token).await.map(|_| ())
+        };
         // The answer is about the token when Upstox looked at it: read the clock after
         // the call (a check started at 03:29:59 can be answered after the rollover).
         let now = self.inner.clock.now();

@@ -946,3 +946,79 @@ async fn no_secret_reaches_the_logs_during_renewals() {
         assert!(!alerts.contains(&secret), "the {what} appears in an alert");
     }
 }
+
+#[tokio::test]
+async fn a_token_stored_by_another_process_is_adopted_instead_of_logging_in_again() {
+    // The token died at 03:30; before the window opens a human imports a fresh one with
+    // `upkeep token set` (another process, same store). At 05:30 the daemon uses it.
+    let tue = tuesday();
+    let mon = tue.yesterday().unwrap();
+    let h = spawn_app(Setup::at(ist(tue, 4, 0, 0)).token_issued_at(ist(mon, 10, 0, 0))).await;
+    let seeded = h.seeded.clone().unwrap();
+    let fresh = h
+        .sim
+        .state()
+        .issue_token(&h.creds.ucc, TokenKind::Daily)
+        .unwrap();
+    let fresh = AccessToken::new(fresh);
+    let info = upkeep_core::expiry::inspect(&fresh).unwrap();
+    let other_process = h.open_store().await;
+    other_process
+        .put_token(
+            ACCOUNT,
+            upkeep_store::NewToken {
+                token: fresh.clone(),
+                issued_at: info.issued_at,
+                expires_at: info.expires_at,
+                kind: "daily".into(),
+                source: "import".into(),
+            },
+            h.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.current().unwrap().fingerprint, seeded.fingerprint());
+
+    h.clock.set(ist(tue, 5, 30, 0));
+    let adopted = h.wait_for_new_token(Some(&seeded.fingerprint())).await;
+    assert_eq!(adopted.fingerprint, fresh.fingerprint());
+    assert_eq!(adopted.source, "import");
+    h.let_daemon_run().await;
+    assert_eq!(
+        h.counters().logins,
+        0,
+        "no login: the imported token was used"
+    );
+    assert!(h.events_of("renewal_started").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_extended_token_is_health_checked_with_a_quote_not_the_profile() {
+    // Extended tokens may not read the profile (UDAPI100067); a quote call proves them.
+    let tue = tuesday();
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[StrategyKind::Static])
+            .settings(|s| s.health_interval = SignedDuration::from_mins(1)),
+    )
+    .await;
+    let extended = AccessToken::new(
+        h.sim
+            .state()
+            .issue_token(&h.creds.ucc, TokenKind::Extended)
+            .unwrap(),
+    );
+    h.engine
+        .accept_token(ACCOUNT, extended.clone(), "import", Actor::Cli, false)
+        .await
+        .unwrap();
+    h.clock.advance(SignedDuration::from_mins(2));
+    let status = eventually("a health check of the extended token", || {
+        h.engine
+            .status(ACCOUNT)
+            .filter(|s| s.last_check.is_some_and(|t| t >= ist(tue, 10, 1, 0)))
+    })
+    .await;
+    assert_eq!(status.api_validated, Some(true), "{status:?}");
+    assert_eq!(h.counters().logins, 0);
+}
