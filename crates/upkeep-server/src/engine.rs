@@ -190,6 +190,14 @@ impl AccountRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+    /// Makes `current` the in-memory token; its health is unknown until checked.
+    fn publish(&self, current: Arc<CurrentToken>) {
+        self.status_mut(|s| {
+            s.api_validated = None;
+            s.last_check_problem = None;
+        });
+        self.current.send_replace(Some(current));
+    }
     fn is_disabled(&self, s: StrategyKind) -> bool {
         self.disabled
             .lock()
@@ -567,10 +575,6 @@ impl Engine {
                 *g = Some(sub);
             }
         }
-        a.status_mut(|s| {
-            s.api_validated = None;
-            s.last_check_problem = None;
-        });
         self.write_sinks(account, &current).await;
         let detail = format!(
             "token fp={} kind={} expires {}",
@@ -582,7 +586,7 @@ impl Engine {
             .await;
         // Publish last: whoever watches sees a token that is already durable, in the
         // legacy files and in the audit log.
-        a.current.send_replace(Some(current.clone()));
+        a.publish(current.clone());
         tracing::info!(account, source, token_fp = %current.fingerprint, expires_at = %format_ist(current.expires_at), "new token is current");
         Ok(current)
     }
@@ -905,11 +909,7 @@ impl Engine {
         }
         let current = Arc::new(CurrentToken::from_stored(stored));
         tracing::info!(account = %id, token_fp = %current.fingerprint, source = %current.source, "adopted a token stored by another process");
-        a.status_mut(|s| {
-            s.api_validated = None;
-            s.last_check_problem = None;
-        });
-        a.current.send_replace(Some(current));
+        a.publish(current);
         true
     }
 

@@ -42,7 +42,6 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 
 /// What the feed needs from the simulator core.
 pub trait FeedHost: Clone + Send + Sync + 'static {
@@ -185,51 +184,10 @@ impl Registry {
     }
 }
 
-/// One entry of `errors`, in the live gateway's key order.
-#[derive(Serialize)]
-#[allow(non_snake_case)]
-struct ErrorItem<'a> {
-    errorCode: &'a str,
-    message: &'a str,
-    propertyPath: Option<()>,
-    invalidValue: Option<()>,
-    error_code: &'a str,
-    property_path: Option<()>,
-    invalid_value: Option<()>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    status: &'static str,
-    errors: [ErrorItem<'a>; 1],
-}
-
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = (status, bytes).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    json(
-        status,
-        &ErrorBody {
-            status: "error",
-            errors: [ErrorItem {
-                errorCode: code,
-                message,
-                propertyPath: None,
-                invalidValue: None,
-                error_code: code,
-                property_path: None,
-                invalid_value: None,
-            }],
-        },
-    )
+/// The gateway's error envelope (shared with the REST routes, so the feed's 401 is
+/// byte-for-byte the REST one).
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    crate::error::ApiError::new(status, code, message).into_response()
 }
 
 fn invalid_token() -> Response {
@@ -262,7 +220,7 @@ async fn authorize<S: FeedHost>(State(st): State<FeedState<S>>, headers: HeaderM
     let url =
         st.registry
             .authorized_url(&st.host.base_ws_url(), user, st.host.now().as_millisecond());
-    json(
+    crate::error::json_response(
         StatusCode::OK,
         &serde_json::json!({
             "status": "success",
