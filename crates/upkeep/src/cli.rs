@@ -133,6 +133,15 @@ pub struct SimArgs {
     /// it one demo user and app are created.
     #[arg(long = "sim-config", value_name = "FILE")]
     pub sim_config: Option<PathBuf>,
+    /// Redirect URI of the demo app (default http://127.0.0.1:8400/oauth/callback). To
+    /// drive `upkeep serve` against the simulator use its callback,
+    /// e.g. http://127.0.0.1:7878/auth/upstox/callback.
+    #[arg(long, value_name = "URI")]
+    pub redirect_uri: Option<String>,
+    /// Notifier webhook of the demo app (where approved access-token requests are
+    /// POSTed), e.g. http://127.0.0.1:7878/webhooks/upstox/token.
+    #[arg(long, value_name = "URL")]
+    pub notifier_url: Option<String>,
     /// Write the demo credentials as JSON (ucc, mobile, pin, totp_secret, client_id,
     /// client_secret, redirect_uri, plan, base_url) so a script can configure upkeep.
     #[arg(long, value_name = "FILE")]

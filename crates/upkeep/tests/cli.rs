@@ -484,3 +484,142 @@ fn verbose_runs_never_print_the_token_to_stderr() {
         "stderr contained the token's signature"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child on drop so a failing test leaves no process behind.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn serve_against_sim_logs_in_headlessly_and_stops_cleanly_on_sigterm() {
+    let env = Env::new();
+    let (sim_port, daemon_port) = (free_port(), free_port());
+    let creds_path = env.path("creds.json");
+    let bin = assert_cmd::cargo::cargo_bin("upkeep");
+    let _sim = Child(
+        std::process::Command::new(&bin)
+            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
+            .arg("--credentials-out")
+            .arg(&creds_path)
+            .args([
+                "--redirect-uri",
+                &format!("http://127.0.0.1:{daemon_port}/auth/upstox/callback"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the simulator's credentials", || creds_path.exists());
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
+    let base = c["base_url"].as_str().unwrap();
+    std::fs::write(
+        env.path("serve.toml"),
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{daemon_port}"
+[store]
+url = "sqlite://{db}"
+key_file = "{key}"
+[upstox]
+api_url = "{base}"
+order_url = "{base}"
+login_url = "{base}"
+[[account]]
+id = "main"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+redirect_uri = "{redirect}"
+renew = ["totp", "oauth"]
+[account.totp]
+mobile = "{mobile}"
+pin = "{pin}"
+secret = "{secret}"
+"#,
+            db = env.path("serve.db").display(),
+            key = env.path("serve.key").display(),
+            client_id = c["client_id"].as_str().unwrap(),
+            client_secret = c["client_secret"].as_str().unwrap(),
+            redirect = c["redirect_uri"].as_str().unwrap(),
+            mobile = c["mobile"].as_str().unwrap(),
+            pin = c["pin"].as_str().unwrap(),
+            secret = c["totp_secret"].as_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let config = env.path("serve.toml");
+    let mut serve = Child(
+        std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("UPKEEP_MASTER_KEY")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // No token yet: the daemon logs in at once; `upkeep token` then serves it.
+    wait_for("a token from the daemon", || {
+        env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let token =
+        String::from_utf8(env.cmd_with(&config).arg("token").output().unwrap().stdout).unwrap();
+    let info = upkeep_core::expiry::inspect(&upkeep_core::AccessToken::new(token.trim())).unwrap();
+    assert_eq!(info.claims.sub, c["ucc"].as_str().unwrap());
+    assert_eq!(info.kind, upkeep_core::expiry::TokenKind::Daily);
+
+    // SIGTERM: a clean exit, and nothing secret in what it logged.
+    let pid = serve.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = std::mem::replace(
+        &mut serve.0,
+        std::process::Command::new("true").spawn().unwrap(),
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success(), "serve exited with {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("shutting down"), "{log}");
+    for secret in [
+        token.trim(),
+        c["pin"].as_str().unwrap(),
+        c["totp_secret"].as_str().unwrap(),
+        c["client_secret"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(secret), "the daemon's log contains a secret");
+    }
+}

@@ -9,10 +9,18 @@ use crate::cli::SimArgs;
 use crate::commands::UsageError;
 
 pub async fn run(args: SimArgs) -> Result<ExitCode> {
-    let config = match &args.sim_config {
+    let mut config = match &args.sim_config {
         Some(path) => SimConfig::from_file(path).map_err(|e| UsageError(e.to_string()))?,
         None => SimConfig::demo(),
     };
+    if let Some(app) = config.apps.first_mut() {
+        if let Some(uri) = &args.redirect_uri {
+            app.redirect_uri = uri.clone();
+        }
+        if let Some(url) = &args.notifier_url {
+            app.notifier_url = Some(url.clone());
+        }
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| UsageError(format!("cannot listen on {}: {e}", args.listen)))?;
