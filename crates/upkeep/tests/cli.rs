@@ -515,61 +515,10 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 #[test]
 fn serve_against_sim_logs_in_headlessly_and_stops_cleanly_on_sigterm() {
     let env = Env::new();
-    let (sim_port, daemon_port) = (free_port(), free_port());
-    let creds_path = env.path("creds.json");
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
     let bin = assert_cmd::cargo::cargo_bin("upkeep");
-    let _sim = Child(
-        std::process::Command::new(&bin)
-            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
-            .arg("--credentials-out")
-            .arg(&creds_path)
-            .args([
-                "--redirect-uri",
-                &format!("http://127.0.0.1:{daemon_port}/auth/upstox/callback"),
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the simulator's credentials", || creds_path.exists());
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
-    let base = c["base_url"].as_str().unwrap();
-    std::fs::write(
-        env.path("serve.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{daemon_port}"
-[store]
-url = "sqlite://{db}"
-key_file = "{key}"
-[upstox]
-api_url = "{base}"
-order_url = "{base}"
-login_url = "{base}"
-[[account]]
-id = "main"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-redirect_uri = "{redirect}"
-renew = ["totp", "oauth"]
-[account.totp]
-mobile = "{mobile}"
-pin = "{pin}"
-secret = "{secret}"
-"#,
-            db = env.path("serve.db").display(),
-            key = env.path("serve.key").display(),
-            client_id = c["client_id"].as_str().unwrap(),
-            client_secret = c["client_secret"].as_str().unwrap(),
-            redirect = c["redirect_uri"].as_str().unwrap(),
-            mobile = c["mobile"].as_str().unwrap(),
-            pin = c["pin"].as_str().unwrap(),
-            secret = c["totp_secret"].as_str().unwrap(),
-        ),
-    )
-    .unwrap();
+    write_serve_config(&env, &c, daemon_port, "", "");
     let config = env.path("serve.toml");
     let mut serve = Child(
         std::process::Command::new(&bin)
@@ -622,4 +571,177 @@ secret = "{secret}"
     ] {
         assert!(!log.contains(secret), "the daemon's log contains a secret");
     }
+}
+
+/// A config for `upkeep serve` against the simulator whose credentials are `c`.
+fn write_serve_config(
+    env: &Env,
+    c: &serde_json::Value,
+    daemon_port: u16,
+    totp_secret: &str,
+    extra: &str,
+) {
+    let base = c["base_url"].as_str().unwrap();
+    let secret = if totp_secret.is_empty() {
+        c["totp_secret"].as_str().unwrap()
+    } else {
+        totp_secret
+    };
+    std::fs::write(
+        env.path("serve.toml"),
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{daemon_port}"
+[store]
+url = "sqlite://{db}"
+key_file = "{key}"
+[upstox]
+api_url = "{base}"
+order_url = "{base}"
+login_url = "{base}"
+{extra}
+[[account]]
+id = "main"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+redirect_uri = "{redirect}"
+renew = ["totp", "oauth"]
+[account.totp]
+mobile = "{mobile}"
+pin = "{pin}"
+secret = "{secret}"
+"#,
+            db = env.path("serve.db").display(),
+            key = env.path("serve.key").display(),
+            client_id = c["client_id"].as_str().unwrap(),
+            client_secret = c["client_secret"].as_str().unwrap(),
+            redirect = c["redirect_uri"].as_str().unwrap(),
+            mobile = c["mobile"].as_str().unwrap(),
+            pin = c["pin"].as_str().unwrap(),
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts `upkeep sim` and returns it with its credentials.
+fn start_sim(env: &Env, daemon_port: u16) -> (Child, serde_json::Value) {
+    let creds_path = env.path("creds.json");
+    let sim = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .args(["sim", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--credentials-out")
+            .arg(&creds_path)
+            .args([
+                "--redirect-uri",
+                &format!("http://127.0.0.1:{daemon_port}/auth/upstox/callback"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the simulator's credentials", || creds_path.exists());
+    let c = serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
+    (sim, c)
+}
+
+/// A one-request-at-a-time HTTP receiver collecting POST bodies (an alert webhook).
+fn start_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn serve_sends_the_configured_alert_webhook_when_the_totp_secret_is_wrong() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    let (url, bodies) = start_receiver();
+    // A valid base32 seed that is not the user's: the login fails fatally.
+    write_serve_config(
+        &env,
+        &c,
+        daemon_port,
+        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        &format!("[[alert.webhook]]\nurl = \"{url}\"\nformat = \"generic\"\n"),
+    );
+    let _serve = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(env.path("serve.toml"))
+            .arg("serve")
+            .env_remove("UPKEEP_MASTER_KEY")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|k| k == "manual_action_needed") {
+        assert!(
+            kinds.len() < 20,
+            "no manual_action_needed alert among {kinds:?}"
+        );
+        let body = bodies
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("an alert within 20 s");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["account"], "main");
+        if v["kind"] == "manual_action_needed" {
+            // The manual-action alert carries the login link (Upstox dialog via the sim).
+            let link = v["link"].as_str().unwrap();
+            assert!(link.contains("/v2/login/authorization/dialog"), "{link}");
+            assert!(link.contains("state="), "{link}");
+        }
+        kinds.push(v["kind"].as_str().unwrap().to_owned());
+    }
+    assert!(kinds.iter().any(|k| k == "renewal_fatal"), "{kinds:?}");
+    // The wrong secret was tried once, not hammered (the sim user is not locked).
+    let state: serde_json::Value =
+        reqwest_get(&format!("{}/sim/state", c["base_url"].as_str().unwrap()));
+    let user = &state["users"][0];
+    assert_eq!(user["locked"], false, "{user}");
+    assert_eq!(
+        user["attempts_left"], 4,
+        "exactly one wrong attempt: {user}"
+    );
+}
+
+fn reqwest_get(url: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let u = url.strip_prefix("http://").unwrap();
+    let (host, path) = u.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
 }
