@@ -743,7 +743,10 @@ impl Engine {
         // After an automatic renewal fails, wait this long before the plan may start
         // another one by itself (a human can always force one).
         let mut cooldown_until: Option<Timestamp> = None;
-        let mut warned_for: Option<(Action, Timestamp)> = None;
+        // The last expiry warning: (what, for which token expiry, when). Repeated daily
+        // while nothing changes; the plan's `at` is "now" once the warning is due, so it
+        // cannot be the key.
+        let mut warned: Option<(Action, Option<Timestamp>, Timestamp)> = None;
         loop {
             if self.inner.shutdown.is_cancelled() {
                 break;
@@ -782,8 +785,15 @@ impl Engine {
                     wake = cooldown_until.unwrap_or(now);
                 }
                 Action::WarnExpiry | Action::ManualNeeded if p.at <= now => {
-                    if warned_for != Some((p.action, p.at)) {
-                        warned_for = Some((p.action, p.at));
+                    let expiry = a.current.borrow().as_ref().map(|c| c.expires_at);
+                    let due = match warned {
+                        Some((action, exp, at)) if action == p.action && exp == expiry => {
+                            now >= at + SignedDuration::from_hours(24)
+                        }
+                        _ => true,
+                    };
+                    if due {
+                        warned = Some((p.action, expiry, now));
                         self.warn_no_renewal(&a, &p).await;
                     }
                     // Nothing to do until the token changes or a trigger arrives.

@@ -1022,3 +1022,41 @@ async fn an_extended_token_is_health_checked_with_a_quote_not_the_profile() {
     assert_eq!(status.api_validated, Some(true), "{status:?}");
     assert_eq!(h.counters().logins, 0);
 }
+
+#[tokio::test]
+async fn an_expiring_token_that_cannot_be_renewed_is_warned_about_once_a_day_not_in_a_loop() {
+    let tue = tuesday();
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[StrategyKind::Static])
+            .alerts(),
+    )
+    .await;
+    let sandbox = AccessToken::new(
+        h.sim
+            .state()
+            .issue_token(&h.creds.ucc, TokenKind::Sandbox)
+            .unwrap(),
+    );
+    h.engine
+        .accept_token(ACCOUNT, sandbox, "import", Actor::Cli, false)
+        .await
+        .unwrap();
+    // 28 days on: inside the 3-day warning period of the 30-day token.
+    h.clock.advance(SignedDuration::from_hours(28 * 24));
+    h.alerts().wait_for("expiring_no_renewal", |_| true).await;
+    // Hours pass (each beyond the alerter's own 30-minute de-duplication): no repeats.
+    for _ in 0..5 {
+        h.clock.advance(SignedDuration::from_hours(1));
+        h.let_daemon_run().await;
+    }
+    assert_eq!(h.alerts().of_kind("expiring_no_renewal").len(), 1);
+    // A day later, one reminder.
+    h.clock.advance(SignedDuration::from_hours(20));
+    eventually("the daily reminder", || {
+        (h.alerts().of_kind("expiring_no_renewal").len() == 2).then_some(())
+    })
+    .await;
+    h.let_daemon_run().await;
+    assert_eq!(h.alerts().of_kind("expiring_no_renewal").len(), 2);
+}
