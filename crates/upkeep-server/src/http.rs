@@ -6,8 +6,10 @@
 //! delivered token (Upstox cannot send a key); `/auth/upstox/login` needs an admin
 //! API key.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -20,7 +22,36 @@ use upkeep_upstox::webhook::{MAX_NOTIFIER_BODY, parse_notifier};
 
 use crate::engine::{Actor, Engine};
 
+/// How many delivered tokens may be checked with Upstox per minute. Upstox signs
+/// nothing, so anyone who can reach the webhook can post; the cheap checks (client id,
+/// user, decoding, expiry) come first, and this caps the profile calls a flood of
+/// plausible-looking forgeries could cause.
+const WEBHOOK_CHECKS_PER_MINUTE: usize = 12;
+
+/// A sliding one-minute window of webhook validations (real time).
+#[derive(Default)]
+struct WebhookBudget(std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>);
+
+impl WebhookBudget {
+    fn try_take(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(60))
+        {
+            q.pop_front();
+        }
+        if q.len() >= WEBHOOK_CHECKS_PER_MINUTE {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
 pub fn router(engine: Engine) -> Router {
+    let budget = Arc::new(WebhookBudget::default());
     Router::new()
         .route("/healthz", get(healthz))
         .route(
@@ -29,6 +60,7 @@ pub fn router(engine: Engine) -> Router {
         )
         .route("/auth/upstox/login", get(login))
         .route("/auth/upstox/callback", get(callback))
+        .layer(Extension(budget))
         .with_state(engine)
 }
 
@@ -44,7 +76,11 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-async fn webhook(State(engine): State<Engine>, body: Bytes) -> Response {
+async fn webhook(
+    State(engine): State<Engine>,
+    Extension(budget): Extension<Arc<WebhookBudget>>,
+    body: Bytes,
+) -> Response {
     let reject = |code: &str, message: String| {
         metrics::counter!("upkeep_webhook_rejected_total", "reason" => code.to_owned())
             .increment(1);
@@ -84,6 +120,12 @@ async fn webhook(State(engine): State<Engine>, body: Bytes) -> Response {
             );
         }
         Err(e) => return reject("bad_token", e.to_string()),
+    }
+    if !budget.try_take() {
+        return reject(
+            "rate_limited",
+            "too many notifications to check; try again in a minute".into(),
+        );
     }
     match engine
         .accept_token(
