@@ -745,3 +745,29 @@ fn reqwest_get(url: &str) -> serde_json::Value {
     let body = out.split_once("\r\n\r\n").unwrap().1;
     serde_json::from_str(body).unwrap()
 }
+
+#[test]
+fn demo_renews_after_the_rollover_inside_the_morning_window() {
+    let env = Env::new();
+    let out = env.cmd().arg("demo").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("got a daily token via totp"), "{text}");
+    assert!(text.contains("profile call with the token OK"), "{text}");
+    assert!(text.contains("the token died at 03:30"), "{text}");
+    let renewed = text
+        .lines()
+        .find(|l| l.contains("renewed via totp"))
+        .unwrap_or_else(|| panic!("no renewal in: {text}"));
+    // "[sim Wed 2026-11-25 05:32:45 IST] renewed via totp ..." : inside 05:30-09:00.
+    let hhmm = renewed.split_whitespace().nth(3).unwrap();
+    assert!(("05:30:00"..="09:00:00").contains(&hhmm), "{renewed}");
+    assert!(
+        text.contains("profile call with the new token: OK"),
+        "{text}"
+    );
+}

@@ -135,49 +135,48 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         ),
     );
 
-    // Jump to 10 s before the rollover.
+    // Let the renewal finish its bookkeeping (audit) before time moves on.
+    while engine.status("demo").is_some_and(|s| s.renewing) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The rollover: valid at 03:29:59, dead at 03:30:00 (the simulator follows Upstox's
+    // rule, the daemon knows it from the token's `exp`).
     let rollover = first.expires_at;
-    sim_clock.set(rollover - SignedDuration::from_secs(10));
-    say(
-        &sim_clock,
-        "jumped the clock to just before the 03:30 IST rollover",
-    );
     let client = UpstoxClient::new(Hosts::all(&base))?;
+    sim_clock.set(rollover - SignedDuration::from_secs(1));
     match client.profile(&first.token).await {
         Ok(p) => say(
             &sim_clock,
-            &format!("profile call with the token: OK (user {})", p.user_id),
+            &format!(
+                "jumped to the rollover: profile call with the token OK (user {})",
+                p.user_id
+            ),
         ),
         Err(e) => say(&sim_clock, &format!("profile call failed: {e}")),
     }
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    sim_clock.set(rollover);
     match client.profile(&first.token).await {
         Ok(_) => say(&sim_clock, "profile call still OK (unexpected)"),
         Err(e) => say(&sim_clock, &format!("the token died at 03:30: {e}")),
     }
-    if let Some(p) = engine.status("demo").and_then(|s| s.next) {
-        say(
-            &sim_clock,
-            &format!(
-                "plan: {} at {} ({})",
-                p.action.as_str(),
-                format_ist(p.at),
-                p.reason
-            ),
-        );
-    }
-
-    // Fast-forward: 05:29:30 at 30x, so the window's jittered start comes within seconds.
-    let window = rollover + SignedDuration::from_mins(119) + SignedDuration::from_secs(30);
-    sim_clock.set(window);
-    sim_clock.set_speed(30.0);
+    // The daemon re-reads the clock at least every poll and plans again.
+    let plan = wait_for_plan_after(&engine, rollover, Duration::from_secs(10)).await?;
     say(
         &sim_clock,
-        "jumped to just before the 05:30 IST renewal window; the clock now runs 30x",
+        &format!(
+            "daemon's plan: {} at {} ({})",
+            plan.action.as_str(),
+            format_ist(plan.at),
+            plan.reason
+        ),
     );
+
+    // Fast-forward to a few seconds before the planned renewal, inside the 05:30 IST window.
+    sim_clock.set(plan.at - SignedDuration::from_secs(3));
+    say(&sim_clock, "jumped to just before the planned renewal");
     let renewed =
         wait_for_token(&mut rx, Some(&first.fingerprint), Duration::from_secs(60)).await?;
-    sim_clock.set_speed(1.0);
     say(
         &sim_clock,
         &format!(
@@ -248,5 +247,26 @@ async fn wait_for_token(
                 limit.as_secs()
             ),
         }
+    }
+}
+
+/// Waits until the daemon has planned something after `after` (it re-plans within one
+/// poll of a clock jump).
+async fn wait_for_plan_after(
+    engine: &upkeep_server::Engine,
+    after: Timestamp,
+    limit: Duration,
+) -> Result<upkeep_core::plan::Plan> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(p) = engine.status("demo").and_then(|s| s.next)
+            && p.at > after
+        {
+            return Ok(p);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the daemon made no new plan within {}s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
