@@ -771,3 +771,120 @@ fn demo_renews_after_the_rollover_inside_the_morning_window() {
         "{text}"
     );
 }
+
+/// A fresh schema in the local PostgreSQL test database, dropped on drop.
+struct PgSchema(String);
+
+impl PgSchema {
+    fn new() -> Self {
+        let name = format!("upkeep_cli_{}_{}", std::process::id(), free_port());
+        psql(&format!("CREATE SCHEMA \"{name}\""));
+        Self(name)
+    }
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{}",
+            self.0
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0));
+    }
+}
+
+fn psql(sql: &str) {
+    let ok = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-c",
+            sql,
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "psql failed: {sql}");
+}
+
+#[test]
+fn the_cli_works_the_same_on_a_postgresql_store() {
+    let env = Env::new();
+    let schema = PgSchema::new();
+    let config = std::fs::read_to_string(env.path("upkeep.toml"))
+        .unwrap()
+        .replace(
+            &format!("url = \"sqlite://{}\"", env.path("upkeep.db").display()),
+            &format!("url = \"{}\"", schema.url()),
+        );
+    assert!(config.contains("postgres://"));
+    std::fs::write(env.path("pg.toml"), config).unwrap();
+    let token = daily_token_valid_now("2ZCDQ9");
+    env.cmd_with(&env.path("pg.toml"))
+        .args(["token", "set", &token])
+        .assert()
+        .success();
+    env.cmd_with(&env.path("pg.toml"))
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(format!("{token}\n"));
+    // Sealed at rest in PostgreSQL too.
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-At",
+            "-c",
+        ])
+        .arg(format!("SELECT * FROM \"{}\".tokens", schema.0))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(!dump.is_empty(), "the token row is there");
+    assert!(!dump.contains(&token), "the token is stored in plain text");
+    // bytea columns print as \x<hex>: look inside them too.
+    for field in dump.split(['|', '\n']) {
+        if let Some(hex) = field.strip_prefix("\\x") {
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "a bytea column holds the token in plain text"
+            );
+        }
+    }
+    assert!(!env.path("upkeep.db").exists(), "nothing went to SQLite");
+}
+
+#[test]
+fn a_corrupt_database_is_a_clear_error_and_is_left_as_it_was() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    let garbage = b"this is not an sqlite database, it is a note someone saved here\n".repeat(100);
+    std::fs::write(env.path("upkeep.db"), &garbage).unwrap();
+    for args in [vec!["status"], vec!["token"], vec!["serve"]] {
+        let out = env.cmd().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            err.contains("corrupt") || err.contains("not a database"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_eq!(std::fs::read(env.path("upkeep.db")).unwrap(), garbage);
+}
