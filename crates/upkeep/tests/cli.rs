@@ -888,3 +888,120 @@ fn a_corrupt_database_is_a_clear_error_and_is_left_as_it_was() {
     }
     assert_eq!(std::fs::read(env.path("upkeep.db")).unwrap(), garbage);
 }
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `upkeep login` (its own process) mints the link; the running daemon redeems it: the
+/// signed state works across processes because both hold the master key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_link_from_the_cli_is_redeemed_by_the_running_daemon() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    // A wrong TOTP seed: headless login fails, so the daemon waits for a human.
+    write_serve_config(
+        &env,
+        &c,
+        daemon_port,
+        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        "",
+    );
+    let config = env.path("serve.toml");
+    env.cmd_with(&config).arg("keygen").assert().success();
+    let _serve = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the daemon", || {
+        std::net::TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
+    });
+    env.cmd_with(&config).arg("token").assert().failure();
+
+    let out = env.cmd_with(&config).arg("login").output().unwrap();
+    assert!(out.status.success());
+    let link = reqwest::Url::parse(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(link.path(), "/v2/login/authorization/dialog");
+
+    // A human follows it: the dialog, the simulator's login page, back to the daemon.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let resp = browser.get(link.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let login_page = link.join(&location(&resp)).unwrap();
+    let request_id = login_page
+        .query_pairs()
+        .find(|(k, _)| k == "request_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let code = upkeep_sim::totp::code_at(c["totp_secret"].as_str().unwrap(), real_now()).unwrap();
+    let resp = browser
+        .post(login_page.join("/sim/login").unwrap())
+        .form(&[
+            ("request_id", request_id.as_str()),
+            ("mobile", c["mobile"].as_str().unwrap()),
+            ("totp", code.as_str()),
+            ("pin", c["pin"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "the simulator accepts the login");
+    let callback = location(&resp);
+    assert!(callback.starts_with(&format!(
+        "http://127.0.0.1:{daemon_port}/auth/upstox/callback"
+    )));
+    let resp = browser.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("Logged in"));
+    env.cmd_with(&config).arg("token").assert().success();
+
+    // The link works once.
+    let resp = browser.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[test]
+fn renew_from_the_cli_logs_in_headlessly_or_says_what_to_do() {
+    let env = Env::new();
+    let (_sim, c) = start_sim(&env, free_port());
+    write_serve_config(&env, &c, free_port(), "", "");
+    let config = env.path("serve.toml");
+    let out = env.cmd_with(&config).arg("renew").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("main: renewed with totp"), "{err}");
+    env.cmd_with(&config).arg("token").assert().success();
+
+    // With a wrong seed: exit 1, the reason, and the way out.
+    write_serve_config(
+        &env,
+        &c,
+        free_port(),
+        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        "",
+    );
+    let out = env
+        .cmd_with(&config)
+        .args(["renew", "--all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("renewal failed"), "{err}");
+    assert!(err.contains("upkeep login --account main"), "{err}");
+}
