@@ -11,6 +11,13 @@
 //!
 //! A double counts as default only when its bits are all zero (`-0.0` is kept), as the
 //! upb runtime under the SDK decides presence.
+//!
+//! Why a second implementation of what `upkeep_upstox::feed::to_sdk_json` does: this
+//! one renders prost's owned types, that one the zero-copy decoder's borrowed types. The
+//! tests use this one as the oracle for the fast decoder (golden frames and generated
+//! messages must give the same JSON through both paths), so the two are kept apart on
+//! purpose: one shared renderer would make that differential test compare a thing with
+//! itself.
 
 use std::collections::HashMap;
 
