@@ -268,18 +268,24 @@ impl StoreConfig {
 }
 
 /// Replace the password of `scheme://user:pass@host/...` with `***`.
+///
+/// A password pasted without percent-encoding may hold `#`, `/`, `?` or `@`, so the
+/// userinfo runs to the *last* `@` (over-redacting an odd URL is fine; showing a
+/// password is not). Text before that `@` without a `:` but with a path or query
+/// delimiter is a path (`sqlite:///me@home/upkeep.db`), and is left alone.
 pub fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
     let rest_start = scheme_end + 3;
     let rest = url.get(rest_start..).unwrap_or("");
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = rest.get(..authority_end).unwrap_or("");
-    let Some(at) = authority.rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let userinfo = authority.get(..at).unwrap_or("");
+    let userinfo = rest.get(..at).unwrap_or("");
+    if !userinfo.contains(':') && userinfo.contains(['/', '?', '#']) {
+        return url.to_string();
+    }
     let user = userinfo.split(':').next().unwrap_or("");
     format!(
         "{}{}:***@{}",

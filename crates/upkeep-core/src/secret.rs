@@ -51,7 +51,52 @@ impl From<&str> for Secret {
 
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
+        // `any`, not `str`: serde_json's `deserialize_str` builds the quoting "invalid type"
+        // error itself, without asking the visitor.
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Reads a string; any other value is refused with a message that does not quote it
+/// (serde's stock "invalid type: integer `918273`" would put a PIN in an error).
+struct SecretVisitor;
+
+const NOT_A_STRING: &str = "expected a quoted string (value not shown)";
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_char<E: serde::de::Error>(self, _: char) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
     }
 }
 
@@ -87,7 +132,7 @@ impl fmt::Debug for AccessToken {
 
 impl<'de> serde::Deserialize<'de> for AccessToken {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(AccessToken::new)
+        Secret::deserialize(d).map(|s| AccessToken::new(s.expose()))
     }
 }
 
@@ -103,6 +148,50 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("sig-secret-part"), "{printed}");
         assert!(printed.contains("REDACTED"));
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_rejected_without_echoing_the_value() {
+        // A PIN typed as a JSON number is an easy mistake; serde's stock message would be
+        // "invalid type: integer `918273`, expected a string".
+        for json in [
+            "918273",
+            "9182.73",
+            "true",
+            "[\"918273\"]",
+            "{\"pin\":\"918273\"}",
+        ] {
+            let err = serde_json::from_str::<Secret>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("918273") && !err.contains("9182.73"),
+                "{json}: {err}"
+            );
+            let err = serde_json::from_str::<AccessToken>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("918273") && !err.contains("9182.73"),
+                "{json}: {err}"
+            );
+        }
+        let err = serde_json::from_str::<Secret>("true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("string"), "{err}");
+        assert_eq!(
+            serde_json::from_str::<Secret>("\"918273\"")
+                .unwrap()
+                .expose(),
+            "918273"
+        );
+        assert_eq!(
+            serde_json::from_str::<AccessToken>("\" a.b.c \"")
+                .unwrap()
+                .expose(),
+            "a.b.c"
+        );
     }
 
     #[test]

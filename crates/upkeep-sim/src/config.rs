@@ -90,6 +90,10 @@ fn default_login_attempts() -> u32 {
     5
 }
 
+/// Longest feed tick interval accepted (one hour): the feed schedules `now + interval`,
+/// which must not overflow.
+pub const MAX_FEED_TICK_MS: u64 = 3_600_000;
+
 /// Everything the simulator needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
@@ -245,10 +249,10 @@ impl SimConfig {
                 "speed must be a finite number >= 0 (0 freezes the clock)".into(),
             ));
         }
-        if self.feed_tick_interval_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "feed_tick_interval_ms must be at least 1".into(),
-            ));
+        if !(1..=MAX_FEED_TICK_MS).contains(&self.feed_tick_interval_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "feed_tick_interval_ms must be between 1 and {MAX_FEED_TICK_MS} (one hour)"
+            )));
         }
         if self.login_attempts == 0 {
             return Err(ConfigError::Invalid(
@@ -378,6 +382,18 @@ mod tests {
         let demo = SimConfig::demo();
         let text = serde_json::to_string(&demo).unwrap();
         assert_eq!(SimConfig::from_json(&text).unwrap(), demo);
+    }
+
+    #[test]
+    fn a_feed_tick_interval_too_long_to_schedule_is_refused() {
+        // Scheduling `now + interval` for u64::MAX ms would overflow (a panic in every feed
+        // connection); one hour is the most the simulator accepts.
+        let mut c = SimConfig::demo();
+        c.feed_tick_interval_ms = u64::MAX;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("feed_tick_interval_ms"), "{err}");
+        c.feed_tick_interval_ms = MAX_FEED_TICK_MS;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -51,6 +51,12 @@ impl ErrorClass {
     }
 }
 
+/// The longest wait a `Retry-After` header can ask for. The header is network input: an
+/// absurd value (`Retry-After: 9223372036854775807`, a date in year 9999) would otherwise
+/// overflow the caller's `now + delay`. Upstox's longest documented pause (the nightly
+/// maintenance window) is under 6 hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// The value of a `Retry-After` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
@@ -61,26 +67,31 @@ pub enum RetryAfter {
 }
 
 impl RetryAfter {
-    /// Parses a header value; `None` for anything that is neither form.
+    /// Parses a header value; `None` for anything that is neither form. A delay is
+    /// capped at [`MAX_RETRY_AFTER`].
     pub fn parse(value: &str) -> Option<Self> {
         let value = value.trim();
         if let Ok(secs) = value.parse::<u64>() {
-            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+            return Some(RetryAfter::Delay(
+                Duration::from_secs(secs).min(MAX_RETRY_AFTER),
+            ));
         }
         jiff::fmt::rfc2822::parse(value)
             .ok()
             .map(|z| RetryAfter::At(z.timestamp()))
     }
 
-    /// How long to wait, counted from `now` (zero if the date is already past).
+    /// How long to wait, counted from `now` (zero if the date is already past), at most
+    /// [`MAX_RETRY_AFTER`].
     pub fn delay_from(self, now: Timestamp) -> Duration {
-        match self {
+        let delay = match self {
             RetryAfter::Delay(d) => d,
             RetryAfter::At(at) => {
                 let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
                 Duration::from_millis(u64::try_from(ms).unwrap_or(0))
             }
-        }
+        };
+        delay.min(MAX_RETRY_AFTER)
     }
 }
 
@@ -464,6 +475,25 @@ mod tests {
         let now: Timestamp = "2015-10-21T07:27:30Z".parse().unwrap();
         assert_eq!(at.delay_from(now), Duration::from_secs(30));
         assert_eq!(RetryAfter::parse("soon"), None);
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_capped_so_adding_it_to_now_cannot_overflow() {
+        let now: Timestamp = "2026-02-05T06:00:00Z".parse().unwrap();
+        let huge = RetryAfter::parse("9223372036854775807").unwrap();
+        let far = RetryAfter::parse("Wed, 01 Jan 9000 00:00:00 GMT").unwrap();
+        for r in [huge, far] {
+            let d = r.delay_from(now);
+            assert_eq!(d, MAX_RETRY_AFTER, "{r:?}");
+            // What a caller does with it: now + delay, later, must not overflow.
+            let later = now + jiff::SignedDuration::from_hours(24 * 365);
+            let wait = jiff::SignedDuration::try_from(d).unwrap();
+            assert!(later.checked_add(wait).is_ok());
+        }
+        assert_eq!(
+            RetryAfter::parse("120").unwrap().delay_from(now),
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

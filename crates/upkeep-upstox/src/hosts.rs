@@ -35,11 +35,15 @@ impl Hosts {
     }
 }
 
+/// The real login site may hop between subdomains of this domain.
+const UPSTOX_DOMAIN: &str = "upstox.com";
+
 impl Hosts {
-    /// Whether the login flow may follow a redirect to `url`: one of these hosts, or an
-    /// https host under the login page's parent domain (`*.upstox.com` for the real
-    /// hosts; nothing more for an IP address such as the simulator's). Anything else,
-    /// like the app's redirect URI, is read from `Location`, never fetched.
+    /// Whether the login flow may follow a redirect to `url`: one of these hosts, or, when
+    /// the login page is Upstox's own, any https `*.upstox.com` host. A stand-in login
+    /// service (the simulator, a relay) may redirect only among the configured hosts: its
+    /// "parent domain" could be a public suffix such as `co.in`. Anything else, like the
+    /// app's redirect URI, is read from `Location`, never fetched.
     pub(crate) fn may_follow(&self, url: &Url) -> bool {
         if self.is_known(url) {
             return true;
@@ -49,12 +53,12 @@ impl Hosts {
         else {
             return false;
         };
-        let labels: Vec<&str> = page.rsplit('.').take(2).collect();
-        if url.scheme() != "https" || labels.len() < 2 {
-            return false;
-        }
-        let parent = format!(".{}.{}", labels[1], labels[0]);
-        target.to_ascii_lowercase().ends_with(&parent)
+        let under_upstox = |host: &str| {
+            host.to_ascii_lowercase()
+                .strip_suffix(UPSTOX_DOMAIN)
+                .is_some_and(|rest| rest.ends_with('.'))
+        };
+        url.scheme() == "https" && under_upstox(page) && under_upstox(target)
     }
 }
 
@@ -148,6 +152,19 @@ mod tests {
             &Url::parse("https://api-v2.upstox.com/login/authorization/redirect").unwrap()
         ));
         assert!(!h.is_known(&Url::parse("http://api.upstox.com/").unwrap()));
+    }
+
+    #[test]
+    fn login_flow_through_a_stand_in_login_host_never_follows_a_redirect_to_a_neighbour_domain() {
+        // A relay on a multi-label suffix (co.in): "the parent domain" would be all of co.in.
+        let relay = Url::parse("https://login.broker.co.in/").unwrap();
+        let mut h = Hosts::all(&relay);
+        h.api = Url::parse("https://api.broker.co.in/").unwrap();
+        let ok = |u: &str| h.may_follow(&Url::parse(u).unwrap());
+        assert!(ok("https://login.broker.co.in/next?step=2"));
+        assert!(ok("https://api.broker.co.in/v2/login"));
+        assert!(!ok("https://evil.co.in/steal"));
+        assert!(!ok("https://auth.other-broker.co.in/x"));
     }
 
     #[test]

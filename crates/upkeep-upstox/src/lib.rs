@@ -21,7 +21,9 @@ pub mod totp;
 pub mod webhook;
 
 pub use client::{ClientConfig, MAX_LTP_KEYS, UpstoxClient};
-pub use error::{ApiError, ErrorClass, LoginStep, NetworkErrorKind, RetryAfter, UpstoxError};
+pub use error::{
+    ApiError, ErrorClass, LoginStep, MAX_RETRY_AFTER, NetworkErrorKind, RetryAfter, UpstoxError,
+};
 pub use hosts::Hosts;
 pub use models::{
     Funds, LtpQuote, LtpQuotes, Profile, RefreshGrant, SegmentFunds, TokenGrant, TokenRequestAck,

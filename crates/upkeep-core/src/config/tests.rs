@@ -550,6 +550,34 @@ fn redact_userinfo_hides_only_the_password() {
     );
 }
 
+#[test]
+fn redacted_store_url_never_shows_a_password_holding_url_delimiters() {
+    // Passwords pasted raw (not percent-encoded) often hold '#', '/' or '?'.
+    for (url, password) in [
+        ("postgres://upkeep:Tr#d1ng@db.internal/upkeep", "Tr#d1ng"),
+        ("postgres://upkeep:a/b@db/upkeep", "a/b"),
+        ("postgresql://upkeep:why?not@db:5432/upkeep", "why?not"),
+        (
+            "postgres://upkeep:p#1/x?y@db/upkeep?sslmode=require",
+            "p#1/x?y",
+        ),
+    ] {
+        let shown = redact_userinfo(url);
+        assert!(!shown.contains(password), "{url} -> {shown}");
+        assert!(shown.starts_with("postgres"), "{shown}");
+        assert!(shown.contains("upkeep:***@db"), "{shown}");
+    }
+    assert_eq!(
+        redact_userinfo("postgres://upkeep:Tr#d1ng@db.internal/upkeep"),
+        "postgres://upkeep:***@db.internal/upkeep"
+    );
+    // An '@' in a file path is not userinfo.
+    assert_eq!(
+        redact_userinfo("sqlite:///srv/me@home/upkeep.db"),
+        "sqlite:///srv/me@home/upkeep.db"
+    );
+}
+
 proptest! {
     #[test]
     fn config_durations_round_trip(secs in 0i64..(365 * 86_400)) {
