@@ -1258,9 +1258,13 @@ impl Engine {
                         retry_after,
                     } => {
                         let now = self.inner.clock.now();
+                        // Retry-After comes from the network: never let it overflow the
+                        // clock arithmetic (past the deadline is past the deadline).
                         let wait = retry_after.unwrap_or_else(|| jittered(delay));
+                        let retry_at = now.checked_add(wait).unwrap_or(deadline);
+                        let at_risk = retry_at.checked_add(wait).unwrap_or(deadline);
                         tracing::warn!(account = %id, strategy = kind.as_str(), %reason, retry_in = %wait, "transient failure; retrying");
-                        if now + wait >= deadline {
+                        if retry_at >= deadline {
                             self.audit(
                                 &id,
                                 actor,
@@ -1272,7 +1276,7 @@ impl Engine {
                             reasons.push(format!("{}: {reason}", kind.as_str()));
                             break;
                         }
-                        if now + wait + wait >= deadline {
+                        if at_risk >= deadline {
                             let mut alert = Alert::new(
                                 AlertKind::DeadlineAtRisk,
                                 id.clone(),
@@ -1290,7 +1294,7 @@ impl Engine {
                             }
                             self.alert(alert).await;
                         }
-                        if !self.sleep_until(now + wait).await {
+                        if !self.sleep_until(retry_at).await {
                             return RenewOutcome::Cancelled;
                         }
                         delay = (delay * 2).min(self.inner.settings.retry.max);
