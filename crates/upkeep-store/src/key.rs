@@ -149,8 +149,19 @@ pub fn load_or_create(
     match read_key_file(path) {
         Ok(key) => Ok((key, KeyOrigin::File)),
         Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok((create_key_file(path)?, KeyOrigin::Created))
+            create_or_adopt(path)
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the key file, or, if another process (a CLI command next to a starting
+/// daemon) created it since we looked, uses that one: the file appears complete, by an
+/// atomic link, so reading it is safe. Two processes never end up with two keys.
+fn create_or_adopt(path: &Path) -> Result<(MasterKey, KeyOrigin), StoreError> {
+    match create_key_file(path) {
+        Ok(key) => Ok((key, KeyOrigin::Created)),
+        Err(StoreError::KeyFileExists { .. }) => Ok((read_key_file(path)?, KeyOrigin::File)),
         Err(e) => Err(e),
     }
 }
@@ -245,6 +256,18 @@ pub fn default_key_path(data_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_created_by_another_process_meanwhile_is_adopted_not_replaced() {
+        // The window between "no key file" and "create it": another process won.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upkeep.key");
+        let theirs = create_key_file(&path).unwrap();
+        let (ours, origin) = create_or_adopt(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::File);
+        assert_eq!(ours.key_id(), theirs.key_id());
+        assert_eq!(read_key_file(&path).unwrap().key_id(), theirs.key_id());
+    }
+
     use super::*;
 
     #[test]

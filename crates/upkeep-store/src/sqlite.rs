@@ -155,6 +155,14 @@ impl SqliteStore {
                 .journal_mode(SqliteJournalMode::Wal);
             (o, 4)
         };
+        // Two processes opening a database at once (a CLI command next to a starting
+        // daemon) must not both switch it to WAL or run the migrations: serialize the
+        // open (connect, key check, migrate); released at the end of this function.
+        let _init_guard = if in_memory {
+            None
+        } else {
+            Some(init_lock(&path).await?)
+        };
         let options = options.busy_timeout(busy_timeout).foreign_keys(true);
         let mut pool_opts = SqlitePoolOptions::new()
             .max_connections(max_conns)
@@ -180,6 +188,7 @@ impl SqliteStore {
     }
 
     /// Check the key (before any write), migrate, and seal the key check on a new store.
+    /// Runs under [`init_lock`].
     async fn init(&self) -> Result<(), StoreError> {
         let has_meta: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'upkeep_meta'",
@@ -589,4 +598,28 @@ impl TokenStore for SqliteStore {
         }
         self.pool.close().await;
     }
+}
+
+/// An exclusive lock on `<db>.init.lock` (created 0600), held while a store is opened
+/// and migrated; released when the returned file is dropped. Waits for another process
+/// that holds it (first-open work takes milliseconds).
+async fn init_lock(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".init.lock");
+    let lock_path = PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io("cannot open the store's init lock", &lock_path, e))?;
+        file.lock()
+            .map_err(|e| StoreError::io("cannot lock the store's init lock", &lock_path, e))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StoreError::io("cannot lock the store", db, std::io::Error::other(e)))?
 }

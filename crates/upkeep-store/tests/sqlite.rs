@@ -323,3 +323,28 @@ async fn in_memory_store_works_for_quick_use() {
     assert!(store.current_token("a").await.unwrap().is_some());
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_a_new_database_at_the_same_time_all_succeed() {
+    // A CLI command next to a starting daemon: both create, switch to WAL and migrate
+    // the same new file. Repeated, since a race shows only sometimes.
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(dir.path());
+        let k = key("k");
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let (u, k) = (url(&path), k.clone());
+                tokio::spawn(async move { SqliteStore::open(&u, k).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            store.upsert_account("a", "live", t0()).await.unwrap();
+            store.close().await;
+        }
+    }
+}
