@@ -89,6 +89,10 @@ pub enum StoreError {
     )]
     UnknownAccount { account: String },
 
+    /// An API key name is taken (by a live or a revoked key).
+    #[error("an API key named '{name}' exists (or existed); pick another name")]
+    ApiKeyExists { name: String },
+
     /// A backup file is not a backup, or is of an unknown version.
     #[error("{} is not an upkeep backup ({reason}); pick a file named upkeep-backup-*.sealed", path.display())]
     BadBackup { path: PathBuf, reason: String },

@@ -86,6 +86,17 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// An API key as stored: its name, the SHA-256 digest of the key (never the key), its
+/// scope (`admin`, `status:read`, `token:read`) and its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub scope: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// Storage for accounts, tokens, secrets, audit events and leases.
 ///
 /// Every implementation passes the same contract tests (`tests/contract.rs`).
@@ -147,7 +158,22 @@ pub trait TokenStore: Send + Sync {
     /// Give the lease up if `holder` holds it. Returns whether it did.
     async fn release_lease(&self, account: &str, holder: &str) -> Result<bool, StoreError>;
 
-    /// Everything except leases, with tokens and secrets opened. Consistent snapshot.
+    /// Record a new API key by its digest. Names are never reused
+    /// ([`StoreError::ApiKeyExists`]).
+    async fn create_api_key(
+        &self,
+        name: &str,
+        digest: &[u8; 32],
+        scope: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Every API key, revoked ones included, ordered by name.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revoke a live key. Returns whether there was one of that name.
+    async fn revoke_api_key(&self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Everything except leases and API keys, with tokens and secrets opened.
+    /// Consistent snapshot.
     async fn export(&self) -> Result<Backup, StoreError>;
     /// Replace accounts, tokens, secrets and events with `backup`, in one transaction
     /// (all or nothing). Leases are left alone.

@@ -70,6 +70,12 @@ pub(crate) mod sql {
     pub const LEASE_RELEASE: &str = "DELETE FROM leases WHERE account = $1 AND holder = $2";
 
     pub const ACCOUNT_EXISTS: &str = "SELECT id FROM accounts WHERE id = $1";
+    pub const API_KEY_INSERT: &str =
+        "INSERT INTO api_keys (name, digest, scope, created_at) VALUES ($1, $2, $3, $4)";
+    pub const API_KEY_LIST: &str =
+        "SELECT name, digest, scope, created_at, revoked_at FROM api_keys ORDER BY name";
+    pub const API_KEY_REVOKE: &str =
+        "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
 
     pub const WIPE_FOR_IMPORT: [&str; 4] = [
         "DELETE FROM tokens",
@@ -103,6 +109,38 @@ pub(crate) struct AccountRow {
     pub id: String,
     pub env: String,
     pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    pub name: String,
+    pub digest: Vec<u8>,
+    pub scope: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    pub fn into_record(self) -> Result<crate::ApiKeyRecord, StoreError> {
+        let digest: [u8; 32] =
+            self.digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::BadRow {
+                    what: format!("api key `{}`", self.name),
+                    detail: "its digest is not 32 bytes".into(),
+                })?;
+        Ok(crate::ApiKeyRecord {
+            created_at: ts(self.created_at, "api_keys.created_at")?,
+            revoked_at: self
+                .revoked_at
+                .map(|s| ts(s, "api_keys.revoked_at"))
+                .transpose()?,
+            name: self.name,
+            digest,
+            scope: self.scope,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -13,7 +13,9 @@ use upkeep_core::Secret;
 use crate::error::StoreError;
 use crate::key::MasterKey;
 use crate::rows::{self, sql};
-use crate::{AccountRecord, AuditEvent, Backup, NewToken, StoredToken, TokenSlot, TokenStore};
+use crate::{
+    AccountRecord, ApiKeyRecord, AuditEvent, Backup, NewToken, StoredToken, TokenSlot, TokenStore,
+};
 
 /// How long a statement waits for another process's lock before failing with
 /// [`StoreError::Locked`].
@@ -502,6 +504,52 @@ impl TokenStore for SqliteStore {
         let done = sqlx::query(sql::LEASE_RELEASE)
             .bind(account)
             .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_api_key(
+        &self,
+        name: &str,
+        digest: &[u8; 32],
+        scope: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(sql::API_KEY_INSERT)
+            .bind(name)
+            .bind(digest.as_slice())
+            .bind(scope)
+            .bind(rows::secs(now))
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Err(StoreError::ApiKeyExists {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows: Vec<rows::ApiKeyRow> = sqlx::query_as(sql::API_KEY_LIST)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.into_iter().map(rows::ApiKeyRow::into_record).collect()
+    }
+
+    async fn revoke_api_key(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::API_KEY_REVOKE)
+            .bind(name)
+            .bind(rows::secs(now))
             .execute(&self.pool)
             .await
             .map_err(|e| self.err(e))?;

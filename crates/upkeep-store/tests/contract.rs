@@ -368,6 +368,52 @@ async fn health_is_ok_on_an_open_store(s: Store) {
     assert!(["sqlite", "postgres"].contains(&s.backend()));
 }
 
+async fn api_keys_are_kept_by_digest_revoked_and_never_renamed(s: Store) {
+    let d1 = [1u8; 32];
+    let d2 = [2u8; 32];
+    s.create_api_key("bot1", &d1, "token:read", at(0))
+        .await
+        .unwrap();
+    s.create_api_key("ops", &d2, "admin", at(1)).await.unwrap();
+    // A name is never reused, and a digest belongs to one key.
+    assert!(matches!(
+        s.create_api_key("bot1", &[3u8; 32], "admin", at(2)).await,
+        Err(StoreError::ApiKeyExists { .. })
+    ));
+    assert!(
+        s.create_api_key("other", &d1, "admin", at(2))
+            .await
+            .is_err()
+    );
+    let keys = s.api_keys().await.unwrap();
+    let got: Vec<_> = keys
+        .iter()
+        .map(|k| (k.name.as_str(), k.digest, k.scope.as_str(), k.revoked_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("bot1", d1, "token:read", None), ("ops", d2, "admin", None)]
+    );
+    assert!(s.revoke_api_key("bot1", at(3)).await.unwrap());
+    assert!(
+        !s.revoke_api_key("bot1", at(4)).await.unwrap(),
+        "already revoked"
+    );
+    assert!(!s.revoke_api_key("nobody", at(4)).await.unwrap());
+    let bot1 = s
+        .api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "bot1")
+        .unwrap();
+    assert_eq!(bot1.revoked_at, Some(at(3)));
+    assert!(matches!(
+        s.create_api_key("bot1", &[4u8; 32], "admin", at(5)).await,
+        Err(StoreError::ApiKeyExists { .. })
+    ));
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -405,4 +451,5 @@ contract!(
     import_of_an_export_restores_exactly_that_state,
     failed_import_changes_nothing,
     health_is_ok_on_an_open_store,
+    api_keys_are_kept_by_digest_revoked_and_never_renamed,
 );
