@@ -154,23 +154,48 @@ struct LoginQuery {
     account: Option<String>,
 }
 
-/// True if the request carries one of the configured admin API keys.
-fn is_admin(engine: &Engine, headers: &HeaderMap) -> bool {
+/// API key scopes.
+pub const SCOPE_ADMIN: &str = "admin";
+pub const SCOPE_STATUS_READ: &str = "status:read";
+pub const SCOPE_TOKEN_READ: &str = "token:read";
+pub const SCOPES: [&str; 3] = [SCOPE_ADMIN, SCOPE_STATUS_READ, SCOPE_TOKEN_READ];
+
+/// What the request's `Authorization: Bearer <key>` proves.
+#[derive(Debug, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    Key { scope: String },
+}
+
+/// Looks the key up by its SHA-256 digest among the live keys in the store, comparing
+/// every digest in constant time.
+async fn caller(engine: &Engine, headers: &HeaderMap) -> Result<Caller, Response> {
     let Some(key) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return false;
+        return Ok(Caller::Anonymous);
     };
     let digest = Sha256::digest(key.trim().as_bytes());
-    engine
-        .settings()
-        .admin_key_digests
-        .iter()
-        .fold(false, |found, d| {
-            found | bool::from(d.ct_eq(digest.as_slice()))
-        })
+    let keys = engine.store().api_keys().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read API keys");
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store cannot be read right now",
+        )
+    })?;
+    let mut found = None;
+    for k in keys.iter().filter(|k| k.revoked_at.is_none()) {
+        if bool::from(k.digest.as_slice().ct_eq(digest.as_slice())) {
+            found = Some(k.scope.clone());
+        }
+    }
+    Ok(match found {
+        Some(scope) => Caller::Key { scope },
+        None => Caller::Anonymous,
+    })
 }
 
 async fn login(
@@ -178,12 +203,24 @@ async fn login(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if !is_admin(&engine, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "an admin API key is required (Authorization: Bearer <key>); or run `upkeep login` on the host",
-        );
+    match caller(&engine, &headers).await {
+        Err(response) => return response,
+        Ok(Caller::Anonymous) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an admin API key is required (Authorization: Bearer <key>; create one with \
+                 `upkeep apikey create --scope admin`), or run `upkeep login` on the host",
+            );
+        }
+        Ok(Caller::Key { scope }) if scope != SCOPE_ADMIN => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key's scope is {scope}; starting a login needs an admin key"),
+            );
+        }
+        Ok(Caller::Key { .. }) => {}
     }
     let account = q
         .account

@@ -100,8 +100,6 @@ pub struct DaemonSettings {
     pub retry: RetrySettings,
     /// The renewal lease duration (one renewer per account across processes).
     pub lease_ttl: Duration,
-    /// SHA-256 digests of admin API keys (for `/auth/upstox/login`).
-    pub admin_key_digests: Vec<[u8; 32]>,
 }
 
 impl DaemonSettings {
@@ -117,7 +115,6 @@ impl DaemonSettings {
             sinks: SinkSettings::default(),
             retry: RetrySettings::default(),
             lease_ttl: Duration::from_secs(600),
-            admin_key_digests: Vec::new(),
         }
     }
 }

@@ -90,6 +90,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Create, list or revoke API keys (for the daemon's HTTP endpoints that need one).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Create the master key file (mode 0600) that encrypts the store.
     Keygen(KeygenArgs),
     /// Configuration commands.
@@ -268,4 +273,26 @@ pub struct ImportArgs {
     /// Account to store the token under (default: the first configured account).
     #[arg(long, value_name = "ID")]
     pub account: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create a key. The key alone goes to stdout (capture it: it is shown once), the
+    /// details to stderr. Only its SHA-256 digest is stored.
+    Create {
+        /// A name to tell keys apart (never reused).
+        #[arg(long)]
+        name: String,
+        /// admin (everything), status:read (status and metrics) or token:read (the
+        /// token, the gateway and the feed relay).
+        #[arg(long, value_parser = ["admin", "status:read", "token:read"])]
+        scope: String,
+    },
+    /// List keys (names, scopes, dates; never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by name.
+    Revoke { name: String },
 }

@@ -1005,3 +1005,130 @@ fn renew_from_the_cli_logs_in_headlessly_or_says_what_to_do() {
     assert!(err.contains("renewal failed"), "{err}");
     assert!(err.contains("upkeep login --account main"), "{err}");
 }
+
+#[test]
+fn api_keys_are_shown_once_stored_as_digests_and_revocable() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args([
+            "apikey",
+            "create",
+            "--name",
+            "bot1",
+            "--scope",
+            "token:read",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(key.lines().count(), 1, "the key alone on stdout");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("upk_") && key.len() >= 40, "{key}");
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("token:read")
+    );
+
+    let list = env
+        .cmd()
+        .args(["apikey", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listed.contains("bot1") && !listed.contains(&key),
+        "{listed}"
+    );
+    let db = std::fs::read(env.path("upkeep.db")).unwrap();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+
+    env.cmd()
+        .args(["apikey", "create", "--name", "bot1", "--scope", "admin"])
+        .assert()
+        .code(2);
+    env.cmd()
+        .args(["apikey", "create", "--name", "x", "--scope", "root"])
+        .assert()
+        .code(2);
+    env.cmd()
+        .args(["apikey", "revoke", "bot1"])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["apikey", "revoke", "bot1"])
+        .assert()
+        .code(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_endpoint_needs_an_admin_key() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    write_serve_config(
+        &env,
+        &c,
+        daemon_port,
+        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        "",
+    );
+    let config = env.path("serve.toml");
+    let create = |name: &str, scope: &str| {
+        let out = env
+            .cmd_with(&config)
+            .args(["apikey", "create", "--name", name, "--scope", scope])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let admin = create("ops", "admin");
+    let reader = create("bot", "token:read");
+    let _serve = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the daemon", || {
+        std::net::TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
+    });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{daemon_port}/auth/upstox/login?account=main");
+    let status = |key: Option<&str>| {
+        let mut req = http.get(&url);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(status(None).await.status(), 401);
+    assert_eq!(status(Some("upk_not-a-key")).await.status(), 401);
+    assert_eq!(status(Some(&reader)).await.status(), 403);
+    let resp = status(Some(&admin)).await;
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    assert!(location(&resp).contains("/v2/login/authorization/dialog?"));
+    assert!(location(&resp).contains("state="));
+
+    env.cmd_with(&config)
+        .args(["apikey", "revoke", "ops"])
+        .assert()
+        .success();
+    assert_eq!(status(Some(&admin)).await.status(), 401, "a revoked key");
+    // /healthz needs no key.
+    let health = http
+        .get(format!("http://127.0.0.1:{daemon_port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

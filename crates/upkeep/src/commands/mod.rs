@@ -17,7 +17,7 @@ use upkeep_core::state::TokenState;
 use upkeep_core::{AccessToken, Clock};
 use upkeep_server::{Actor, Engine, EngineDeps, RenewOutcome, SystemClock};
 
-use crate::cli::{AccountsCommand, Cli, Command, ConfigCommand, TokenCommand};
+use crate::cli::{AccountsCommand, ApikeyCommand, Cli, Command, ConfigCommand, TokenCommand};
 use crate::context::{self, Loaded};
 use crate::output;
 
@@ -79,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Login(args) => login(config_path, args.account.as_deref()).await,
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
         Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
         Command::Backup(args) => {
             let loaded = context::load_config(config_path)?;
@@ -685,4 +686,75 @@ fn account_snippet(a: &upkeep_core::config::AccountConfig) -> String {
         s.push_str(&format!("secret = {}\n", toml_str(t.secret.expose())));
     }
     s
+}
+
+async fn apikey(path: Option<&std::path::Path>, command: ApikeyCommand) -> Result<ExitCode> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let loaded = context::load_config(path)?;
+    let key = context::master_key(&loaded)?;
+    let store = context::open_store(&loaded, key).await?;
+    let now = SystemClock.now();
+    let result = match command {
+        ApikeyCommand::Create { name, scope } => {
+            if name.trim().is_empty() || name.len() > 64 {
+                return Err(UsageError("--name must be 1 to 64 characters".into()).into());
+            }
+            // 256 random bits: a fast digest is the right check for keys like these.
+            let raw: [u8; 32] = rand::random();
+            let secret = upkeep_core::Secret::new(format!(
+                "upk_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+            ));
+            let digest: [u8; 32] = sha2::Sha256::digest(secret.expose().as_bytes()).into();
+            store
+                .create_api_key(&name, &digest, &scope, now)
+                .await
+                .map_err(|e| UsageError(e.to_string()))?;
+            println!("{}", secret.expose());
+            eprintln!(
+                "created API key `{name}` with scope {scope}; it is shown only now (use it as `Authorization: Bearer <key>`)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ApikeyCommand::List { json: as_json } => {
+            let keys = store.api_keys().await?;
+            if as_json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({"name": k.name, "scope": k.scope, "created_at": format_ist(k.created_at),
+                               "revoked_at": k.revoked_at.map(format_ist)})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for k in &keys {
+                    println!(
+                        "{:<20} {:<12} created {}{}",
+                        k.name,
+                        k.scope,
+                        format_ist(k.created_at),
+                        k.revoked_at
+                            .map(|t| format!(", revoked {}", format_ist(t)))
+                            .unwrap_or_default()
+                    );
+                }
+                if keys.is_empty() {
+                    println!("(no API keys)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ApikeyCommand::Revoke { name } => {
+            if store.revoke_api_key(&name, now).await? {
+                eprintln!("revoked API key `{name}`");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(UsageError(format!("no live API key named `{name}`")).into())
+            }
+        }
+    };
+    store.close().await;
+    result
 }
