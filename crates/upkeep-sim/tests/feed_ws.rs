@@ -1,8 +1,14 @@
 //! The simulator's Market Data Feed V3 over real loopback sockets, with a tiny FeedHost
 //! (the simulator's own host abstraction) standing in for the simulator core.
 //!
-//! The tick interval is short real time (upkeep-sim's dev-dependencies have no tokio
-//! `test-util`, so no paused clock here); assertions are about order and content only.
+//! Every test runs on a paused tokio clock (current-thread runtime): the feed's ticks and
+//! idle pings are `tokio::time` intervals, so a long tick interval costs no wall time, and
+//! tokio advances virtual time only when every task (client and server alike, sharing the
+//! runtime over loopback) is idle. Assertions are about order and content only.
+//!
+//! Both ends of every socket set TCP_NODELAY. Without it Nagle's algorithm holds a small
+//! write in the kernel until the peer's delayed ACK, a real-time kernel timer (~40 ms); the
+//! runtime sees no I/O meanwhile, so virtual time runs ahead and the frame "never" arrives.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (TEAM-BRIEF)
 
@@ -10,10 +16,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use upkeep_proto::feed as pb;
@@ -24,6 +32,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const NORMAL: &str = "token-normal";
 const PLUS: &str = "token-plus";
 const EXPIRED: &str = "token-expired";
+/// The feed's tick (and idle ping) interval: long, since time is virtual.
+const TICK: Duration = Duration::from_secs(1);
+/// Guards against hangs. Virtual time: a hang jumps straight to it, so it fails fast.
 const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
@@ -59,7 +70,7 @@ impl FeedHost for TestHost {
     }
 
     fn tick_interval(&self) -> Duration {
-        Duration::from_millis(25)
+        TICK
     }
 
     fn base_ws_url(&self) -> String {
@@ -82,6 +93,7 @@ async fn spawn_feed() -> Feed {
         start: tokio::time::Instant::now(),
     };
     let app = feed_router(host.clone());
+    let listener = listener.tap_io(|tcp| tcp.set_nodelay(true).unwrap());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -122,9 +134,7 @@ impl Feed {
     /// Authorize, connect, and read the market_info frame.
     async fn open(&self, token: &str) -> Ws {
         let url = self.authorized_url(token).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let (mut ws, _) = connect(url.as_str()).await.unwrap();
         let first = next_frame(&mut ws).await;
         assert_eq!(first.r#type(), pb::Type::MarketInfo);
         ws
@@ -133,6 +143,11 @@ impl Feed {
     fn set_faults(&self, faults: FeedFaults) {
         *self.host.faults.lock().unwrap() = faults;
     }
+}
+
+/// A WebSocket handshake with Nagle off (see the module docs).
+async fn connect(req: impl IntoClientRequest + Unpin) -> Result<(Ws, WsResponse), WsError> {
+    tokio_tungstenite::connect_async_with_config(req, None, true).await
 }
 
 fn request(method: &str, mode: Option<&str>, keys: &[&str]) -> Message {
@@ -182,7 +197,7 @@ fn market_ff(feed: &pb::Feed) -> &pb::MarketFullFeed {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn authorize_returns_a_ws_url_in_both_key_spellings() {
     let feed = spawn_feed().await;
     let resp = feed.authorize(NORMAL).await;
@@ -199,7 +214,7 @@ async fn authorize_returns_a_ws_url_in_both_key_spellings() {
     assert!(url.contains("&code="), "{url}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn authorize_refuses_bad_expired_and_missing_tokens_with_the_gateway_401() {
     let feed = spawn_feed().await;
     let want = serde_json::json!({"status":"error","errors":[{"errorCode":"UDAPI100050","message":"Invalid token used to access API","propertyPath":null,"invalidValue":null,"error_code":"UDAPI100050","property_path":null,"invalid_value":null}]});
@@ -220,13 +235,11 @@ async fn authorize_refuses_bad_expired_and_missing_tokens_with_the_gateway_401()
     assert_eq!(resp.status(), 401);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn market_info_is_the_first_frame_with_every_segment() {
     let feed = spawn_feed().await;
     let url = feed.authorized_url(NORMAL).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let (mut ws, _) = connect(url.as_str()).await.unwrap();
     let first = next_frame(&mut ws).await;
     assert_eq!(first.r#type(), pb::Type::MarketInfo);
     assert!(first.current_ts >= 1_764_732_600_000);
@@ -238,7 +251,7 @@ async fn market_info_is_the_first_frame_with_every_segment() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sub_without_mode_gets_an_ltpc_snapshot_then_live_ticks() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -268,7 +281,7 @@ async fn sub_without_mode_gets_an_ltpc_snapshot_then_live_ticks() {
     assert!(tick.current_ts >= snap.current_ts);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn full_mode_streams_five_levels_greeks_ohlc_and_index_full_feed() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -302,7 +315,7 @@ async fn full_mode_streams_five_levels_greeks_ohlc_and_index_full_feed() {
     assert!(ix.ltpc.is_some() && ix.market_ohlc.is_some());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn option_greeks_mode_streams_first_level_with_greeks() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -320,7 +333,7 @@ async fn option_greeks_mode_streams_first_level_with_greeks() {
     assert!(g.option_greeks.is_some() && g.ltpc.is_some());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn change_mode_switches_the_shape_of_later_ticks() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -355,7 +368,7 @@ async fn change_mode_switches_the_shape_of_later_ticks() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unsub_stops_ticks_and_the_idle_socket_gets_pings() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -379,15 +392,13 @@ async fn unsub_stops_ticks_and_the_idle_socket_gets_pings() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn authorized_code_works_once() {
     let feed = spawn_feed().await;
     let url = feed.authorized_url(NORMAL).await;
-    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let (ws, _) = connect(url.as_str()).await.unwrap();
     drop(ws);
-    match tokio_tungstenite::connect_async(url.as_str()).await {
+    match connect(url.as_str()).await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 403),
         other => panic!("second use of the code: {other:?}"),
     }
@@ -395,13 +406,13 @@ async fn authorized_code_works_once() {
         "ws://{}/market-data-feeder/v3/upstox-developer-api/feeds?requestId=x&code=nope",
         feed.addr
     );
-    match tokio_tungstenite::connect_async(unknown.as_str()).await {
+    match connect(unknown.as_str()).await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("unknown code: {other:?}"),
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn direct_url_redirects_a_websocket_upgrade_with_302_to_a_fresh_code() {
     let feed = spawn_feed().await;
     let mut req = format!("ws://{}/v3/feed/market-data-feed", feed.addr)
@@ -410,7 +421,7 @@ async fn direct_url_redirects_a_websocket_upgrade_with_302_to_a_fresh_code() {
     req.headers_mut()
         .insert("Authorization", format!("Bearer {NORMAL}").parse().unwrap());
     req.headers_mut().insert("Accept", "*/*".parse().unwrap());
-    let location = match tokio_tungstenite::connect_async(req).await {
+    let location = match connect(req).await {
         Err(WsError::Http(resp)) => {
             assert_eq!(resp.status(), 302);
             resp.headers()["location"].to_str().unwrap().to_owned()
@@ -418,9 +429,7 @@ async fn direct_url_redirects_a_websocket_upgrade_with_302_to_a_fresh_code() {
         other => panic!("expected a 302: {other:?}"),
     };
     assert!(location.contains("/market-data-feeder/v3/upstox-developer-api/feeds?requestId="));
-    let (mut ws, _) = tokio_tungstenite::connect_async(location.as_str())
-        .await
-        .unwrap();
+    let (mut ws, _) = connect(location.as_str()).await.unwrap();
     assert_eq!(next_frame(&mut ws).await.r#type(), pb::Type::MarketInfo);
 
     // Without a valid token: the gateway's 401.
@@ -429,19 +438,19 @@ async fn direct_url_redirects_a_websocket_upgrade_with_302_to_a_fresh_code() {
         .unwrap();
     bad.headers_mut()
         .insert("Authorization", "Bearer wrong".parse().unwrap());
-    match tokio_tungstenite::connect_async(bad).await {
+    match connect(bad).await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected a 401: {other:?}"),
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn normal_plan_gets_two_live_connections_and_plus_five() {
     let feed = spawn_feed().await;
     let a = feed.open(NORMAL).await;
     let _b = feed.open(NORMAL).await;
     let url = feed.authorized_url(NORMAL).await;
-    match tokio_tungstenite::connect_async(url.as_str()).await {
+    match connect(url.as_str()).await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 403),
         other => panic!("third connection: {other:?}"),
     }
@@ -452,7 +461,7 @@ async fn normal_plan_gets_two_live_connections_and_plus_five() {
     let mut reopened = false;
     for _ in 0..200 {
         let url = feed.authorized_url(NORMAL).await;
-        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+        if let Ok((mut ws, _)) = connect(url.as_str()).await {
             assert_eq!(next_frame(&mut ws).await.r#type(), pb::Type::MarketInfo);
             reopened = true;
             break;
@@ -466,13 +475,13 @@ async fn normal_plan_gets_two_live_connections_and_plus_five() {
         plus.push(feed.open(PLUS).await);
     }
     let url = feed.authorized_url(PLUS).await;
-    match tokio_tungstenite::connect_async(url.as_str()).await {
+    match connect(url.as_str()).await {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 403),
         other => panic!("sixth plus connection: {other:?}"),
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn full_d30_is_ignored_for_normal_plan_and_streams_30_levels_for_plus() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -508,7 +517,7 @@ async fn full_d30_is_ignored_for_normal_plan_and_streams_30_levels_for_plus() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn drop_fault_cuts_the_connection_without_a_close_frame() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
@@ -529,7 +538,7 @@ async fn drop_fault_cuts_the_connection_without_a_close_frame() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stall_fault_keeps_the_socket_open_with_pings_only() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
