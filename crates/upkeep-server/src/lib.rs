@@ -76,7 +76,14 @@ impl App {
             }));
         }
         let router = http::router(engine.clone());
-        let server = axum::serve(self.listener, router).with_graceful_shutdown({
+        // Small responses (and later the feed relay's frames) go out at once, not after
+        // the peer's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, router).with_graceful_shutdown({
             let stop = stop.clone();
             async move {
                 tokio::select! {

@@ -224,6 +224,13 @@ fn serve(sim: Sim, listener: TcpListener, addr: SocketAddr) -> SimHandle {
     let (tx, rx) = oneshot::channel::<()>();
     let app = router(sim.clone());
     let task = tokio::spawn(async move {
+        // Feed ticks are small frames: without TCP_NODELAY, Nagle's algorithm holds them
+        // back until the peer's delayed ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
