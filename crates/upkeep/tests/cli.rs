@@ -517,19 +517,9 @@ fn serve_against_sim_logs_in_headlessly_and_stops_cleanly_on_sigterm() {
     let env = Env::new();
     let daemon_port = free_port();
     let (_sim, c) = start_sim(&env, daemon_port);
-    let bin = assert_cmd::cargo::cargo_bin("upkeep");
     write_serve_config(&env, &c, daemon_port, "", "");
     let config = env.path("serve.toml");
-    let mut serve = Child(
-        std::process::Command::new(&bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env_remove("UPKEEP_MASTER_KEY")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serve = spawn_serve(&config, true);
     // No token yet: the daemon logs in at once; `upkeep token` then serves it.
     wait_for("a token from the daemon", || {
         env.cmd_with(&config)
@@ -624,6 +614,31 @@ secret = "{secret}"
     .unwrap();
 }
 
+/// Starts `upkeep serve` with `config` (stderr captured when `capture_stderr`).
+fn spawn_serve(config: &Path, capture_stderr: bool) -> Child {
+    Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env_remove("UPKEEP_MASTER_KEY")
+            .stderr(if capture_stderr {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits until something listens on `port`.
+fn wait_for_port(port: u16) {
+    wait_for("the daemon's port", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
 /// Starts `upkeep sim` and returns it with its credentials.
 fn start_sim(env: &Env, daemon_port: u16) -> (Child, serde_json::Value) {
     let creds_path = env.path("creds.json");
@@ -689,16 +704,7 @@ fn serve_sends_the_configured_alert_webhook_when_the_totp_secret_is_wrong() {
         "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
         &format!("[[alert.webhook]]\nurl = \"{url}\"\nformat = \"generic\"\n"),
     );
-    let _serve = Child(
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
-            .arg("--config")
-            .arg(env.path("serve.toml"))
-            .arg("serve")
-            .env_remove("UPKEEP_MASTER_KEY")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _serve = spawn_serve(&env.path("serve.toml"), false);
     let mut kinds = Vec::new();
     while !kinds.iter().any(|k| k == "manual_action_needed") {
         assert!(
@@ -915,18 +921,8 @@ async fn the_login_link_from_the_cli_is_redeemed_by_the_running_daemon() {
     );
     let config = env.path("serve.toml");
     env.cmd_with(&config).arg("keygen").assert().success();
-    let _serve = Child(
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the daemon", || {
-        std::net::TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
-    });
+    let _serve = spawn_serve(&config, false);
+    wait_for_port(daemon_port);
     env.cmd_with(&config).arg("token").assert().failure();
 
     let out = env.cmd_with(&config).arg("login").output().unwrap();
@@ -1087,18 +1083,8 @@ async fn the_login_endpoint_needs_an_admin_key() {
     };
     let admin = create("ops", "admin");
     let reader = create("bot", "token:read");
-    let _serve = Child(
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the daemon", || {
-        std::net::TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
-    });
+    let _serve = spawn_serve(&config, false);
+    wait_for_port(daemon_port);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
