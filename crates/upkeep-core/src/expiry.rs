@@ -136,6 +136,16 @@ impl TokenKind {
             Self::Unknown => "unknown",
         }
     }
+
+    /// The inverse of [`TokenKind::as_str`]; any other name is `Unknown`.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "daily" => Self::Daily,
+            "extended" => Self::Extended,
+            "sandbox" => Self::Sandbox,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl fmt::Display for TokenKind {

@@ -51,7 +51,7 @@ impl CurrentToken {
         let kind = info
             .as_ref()
             .map(|i| i.kind)
-            .unwrap_or_else(|| kind_from_str(&t.kind));
+            .unwrap_or_else(|| TokenKind::from_name(&t.kind));
         Self {
             user_id: info.map(|i| i.claims.sub),
             token: t.token,
@@ -66,15 +66,6 @@ impl CurrentToken {
 
     pub fn is_valid_at(&self, now: Timestamp) -> bool {
         now < self.expires_at
-    }
-}
-
-fn kind_from_str(s: &str) -> TokenKind {
-    match s {
-        "daily" => TokenKind::Daily,
-        "extended" => TokenKind::Extended,
-        "sandbox" => TokenKind::Sandbox,
-        _ => TokenKind::Unknown,
     }
 }
 
@@ -1324,9 +1315,32 @@ fn jittered(d: SignedDuration) -> SignedDuration {
 }
 
 pub(crate) fn short_error(e: &UpstoxError) -> String {
-    let mut s = e.to_string();
-    if s.len() > 200 {
-        s.truncate(200);
+    truncate_chars(e.to_string(), 200)
+}
+
+/// At most `max` bytes, cut at a character boundary (error text may hold a server's
+/// non-ASCII message; `String::truncate` panics inside a character).
+fn truncate_chars(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_chars;
+
+    #[test]
+    fn long_error_text_is_cut_at_a_character_boundary_not_mid_character() {
+        // 199 ASCII bytes then a 3-byte character straddling byte 200.
+        let text = format!("{}₹ and more", "x".repeat(199));
+        let cut = truncate_chars(text, 200);
+        assert_eq!(cut, "x".repeat(199));
+        assert_eq!(truncate_chars("short".into(), 200), "short");
+    }
 }
