@@ -172,6 +172,24 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
     s
 }
 
+/// Master key, store, Upstox client and daemon settings for an engine on `clock`.
+pub async fn engine_deps(
+    loaded: &Loaded,
+    clock: std::sync::Arc<dyn upkeep_core::Clock>,
+    alerter: Option<upkeep_server::alerts::Alerter>,
+) -> Result<upkeep_server::EngineDeps> {
+    let master_key = master_key(loaded)?;
+    let store = open_store(loaded, master_key.clone()).await?;
+    Ok(upkeep_server::EngineDeps {
+        settings: daemon_settings(&loaded.config),
+        clock,
+        store,
+        upstox: upstox_client(&loaded.config)?,
+        alerter,
+        master_key,
+    })
+}
+
 /// Picks `--account ID` or the default account; errors name the configured ones.
 pub fn pick_account(config: &Config, requested: Option<&str>) -> Result<String> {
     match requested {

@@ -563,6 +563,9 @@ fn serve_against_sim_logs_in_headlessly_and_stops_cleanly_on_sigterm() {
     }
 }
 
+/// A valid base32 TOTP seed that is not the simulator user's: headless login fails.
+const WRONG_TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
 /// A config for `upkeep serve` against the simulator whose credentials are `c`.
 fn write_serve_config(
     env: &Env,
@@ -701,7 +704,7 @@ fn serve_sends_the_configured_alert_webhook_when_the_totp_secret_is_wrong() {
         &env,
         &c,
         daemon_port,
-        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        WRONG_TOTP_SEED,
         &format!("[[alert.webhook]]\nurl = \"{url}\"\nformat = \"generic\"\n"),
     );
     let _serve = spawn_serve(&env.path("serve.toml"), false);
@@ -912,13 +915,7 @@ async fn the_login_link_from_the_cli_is_redeemed_by_the_running_daemon() {
     let daemon_port = free_port();
     let (_sim, c) = start_sim(&env, daemon_port);
     // A wrong TOTP seed: headless login fails, so the daemon waits for a human.
-    write_serve_config(
-        &env,
-        &c,
-        daemon_port,
-        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-        "",
-    );
+    write_serve_config(&env, &c, daemon_port, WRONG_TOTP_SEED, "");
     let config = env.path("serve.toml");
     env.cmd_with(&config).arg("keygen").assert().success();
     let _serve = spawn_serve(&config, false);
@@ -984,13 +981,7 @@ fn renew_from_the_cli_logs_in_headlessly_or_says_what_to_do() {
     env.cmd_with(&config).arg("token").assert().success();
 
     // With a wrong seed: exit 1, the reason, and the way out.
-    write_serve_config(
-        &env,
-        &c,
-        free_port(),
-        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-        "",
-    );
+    write_serve_config(&env, &c, free_port(), WRONG_TOTP_SEED, "");
     let out = env
         .cmd_with(&config)
         .args(["renew", "--all"])
@@ -1064,13 +1055,7 @@ async fn the_login_endpoint_needs_an_admin_key() {
     let env = Env::new();
     let daemon_port = free_port();
     let (_sim, c) = start_sim(&env, daemon_port);
-    write_serve_config(
-        &env,
-        &c,
-        daemon_port,
-        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-        "",
-    );
+    write_serve_config(&env, &c, daemon_port, WRONG_TOTP_SEED, "");
     let config = env.path("serve.toml");
     let create = |name: &str, scope: &str| {
         let out = env

@@ -15,7 +15,7 @@ use serde_json::json;
 use upkeep_core::expiry::{format_duration, format_ist, inspect};
 use upkeep_core::state::TokenState;
 use upkeep_core::{AccessToken, Clock};
-use upkeep_server::{Actor, Engine, EngineDeps, RenewOutcome, SystemClock};
+use upkeep_server::{Actor, Engine, RenewOutcome, SystemClock};
 
 use crate::cli::{AccountsCommand, ApikeyCommand, Cli, Command, ConfigCommand, TokenCommand};
 use crate::context::{self, Loaded};
@@ -217,19 +217,8 @@ fn config_check(path: Option<&std::path::Path>) -> Result<ExitCode> {
 
 /// Opens config, key, store, and builds an engine (supervisors not started).
 async fn engine_for(loaded: &Loaded) -> Result<Engine> {
-    let key = context::master_key(loaded)?;
-    let store = context::open_store(loaded, key.clone()).await?;
-    let upstox = context::upstox_client(&loaded.config)?;
-    let settings = context::daemon_settings(&loaded.config);
-    let engine = Engine::new(EngineDeps {
-        settings,
-        clock: Arc::new(SystemClock),
-        store,
-        upstox,
-        alerter: None,
-        master_key: key,
-    })
-    .await?;
+    let engine =
+        Engine::new(context::engine_deps(loaded, Arc::new(SystemClock), None).await?).await?;
     seed_initial_tokens(loaded, &engine).await;
     Ok(engine)
 }
@@ -644,11 +633,8 @@ async fn import(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A TOML basic string.
 fn toml_str(s: &str) -> String {
-    toml_quote(s)
-}
-
-fn toml_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

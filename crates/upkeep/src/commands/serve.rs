@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use upkeep_server::alerts::{AlertPolicy, Alerter, EmailTarget, WebhookFormat, WebhookTarget};
-use upkeep_server::{App, EngineDeps, SystemClock};
+use upkeep_server::{App, SystemClock};
 
 use crate::cli::ServeArgs;
 use crate::commands::{UsageError, seed_initial_tokens, sim::wait_for_signal};
@@ -19,29 +19,17 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         Some(l) => l.clone(),
         None => config.server.listen.to_string(),
     };
-    let key = context::master_key(&loaded)?;
-    let store = context::open_store(&loaded, key.clone()).await?;
-    let upstox = context::upstox_client(config)?;
     let clock: Arc<dyn upkeep_core::Clock> = Arc::new(SystemClock);
     let alerter = alerter(config, clock.clone())?;
+    let deps = context::engine_deps(&loaded, clock, alerter).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         UsageError(format!(
             "cannot listen on {listen}: {e} (is another upkeep running?)"
         ))
     })?;
-    let app = App::build(
-        EngineDeps {
-            settings: context::daemon_settings(config),
-            clock,
-            store,
-            upstox,
-            alerter,
-            master_key: key,
-        },
-        listener,
-    )
-    .await
-    .context("cannot start the daemon")?;
+    let app = App::build(deps, listener)
+        .await
+        .context("cannot start the daemon")?;
     seed_initial_tokens(&loaded, app.engine()).await;
     let addr = app.local_addr()?;
     tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
