@@ -238,6 +238,8 @@ async fn database_locked_by_another_process_is_reported_as_locked() {
     let path = db_path(dir.path());
     let store = SqliteStore::open(&url(&path), key("k")).await.unwrap();
     store.close().await;
+    // Nothing of the first store may linger while the lock below is taken.
+    drop(store);
 
     // Another "instance" holds an exclusive lock.
     let mut holder = raw(&path).await;
