@@ -514,6 +514,12 @@ pub struct AccountConfig {
     /// `{server.public_url}/auth/upstox/callback`; see [`Config::redirect_uri_for`].
     #[serde(default, deserialize_with = "de_opt_string")]
     pub redirect_uri: Option<String>,
+    /// The account's Upstox user (UCC, the `user_id` of Upstox's notifier payload).
+    /// Tokens that arrive by webhook are only accepted for a known user: from here, or
+    /// learned from a path that proves it (a TOTP login with this account's
+    /// credentials, the OAuth callback, `upkeep token set` / `import`).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub user_id: Option<String>,
     /// Strategies to try, in order. Empty means the same as `["static"]`.
     #[serde(default, deserialize_with = "de_strategies")]
     pub renew: Vec<Strategy>,
@@ -544,6 +550,7 @@ impl AccountConfig {
             client_id: None,
             client_secret: None,
             redirect_uri: None,
+            user_id: None,
             renew: Vec::new(),
             trades_weekends: false,
             default: false,
@@ -901,13 +908,14 @@ pub const ENV_SECTIONS: [&str; 6] = [
 ];
 
 /// Variables other Upstox tools use, and the key of the default account they set.
-pub const LEGACY_ENV: [(&str, &str); 9] = [
+pub const LEGACY_ENV: [(&str, &str); 10] = [
     ("UPSTOX_ACCESS_TOKEN", "access_token"),
     ("UPSTOX_SANDBOX_TOKEN", "sandbox_token"),
     ("UPSTOX_ENV", "env"),
     ("UPSTOX_CLIENT_ID", "client_id"),
     ("UPSTOX_CLIENT_SECRET", "client_secret"),
     ("UPSTOX_REDIRECT_URI", "redirect_uri"),
+    ("UPSTOX_USER_ID", "user_id"),
     ("UPSTOX_USERNAME", "totp.mobile"),
     ("UPSTOX_PIN_CODE", "totp.pin"),
     ("UPSTOX_TOTP_SECRET", "totp.secret"),
@@ -1282,6 +1290,24 @@ impl Config {
             }
             validate_account(a, c);
         }
+        // The notifier webhook finds the account by the app's client id: two accounts
+        // on one app would make that ambiguous.
+        let mut by_client: BTreeMap<&str, &str> = BTreeMap::new();
+        for a in &self.accounts {
+            let Some(client_id) = a.client_id.as_deref().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            if let Some(first) = by_client.insert(client_id, &a.id) {
+                c.push(
+                    format!("account \"{}\".client_id", a.id),
+                    format!(
+                        "accounts \"{first}\" and \"{}\" use the same client_id; each account \
+                         needs its own Upstox app (the webhook finds the account by it)",
+                        a.id
+                    ),
+                );
+            }
+        }
     }
 
     fn validate_alerts(&self, c: &mut Collector) {
@@ -1403,6 +1429,11 @@ fn annotate(path: &str, sources: &Sources) -> String {
     }
 }
 
+/// An Upstox UCC: a short run of ASCII letters and digits.
+fn valid_user_id(id: &str) -> bool {
+    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 fn valid_account_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -1454,6 +1485,29 @@ fn is_base32(seed: &str) -> bool {
 
 fn validate_account(a: &AccountConfig, c: &mut Collector) {
     let key = format!("account \"{}\"", a.id);
+    if let Some(user) = &a.user_id
+        && !valid_user_id(user)
+    {
+        c.push(
+            format!("{key}.user_id"),
+            "is not an Upstox UCC; use the client id shown in the Upstox app (letters and \
+             digits, e.g. \"AB1234\")",
+        );
+    }
+    // A token delivered by the webhook proves nothing about whose it is: an account
+    // that can only get tokens that way must be told its user.
+    let renewing: Vec<Strategy> = a.renew.iter().copied().filter(|s| s.renews()).collect();
+    if a.user_id.is_none()
+        && !renewing.is_empty()
+        && renewing.iter().all(|s| *s == Strategy::TokenRequest)
+    {
+        c.push(
+            format!("{key}.user_id"),
+            "is required with renew = [\"token_request\"]: tokens arrive by webhook, which \
+             anyone can post to, so upkeep must know whose they are; set user_id = \"<your \
+             UCC>\" (the client id shown in the Upstox app)",
+        );
+    }
     let mut seen = Vec::new();
     for s in &a.renew {
         if seen.contains(s) {
@@ -1626,6 +1680,7 @@ env = "live"                            # live | sandbox
 client_id = "your-api-key"
 client_secret = "your-api-secret"
 redirect_uri = "http://127.0.0.1:7878/auth/upstox/callback"
+user_id = "AB1234"                      # your Upstox UCC; webhook tokens must belong to it
 renew = ["totp", "token_request", "oauth"]   # tried in order; also "refresh_token", "static"
 trades_weekends = false
 default = true                          # optional; the first account is default otherwise

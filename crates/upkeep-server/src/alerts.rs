@@ -56,6 +56,8 @@ pub enum AlertKind {
     Recovered,
     /// Summary sent by the alerter itself after the rate limit held alerts back.
     AlertsSuppressed,
+    /// Someone posted another user's or a forged token to the notifier webhook.
+    WebhookIntrusion,
 }
 
 impl AlertKind {
@@ -69,12 +71,17 @@ impl AlertKind {
             AlertKind::ExpiringNoRenewal => "expiring_no_renewal",
             AlertKind::Recovered => "recovered",
             AlertKind::AlertsSuppressed => "alerts_suppressed",
+            AlertKind::WebhookIntrusion => "webhook_intrusion",
         }
     }
 
     /// A problem alert: one that a later [`AlertKind::Recovered`] resolves.
     pub fn is_problem(self) -> bool {
-        !matches!(self, AlertKind::Recovered | AlertKind::AlertsSuppressed)
+        // An intrusion is not the account's problem: no "recovered" follows it.
+        !matches!(
+            self,
+            AlertKind::Recovered | AlertKind::AlertsSuppressed | AlertKind::WebhookIntrusion
+        )
     }
 }
 

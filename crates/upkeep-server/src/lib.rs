@@ -76,14 +76,7 @@ impl App {
             }));
         }
         let router = http::router(engine.clone());
-        // Small responses (and later the feed relay's frames) go out at once, not after
-        // the peer's delayed ACK.
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown({
+        let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();
             async move {
                 tokio::select! {
@@ -96,12 +89,12 @@ impl App {
         });
         let result = server.await;
         engine.shutdown();
+        // The supervisors were told to stop when the shutdown began, alongside the
+        // connections' drain; give them a little longer, not a second full deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         for h in supervisors {
-            if tokio::time::timeout(Duration::from_secs(10), h)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a supervisor did not stop within 10 s");
+            if tokio::time::timeout_at(deadline, h).await.is_err() {
+                tracing::warn!("a supervisor did not stop in time");
             }
         }
         engine.store().close().await;

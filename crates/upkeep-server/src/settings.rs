@@ -80,6 +80,35 @@ impl Default for RetrySettings {
     }
 }
 
+/// Limits of the notifier webhook, the one door anyone can knock on.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookSettings {
+    /// Profile calls that may validate delivered tokens at once (burst).
+    pub checks_burst: u32,
+    /// One more validation is allowed per this much time (real time).
+    pub check_every: Duration,
+    /// Deliveries that passed the cheap checks and wait for validation; beyond it the
+    /// oldest is dropped (the newest is the most likely to be the real one).
+    pub queue: usize,
+    /// How long a delivery's request waits for its validation before it is answered
+    /// `202 queued` (the validation goes on).
+    pub answer_within: Duration,
+    /// Rejections are logged as one summary line per this interval.
+    pub summary_every: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            checks_burst: 12,
+            check_every: Duration::from_secs(5),
+            queue: 16,
+            answer_within: Duration::from_secs(10),
+            summary_every: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
@@ -100,6 +129,9 @@ pub struct DaemonSettings {
     pub retry: RetrySettings,
     /// The renewal lease duration (one renewer per account across processes).
     pub lease_ttl: Duration,
+    pub webhook: WebhookSettings,
+    /// The HTTP listener's connection cap and timeouts.
+    pub http: crate::http::serve::ServeLimits,
 }
 
 impl DaemonSettings {
@@ -114,7 +146,9 @@ impl DaemonSettings {
             public_url: "http://127.0.0.1:7878".into(),
             sinks: SinkSettings::default(),
             retry: RetrySettings::default(),
-            lease_ttl: Duration::from_secs(600),
+            lease_ttl: Duration::from_secs(30),
+            webhook: WebhookSettings::default(),
+            http: crate::http::serve::ServeLimits::default(),
         }
     }
 }

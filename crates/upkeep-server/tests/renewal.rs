@@ -295,6 +295,9 @@ async fn a_login_outage_until_0800_is_retried_with_backoff_and_renewed_before_09
             .settings(|s| {
                 s.retry.first = SignedDuration::from_secs(20);
                 s.retry.max = SignedDuration::from_mins(2);
+                // The clock runs 3000x here: a 30 s lease would be 10 ms of real time,
+                // shorter than the daemon's poll. Ten clock minutes is 0.2 s.
+                s.lease_ttl = Duration::from_secs(600);
             }),
     )
     .await;
@@ -560,7 +563,7 @@ fn metrics() -> &'static PrometheusHandle {
 
 /// The value of counter `name` with label `reason="..."`, 0 if never incremented.
 fn rejected_count(reason: &str) -> u64 {
-    let prefix = format!("upkeep_webhook_rejected_total{{reason=\"{reason}\"}} ");
+    let prefix = format!("upkeep_webhook_rejections_total{{reason=\"{reason}\"}} ");
     metrics()
         .render()
         .lines()
@@ -1059,41 +1062,4 @@ async fn an_expiring_token_that_cannot_be_renewed_is_warned_about_once_a_day_not
     .await;
     h.let_daemon_run().await;
     assert_eq!(h.alerts().of_kind("expiring_no_renewal").len(), 2);
-}
-
-#[tokio::test]
-async fn a_flood_of_plausible_forged_webhooks_is_capped_before_it_reaches_upstox() {
-    let tue = tuesday();
-    let h = spawn_app(
-        Setup::at(ist(tue, 10, 0, 0))
-            .strategies(&[StrategyKind::TokenRequest])
-            .token_issued_at(ist(tue, 9, 0, 0)),
-    )
-    .await;
-    let (ucc, client_id) = (h.creds.ucc.clone(), h.creds.client_id.clone());
-    let now = h.clock.now();
-    let forged = upkeep_core::testing::daily_token(&ucc, now);
-    let body = notifier_body(&client_id, &ucc, forged.expose(), now);
-    let http = reqwest::Client::new();
-    let url = format!("{}/webhooks/upstox/token", h.daemon_url);
-    let calls_before = h.counters();
-    let mut codes = Vec::new();
-    for _ in 0..20 {
-        let resp = http.post(&url).json(&body).send().await.unwrap();
-        let answer: Value = resp.json().await.unwrap();
-        codes.push(answer["error"]["code"].as_str().unwrap().to_owned());
-    }
-    let checked = codes.iter().filter(|c| *c == "rejected").count();
-    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
-    assert_eq!((checked, limited), (12, 8), "{codes:?}");
-    // The limited ones were answered before any call to Upstox.
-    let calls = h.counters();
-    assert_eq!(
-        calls.logins, calls_before.logins,
-        "no login was started by forged notifications"
-    );
-    assert_eq!(
-        h.current().unwrap().fingerprint,
-        h.seeded.as_ref().unwrap().fingerprint()
-    );
 }

@@ -157,6 +157,11 @@ pub trait TokenStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Give the lease up if `holder` holds it. Returns whether it did.
     async fn release_lease(&self, account: &str, holder: &str) -> Result<bool, StoreError>;
+    /// Who holds the account's lease (expired or not), and until when.
+    async fn lease_holder(&self, account: &str) -> Result<Option<(String, Timestamp)>, StoreError>;
+
+    /// Delete audit events older than `before` (retention). Returns how many.
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Record a new API key by its digest. Names are never reused
     /// ([`StoreError::ApiKeyExists`]).

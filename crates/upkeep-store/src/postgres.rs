@@ -384,6 +384,23 @@ impl TokenStore for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn lease_holder(&self, account: &str) -> Result<Option<(String, Timestamp)>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as(sql::LEASE_GET)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(holder, until)| Ok((holder, rows::ts(until, "lease expiry")?)))
+            .transpose()
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::EVENT_PRUNE)
+            .bind(rows::secs(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn create_api_key(
         &self,
         name: &str,

@@ -68,6 +68,8 @@ pub(crate) mod sql {
          ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
          WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
     pub const LEASE_RELEASE: &str = "DELETE FROM leases WHERE account = $1 AND holder = $2";
+    pub const LEASE_GET: &str = "SELECT holder, expires_at FROM leases WHERE account = $1";
+    pub const EVENT_PRUNE: &str = "DELETE FROM audit_events WHERE at < $1";
 
     pub const ACCOUNT_EXISTS: &str = "SELECT id FROM accounts WHERE id = $1";
     pub const API_KEY_INSERT: &str =

@@ -510,6 +510,25 @@ impl TokenStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn lease_holder(&self, account: &str) -> Result<Option<(String, Timestamp)>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as(sql::LEASE_GET)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(|(holder, until)| Ok((holder, rows::ts(until, "lease expiry")?)))
+            .transpose()
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::EVENT_PRUNE)
+            .bind(rows::secs(before))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn create_api_key(
         &self,
         name: &str,

@@ -140,7 +140,7 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
                 .redirect_uri
                 .clone()
                 .unwrap_or_else(|| format!("{}/auth/upstox/callback", config.server.public_url)),
-            user_id: None,
+            user_id: a.user_id.clone(),
             strategies: if a.renew.is_empty() {
                 vec![Strategy::Static]
             } else {

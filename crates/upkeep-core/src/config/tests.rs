@@ -444,6 +444,21 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
             "account[0].totp: invalid type: string, expected a table",
         ),
         (
+            "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\nrenew = [\"token_request\"]\n".into(),
+            vec![],
+            r#"account "main".user_id: is required with renew = ["token_request"]: tokens arrive by webhook, which anyone can post to, so upkeep must know whose they are; set user_id = "<your UCC>" (the client id shown in the Upstox app)"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nuser_id = \"AB 12\"\n".into(),
+            vec![],
+            r#"account "main".user_id: is not an Upstox UCC; use the client id shown in the Upstox app (letters and digits, e.g. "AB1234")"#,
+        ),
+        (
+            "[[account]]\nid = \"a\"\nclient_id = \"k\"\n[[account]]\nid = \"b\"\nclient_id = \"k\"\n".into(),
+            vec![],
+            r#"account "b".client_id: accounts "a" and "b" use the same client_id; each account needs its own Upstox app (the webhook finds the account by it)"#,
+        ),
+        (
             "[renewal]\ntrade_weekends = \"yes\"\n".into(),
             vec![],
             "renewal.trade_weekends: invalid type: string, expected a boolean",
@@ -468,6 +483,28 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
             assert!(!got.contains(secret), "{got}");
         }
     }
+}
+
+#[test]
+fn a_webhook_only_account_is_valid_once_its_user_is_known_and_totp_proves_it_itself() {
+    let text = "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\n\
+                renew = [\"token_request\"]\nuser_id = \"AB1234\"\n";
+    let c = load(Some(text), &[]);
+    assert_eq!(c.accounts[0].user_id.as_deref(), Some("AB1234"));
+    // The legacy variable names the default account's user.
+    let c = load(
+        Some(
+            "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\nrenew = [\"token_request\"]\n",
+        ),
+        &[("UPSTOX_USER_ID", "AB1234")],
+    );
+    assert_eq!(c.accounts[0].user_id.as_deref(), Some("AB1234"));
+    // A chain with a login of its own learns the user from that login.
+    let c = load(
+        Some(&TOTP_ACCOUNT.replace("[\"totp\"]", "[\"totp\", \"token_request\"]")),
+        &[],
+    );
+    assert_eq!(c.accounts[0].user_id, None);
 }
 
 #[test]

@@ -169,6 +169,7 @@ impl AlertKind {
             AlertKind::ExpiringNoRenewal => "⌛",
             AlertKind::Recovered => "✅",
             AlertKind::AlertsSuppressed => "🔇",
+            AlertKind::WebhookIntrusion => "🚨",
         }
     }
 }

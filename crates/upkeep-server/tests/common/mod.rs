@@ -69,6 +69,7 @@ pub struct Setup {
     alerts: bool,
     pin: Option<String>,
     latency_ms: u64,
+    user_known: bool,
     tweaks: Vec<Tweak>,
 }
 
@@ -84,6 +85,7 @@ impl Setup {
             alerts: false,
             pin: None,
             latency_ms: 0,
+            user_known: true,
             tweaks: Vec::new(),
         }
     }
@@ -120,6 +122,12 @@ impl Setup {
     /// Make the simulator answer every Upstox call this much later, from the start.
     pub fn latency_ms(mut self, ms: u64) -> Self {
         self.latency_ms = ms;
+        self
+    }
+
+    /// Configure no `user_id`: the daemon must learn the account's user itself.
+    pub fn unknown_user(mut self) -> Self {
+        self.user_known = false;
         self
     }
 
@@ -275,7 +283,7 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         client_id: creds.client_id.clone(),
         client_secret: Secret::new(creds.client_secret.clone()),
         redirect_uri: creds.redirect_uri.clone(),
-        user_id: Some(creds.ucc.clone()),
+        user_id: setup.user_known.then(|| creds.ucc.clone()),
         strategies: setup.strategies,
         totp: Some(TotpSettings {
             mobile: creds.mobile.clone(),

@@ -1,0 +1,577 @@
+//! The renewal engine: one supervisor task per account, driven by the core's renewal
+//! plan, plus the shared entry points every other part of the daemon uses:
+//!
+//! - [`Engine::current`]: the current token, held in memory (no database, no decrypt);
+//! - [`Engine::subscribe`]: a watch channel that changes on every rotation;
+//! - [`Engine::renew`]: force a renewal (single-flight: concurrent triggers share one);
+//! - [`Engine::report_unauthorized`]: the reactive trigger ("this token got a 401");
+//! - [`Engine::accept_token`]: a token delivered by the webhook, the OAuth callback or
+//!   an import, validated before it replaces anything.
+//!
+//! Architecture invariant: only the account's supervisor task runs renewals, so two
+//! renewals of one account never overlap inside a process; the store's lease extends
+//! that across processes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use upkeep_core::expiry::{TokenKind, inspect};
+use upkeep_core::plan::Plan;
+use upkeep_core::state::TokenState;
+use upkeep_core::{AccessToken, Clock};
+use upkeep_store::{AuditEvent, MasterKey, StoredToken, TokenStore};
+use upkeep_upstox::{UpstoxClient, UpstoxError};
+
+use crate::alerts::{Alert, Alerter};
+use crate::oauth_state::StateBook;
+use crate::settings::{AccountSettings, DaemonSettings, StrategyKind};
+
+mod health;
+mod lease;
+mod publish;
+mod renewal;
+mod supervisor;
+
+/// The current token of an account, as held in memory.
+#[derive(Debug, Clone)]
+pub struct CurrentToken {
+    pub token: AccessToken,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Timestamp,
+    pub kind: TokenKind,
+    pub source: String,
+    pub stored_at: Timestamp,
+    pub fingerprint: String,
+    /// The user (UCC) the token belongs to, from its `sub` claim.
+    pub user_id: Option<String>,
+}
+
+impl CurrentToken {
+    fn from_stored(t: StoredToken) -> Self {
+        let info = inspect(&t.token).ok();
+        let kind = info
+            .as_ref()
+            .map(|i| i.kind)
+            .unwrap_or_else(|| TokenKind::from_name(&t.kind));
+        Self {
+            user_id: info.map(|i| i.claims.sub),
+            token: t.token,
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            kind,
+            source: t.source,
+            stored_at: t.stored_at,
+            fingerprint: t.fingerprint,
+        }
+    }
+
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// Who asked for a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Schedule,
+    Cli,
+    Api,
+    Webhook,
+    Reactive,
+    OAuth,
+    Health,
+    Startup,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Schedule => "schedule",
+            Actor::Cli => "cli",
+            Actor::Api => "api",
+            Actor::Webhook => "webhook",
+            Actor::Reactive => "reactive",
+            Actor::OAuth => "oauth",
+            Actor::Health => "health",
+            Actor::Startup => "startup",
+        }
+    }
+}
+
+/// What a renewal request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// A new token is current (its fingerprint).
+    Renewed {
+        strategy: String,
+        fingerprint: String,
+    },
+    /// The 401 was for a token that is no longer current: nothing to do.
+    AlreadyRotated,
+    /// Another upkeep process holds the renewal lease for this account.
+    Busy,
+    /// Every strategy failed; the human has been alerted.
+    Failed { reason: String },
+    /// The daemon is shutting down.
+    Cancelled,
+}
+
+/// Why a delivered token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("no account `{0}` is configured")]
+    UnknownAccount(String),
+    #[error("the token is not a readable Upstox JWT: {0}")]
+    Malformed(String),
+    #[error("the token already expired at {0}")]
+    Expired(String),
+    #[error("the token belongs to another user than this account's")]
+    WrongUser,
+    #[error("Upstox does not accept the token ({0})")]
+    NotAccepted(String),
+    #[error("the token could not be validated with Upstox right now ({0}); it was not stored")]
+    Unverified(String),
+    #[error(
+        "this account's Upstox user is not known yet, so a token delivered by webhook cannot \
+         be trusted; set user_id in the account's config, or log in once (TOTP, the login \
+         link, `upkeep token set`)"
+    )]
+    UserUnknown,
+    #[error("the token is older than the current one (issued {0}); it does not replace it")]
+    Stale(String),
+    #[error("the store refused the token: {0}")]
+    Store(String),
+}
+
+/// The store secret that remembers an account's Upstox user once a path that proves
+/// it (a login with the account's own credentials, the OAuth callback, an operator's
+/// import) has stored a token. Sealed like every secret, bound to the account.
+pub(crate) const KNOWN_USER_SECRET: &str = "upstox_user_id";
+
+enum TriggerKind {
+    Force,
+    Reactive { fingerprint: String },
+}
+
+struct Trigger {
+    kind: TriggerKind,
+    actor: Actor,
+    reply: oneshot::Sender<RenewOutcome>,
+}
+
+/// Live, in-memory status of one account, for status pages and tests.
+#[derive(Debug, Clone, Default)]
+pub struct AccountStatus {
+    /// Result of the last profile call with the current token (`None`: not checked yet).
+    pub api_validated: Option<bool>,
+    pub last_check: Option<Timestamp>,
+    /// Why the last check failed (expired / revoked / not permitted).
+    pub last_check_problem: Option<String>,
+    pub next: Option<Plan>,
+    pub renewing: bool,
+    pub last_renewal: Option<(Timestamp, String, String)>,
+    pub disabled: Vec<String>,
+}
+
+pub(crate) struct AccountRuntime {
+    pub(crate) settings: AccountSettings,
+    current: watch::Sender<Option<Arc<CurrentToken>>>,
+    triggers: mpsc::Sender<Trigger>,
+    triggers_rx: Mutex<Option<mpsc::Receiver<Trigger>>>,
+    status: Mutex<AccountStatus>,
+    disabled: Mutex<HashSet<StrategyKind>>,
+    /// The UCC tokens of this account must belong to, once known.
+    expected_user: Mutex<Option<String>>,
+    /// Held while a token is being stored and published.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+impl AccountRuntime {
+    fn status_mut<R>(&self, f: impl FnOnce(&mut AccountStatus) -> R) -> R {
+        let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+    fn expected_user(&self) -> Option<String> {
+        self.expected_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    /// Makes `current` the in-memory token; its health is unknown until checked.
+    fn publish(&self, current: Arc<CurrentToken>) {
+        self.status_mut(|s| {
+            s.api_validated = None;
+            s.last_check_problem = None;
+        });
+        self.current.send_replace(Some(current));
+    }
+    fn is_disabled(&self, s: StrategyKind) -> bool {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&s)
+    }
+}
+
+/// Everything the engine needs from outside.
+pub struct EngineDeps {
+    pub settings: DaemonSettings,
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn TokenStore>,
+    pub upstox: UpstoxClient,
+    pub alerter: Option<Alerter>,
+    pub master_key: MasterKey,
+}
+
+/// The renewal engine. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: DaemonSettings,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) upstox: UpstoxClient,
+    pub(crate) alerter: Option<Alerter>,
+    pub(crate) master_key: MasterKey,
+    pub(crate) states: StateBook,
+    pub(crate) accounts: HashMap<String, Arc<AccountRuntime>>,
+    pub(crate) order: Vec<String>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) holder: String,
+}
+
+/// The account's user as the store knows it: the remembered proven user, else the
+/// current token's user if that token came through a path that proves it (then it is
+/// remembered). A token that arrived by webhook proves nothing.
+async fn known_user_from_store(
+    store: &dyn TokenStore,
+    account: &str,
+    current: Option<&CurrentToken>,
+) -> Result<Option<String>, upkeep_store::StoreError> {
+    if let Some(u) = store.get_secret(account, KNOWN_USER_SECRET).await? {
+        return Ok(Some(u.expose().to_owned()));
+    }
+    let Some(user) = current
+        .filter(|c| c.source != WEBHOOK_SOURCE)
+        .and_then(|c| c.user_id.clone())
+    else {
+        return Ok(None);
+    };
+    store
+        .put_secret(
+            account,
+            KNOWN_USER_SECRET,
+            &upkeep_core::Secret::new(user.clone()),
+        )
+        .await?;
+    Ok(Some(user))
+}
+
+/// The `source` of tokens delivered by Upstox's notifier webhook.
+pub(crate) const WEBHOOK_SOURCE: &str = "token_request";
+
+impl Engine {
+    /// Loads each account's current token from the store into memory. Starts nothing.
+    pub async fn new(deps: EngineDeps) -> Result<Self, upkeep_store::StoreError> {
+        let now = deps.clock.now();
+        let mut accounts = HashMap::new();
+        let mut order = Vec::new();
+        for a in &deps.settings.accounts {
+            deps.store.upsert_account(&a.id, &a.env, now).await?;
+            let current = deps
+                .store
+                .current_token(&a.id)
+                .await?
+                .map(|t| Arc::new(CurrentToken::from_stored(t)));
+            let expected = match &a.user_id {
+                Some(u) => Some(u.clone()),
+                None => {
+                    known_user_from_store(deps.store.as_ref(), &a.id, current.as_deref()).await?
+                }
+            };
+            let (tx, rx) = mpsc::channel(64);
+            let (current_tx, _) = watch::channel(current);
+            order.push(a.id.clone());
+            accounts.insert(
+                a.id.clone(),
+                Arc::new(AccountRuntime {
+                    settings: a.clone(),
+                    current: current_tx,
+                    triggers: tx,
+                    triggers_rx: Mutex::new(Some(rx)),
+                    status: Mutex::new(AccountStatus::default()),
+                    disabled: Mutex::new(HashSet::new()),
+                    expected_user: Mutex::new(expected),
+                    publishing: tokio::sync::Mutex::new(()),
+                }),
+            );
+        }
+        let states = StateBook::new(deps.master_key.to_hex().as_bytes());
+        let holder = lease::holder_id();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings: deps.settings,
+                clock: deps.clock,
+                store: deps.store,
+                upstox: deps.upstox,
+                alerter: deps.alerter,
+                master_key: deps.master_key,
+                states,
+                accounts,
+                order,
+                shutdown: CancellationToken::new(),
+                holder,
+            }),
+        })
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+    pub fn settings(&self) -> &DaemonSettings {
+        &self.inner.settings
+    }
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+    pub fn upstox(&self) -> &UpstoxClient {
+        &self.inner.upstox
+    }
+    pub fn alerter(&self) -> Option<&Alerter> {
+        self.inner.alerter.as_ref()
+    }
+    pub(crate) fn states(&self) -> &StateBook {
+        &self.inner.states
+    }
+    /// Account ids in configuration order.
+    pub fn account_ids(&self) -> &[String] {
+        &self.inner.order
+    }
+    /// The default account: the first configured one.
+    pub fn default_account(&self) -> Option<&str> {
+        self.inner.order.first().map(String::as_str)
+    }
+    pub(crate) fn account(&self, id: &str) -> Option<&Arc<AccountRuntime>> {
+        self.inner.accounts.get(id)
+    }
+    pub fn account_settings(&self, id: &str) -> Option<&AccountSettings> {
+        self.account(id).map(|a| &a.settings)
+    }
+    /// Finds the account an app's client id belongs to.
+    pub fn account_for_client(&self, client_id: &str) -> Option<&str> {
+        self.inner
+            .order
+            .iter()
+            .find(|id| {
+                self.inner
+                    .accounts
+                    .get(*id)
+                    .is_some_and(|a| a.settings.client_id == client_id)
+            })
+            .map(String::as_str)
+    }
+
+    /// The Upstox user (UCC) the account's tokens must belong to, if known: from the
+    /// config's `user_id`, or learned from a path that proves it.
+    pub fn known_user(&self, account: &str) -> Option<String> {
+        self.account(account).and_then(|a| a.expected_user())
+    }
+
+    /// The account's current token from memory (may be expired: check `expires_at`).
+    pub fn current(&self, account: &str) -> Option<Arc<CurrentToken>> {
+        self.account(account)
+            .and_then(|a| a.current.borrow().clone())
+    }
+
+    /// A receiver that sees every change of the account's current token.
+    pub fn subscribe(&self, account: &str) -> Option<watch::Receiver<Option<Arc<CurrentToken>>>> {
+        self.account(account).map(|a| a.current.subscribe())
+    }
+
+    pub fn status(&self, account: &str) -> Option<AccountStatus> {
+        self.account(account).map(|a| {
+            let mut s = a.status_mut(|s| s.clone());
+            s.disabled = a
+                .disabled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            s.disabled.sort();
+            s
+        })
+    }
+
+    /// The token's display state now.
+    pub fn token_state(&self, account: &str) -> Option<TokenState> {
+        let now = self.inner.clock.now();
+        self.current(account)
+            .map(|c| TokenState::at(c.expires_at, now, &self.inner.settings.thresholds))
+    }
+
+    /// A login link for the browser OAuth flow (works from a phone): the Upstox
+    /// dialog URL with a fresh single-use `state`.
+    pub fn login_link(&self, account: &str) -> Option<String> {
+        let a = self.account(account)?;
+        let state = self.inner.states.mint(account, self.inner.clock.now());
+        Some(
+            self.inner
+                .upstox
+                .authorize_url(&a.settings.client_id, &a.settings.redirect_uri, &state)
+                .to_string(),
+        )
+    }
+
+    /// Runs a renewal in the calling task with the account's strategies that need no
+    /// human (totp, refresh_token), for one-shot use by the CLI when no daemon's
+    /// supervisors run in this process. The store lease still keeps it exclusive.
+    pub async fn renew_now(&self, account: &str, actor: Actor) -> RenewOutcome {
+        let Some(a) = self.account(account).cloned() else {
+            return RenewOutcome::Failed {
+                reason: format!("no account `{account}` is configured"),
+            };
+        };
+        let deadline = self.inner.clock.now() + SignedDuration::from_mins(10);
+        self.run_renewal_with(&a, actor, deadline, false).await
+    }
+
+    /// Asks for a renewal now. Concurrent calls share one renewal.
+    pub async fn renew(&self, account: &str, actor: Actor) -> RenewOutcome {
+        self.send_trigger(account, TriggerKind::Force, actor).await
+    }
+
+    /// The reactive trigger: `fingerprint` (of the token that got a 401) is renewed if
+    /// it is still the current token; if it was already rotated, nothing happens.
+    pub async fn report_unauthorized(&self, account: &str, fingerprint: &str) -> RenewOutcome {
+        if self
+            .current(account)
+            .is_some_and(|c| c.fingerprint != fingerprint)
+        {
+            return RenewOutcome::AlreadyRotated;
+        }
+        self.send_trigger(
+            account,
+            TriggerKind::Reactive {
+                fingerprint: fingerprint.to_owned(),
+            },
+            Actor::Reactive,
+        )
+        .await
+    }
+
+    async fn send_trigger(&self, account: &str, kind: TriggerKind, actor: Actor) -> RenewOutcome {
+        let Some(a) = self.account(account) else {
+            return RenewOutcome::Failed {
+                reason: format!("no account `{account}` is configured"),
+            };
+        };
+        let (reply, rx) = oneshot::channel();
+        if a.triggers
+            .send(Trigger { kind, actor, reply })
+            .await
+            .is_err()
+        {
+            return RenewOutcome::Cancelled;
+        }
+        rx.await.unwrap_or(RenewOutcome::Cancelled)
+    }
+
+    pub(crate) async fn audit(
+        &self,
+        account: &str,
+        actor: Actor,
+        kind: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        let event = AuditEvent {
+            account: account.to_owned(),
+            at: self.inner.clock.now(),
+            actor: actor.as_str().to_owned(),
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+            detail: detail.to_owned(),
+        };
+        if let Err(e) = self.inner.store.record_event(event).await {
+            tracing::error!(account, error = %e, "could not record an audit event");
+        }
+    }
+
+    pub(crate) async fn alert(&self, alert: Alert) {
+        if let Some(alerter) = &self.inner.alerter {
+            let kind = alert.kind;
+            let outcome = alerter.send(alert).await;
+            tracing::debug!(kind = kind.as_str(), ?outcome, "alert");
+        }
+    }
+
+    /// Sleeps until the engine's clock reaches `target`, re-reading the clock at least
+    /// every `poll`, so that a clock step (or a paused VM) is noticed. Returns false if
+    /// the engine is shutting down.
+    pub(crate) async fn sleep_until(&self, target: Timestamp) -> bool {
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return false;
+            }
+            let now = self.inner.clock.now();
+            if now >= target {
+                return true;
+            }
+            let remaining =
+                Duration::try_from(target.duration_since(now)).unwrap_or(Duration::ZERO);
+            let chunk = remaining.min(self.inner.settings.poll);
+            tokio::select! {
+                _ = tokio::time::sleep(chunk) => {}
+                _ = self.inner.shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Asks every supervisor to stop. In-flight waits end; writes in progress finish.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+}
+
+pub(crate) fn short_error(e: &UpstoxError) -> String {
+    truncate_chars(e.to_string(), 200)
+}
+
+/// At most `max` bytes, cut at a character boundary (error text may hold a server's
+/// non-ASCII message; `String::truncate` panics inside a character).
+fn truncate_chars(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_chars;
+
+    #[test]
+    fn long_error_text_is_cut_at_a_character_boundary_not_mid_character() {
+        // 199 ASCII bytes then a 3-byte character straddling byte 200.
+        let text = format!("{}₹ and more", "x".repeat(199));
+        let cut = truncate_chars(text, 200);
+        assert_eq!(cut, "x".repeat(199));
+        assert_eq!(truncate_chars("short".into(), 200), "short");
+    }
+}

@@ -1,0 +1,253 @@
+//! The per-account supervisor: asks the plan what to do next, runs renewals and
+//! health checks, answers triggers (single-flight), warns when nothing can renew.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::mpsc;
+use upkeep_core::expiry::format_ist;
+use upkeep_core::plan::{AccountView, Action, Plan, TokenSummary, jitter_seed, plan};
+
+use super::{AccountRuntime, Actor, Engine, RenewOutcome, Trigger, TriggerKind};
+use crate::alerts::{Alert, AlertKind};
+use crate::settings::AccountSettings;
+
+impl Engine {
+    /// Starts one supervisor task per account. Call once.
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for id in &self.inner.order {
+            let Some(a) = self.inner.accounts.get(id) else {
+                continue;
+            };
+            let rx = a
+                .triggers_rx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(rx) = rx {
+                let engine = self.clone();
+                let a = a.clone();
+                handles.push(tokio::spawn(async move { engine.supervise(a, rx).await }));
+            }
+        }
+        handles
+    }
+
+    pub(super) fn policy_for(&self, a: &AccountSettings) -> upkeep_core::plan::RenewalPolicy {
+        let mut p = self.inner.settings.policy.clone();
+        p.trade_weekends |= a.trades_weekends;
+        p.trade_holidays |= a.trades_holidays;
+        p
+    }
+
+    pub(super) fn plan_for(&self, a: &AccountRuntime, now: Timestamp) -> Plan {
+        let current = a.current.borrow().clone();
+        let usable = a
+            .settings
+            .strategies
+            .iter()
+            .any(|s| s.renews() && !a.is_disabled(*s));
+        let view = AccountView {
+            token: current.map(|c| TokenSummary {
+                expires_at: c.expires_at,
+                kind: c.kind,
+            }),
+            can_renew_daily: usable,
+            jitter_seed: jitter_seed(&a.settings.id),
+        };
+        plan(now, &view, &self.policy_for(&a.settings))
+    }
+
+    // The big steps (a renewal, a health check) are boxed: an idle supervisor's future
+    // then holds a pointer instead of their whole state, which keeps 10,000 idle
+    // accounts small.
+    pub(super) async fn supervise(self, a: Arc<AccountRuntime>, mut rx: mpsc::Receiver<Trigger>) {
+        let id = a.settings.id.clone();
+        tracing::info!(account = %id, strategies = ?a.settings.strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "supervisor started");
+        let health_every = self.inner.settings.health_interval;
+        let mut next_health = self.inner.clock.now();
+        // After an automatic renewal fails, wait this long before the plan may start
+        // another one by itself (a human can always force one).
+        let mut cooldown_until: Option<Timestamp> = None;
+        // The last expiry warning: (what, for which token expiry, when). Repeated daily
+        // while nothing changes; the plan's `at` is "now" once the warning is due, so it
+        // cannot be the key.
+        let mut warned: Option<(Action, Option<Timestamp>, Timestamp)> = None;
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                break;
+            }
+            let now = self.inner.clock.now();
+            let p = self.plan_for(&a, now);
+            a.status_mut(|s| s.next = Some(p.clone()));
+
+            let mut wake = p.at;
+            match p.action {
+                Action::RenewNow | Action::RenewAt if p.at <= now => {
+                    // Another process (`upkeep token set`, `upkeep renew`, a second daemon)
+                    // may have stored a fresh token already: use it rather than log in.
+                    if Box::pin(self.adopt_from_store(&a)).await {
+                        continue;
+                    }
+                    if cooldown_until.is_none_or(|c| now >= c) {
+                        let deadline = p.deadline.unwrap_or(now + SignedDuration::from_hours(1));
+                        let deadline = deadline.max(now + SignedDuration::from_mins(30));
+                        let outcome =
+                            Box::pin(self.run_renewal(&a, Actor::Schedule, deadline)).await;
+                        self.answer_queued(&mut rx, &outcome);
+                        cooldown_until = match outcome {
+                            RenewOutcome::Renewed { .. } => None,
+                            _ => Some(
+                                self.inner.clock.now()
+                                    + self
+                                        .inner
+                                        .settings
+                                        .retry
+                                        .max
+                                        .max(SignedDuration::from_mins(15)),
+                            ),
+                        };
+                        continue;
+                    }
+                    wake = cooldown_until.unwrap_or(now);
+                }
+                Action::WarnExpiry | Action::ManualNeeded if p.at <= now => {
+                    let expiry = a.current.borrow().as_ref().map(|c| c.expires_at);
+                    let due = match warned {
+                        Some((action, exp, at)) if action == p.action && exp == expiry => {
+                            now >= at + SignedDuration::from_hours(24)
+                        }
+                        _ => true,
+                    };
+                    if due {
+                        warned = Some((p.action, expiry, now));
+                        Box::pin(self.warn_no_renewal(&a, &p)).await;
+                    }
+                    // Nothing to do until the token changes or a trigger arrives.
+                    wake = now + SignedDuration::from_hours(6);
+                }
+                _ => {}
+            }
+
+            // Health check of a token that should be valid.
+            if now >= next_health {
+                next_health = now + health_every;
+                if Box::pin(self.adopt_from_store(&a)).await {
+                    continue;
+                }
+                let current = a.current.borrow().clone();
+                if let Some(c) = current
+                    && c.is_valid_at(now)
+                    && Box::pin(self.health_check(&a, &c)).await
+                {
+                    // Found invalid early: renew now.
+                    let deadline = now + SignedDuration::from_hours(1);
+                    let outcome = Box::pin(self.run_renewal(&a, Actor::Health, deadline)).await;
+                    self.answer_queued(&mut rx, &outcome);
+                    continue;
+                }
+            }
+            wake = wake.min(next_health);
+
+            let mut changes = a.current.subscribe();
+            changes.mark_unchanged();
+            let remaining = Duration::try_from(wake.duration_since(self.inner.clock.now()))
+                .unwrap_or(Duration::ZERO);
+            let chunk = remaining
+                .min(self.inner.settings.poll)
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(chunk) => {}
+                _ = changes.changed() => { cooldown_until = None; }
+                t = rx.recv() => {
+                    let Some(t) = t else { break };
+                    let outcome = Box::pin(self.handle_trigger(&a, t.kind, t.actor)).await;
+                    let _ = t.reply.send(outcome.clone());
+                    self.answer_queued(&mut rx, &outcome);
+                    if matches!(outcome, RenewOutcome::Renewed { .. }) {
+                        cooldown_until = None;
+                    }
+                }
+            }
+        }
+        // Refuse whatever is still queued.
+        rx.close();
+        while let Ok(t) = rx.try_recv() {
+            let _ = t.reply.send(RenewOutcome::Cancelled);
+        }
+        tracing::info!(account = %id, "supervisor stopped");
+    }
+
+    /// Triggers that arrived while a renewal ran share its outcome (single-flight).
+    pub(super) fn answer_queued(&self, rx: &mut mpsc::Receiver<Trigger>, outcome: &RenewOutcome) {
+        while let Ok(t) = rx.try_recv() {
+            let _ = t.reply.send(outcome.clone());
+        }
+    }
+
+    pub(super) async fn handle_trigger(
+        &self,
+        a: &AccountRuntime,
+        kind: TriggerKind,
+        actor: Actor,
+    ) -> RenewOutcome {
+        let now = self.inner.clock.now();
+        match kind {
+            TriggerKind::Reactive { fingerprint } => {
+                if a.current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|c| c.fingerprint != fingerprint)
+                {
+                    return RenewOutcome::AlreadyRotated;
+                }
+            }
+            TriggerKind::Force => {
+                // A human asked: give strategies stopped by a fatal error another go.
+                a.disabled.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        }
+        let p = self.plan_for(a, now);
+        // A forced or reactive renewal is about now: use today's window deadline when
+        // it is near, otherwise give it an hour (not tomorrow's deadline: the caller waits).
+        let deadline = p
+            .deadline
+            .filter(|d| {
+                *d > now + SignedDuration::from_mins(30)
+                    && *d <= now + SignedDuration::from_hours(4)
+            })
+            .unwrap_or(now + SignedDuration::from_hours(1));
+        self.run_renewal(a, actor, deadline).await
+    }
+
+    pub(super) async fn warn_no_renewal(&self, a: &AccountRuntime, p: &Plan) {
+        let id = &a.settings.id;
+        let current = a.current.borrow().clone();
+        let when = current
+            .as_ref()
+            .map(|c| format_ist(c.expires_at))
+            .unwrap_or_else(|| "now".into());
+        let link = self.login_link(id);
+        let (kind, title) = match p.action {
+            Action::ManualNeeded => (AlertKind::ManualActionNeeded, "Token expired: log in"),
+            _ => (
+                AlertKind::ExpiringNoRenewal,
+                "Token expiring, no automatic renewal",
+            ),
+        };
+        let mut alert = Alert::new(
+            kind,
+            id.clone(),
+            title,
+            format!("The token of account {id} expires at {when}. {}", p.reason),
+            self.inner.clock.now(),
+        );
+        if let Some(link) = link {
+            alert = alert.with_link(link);
+        }
+        self.alert(alert).await;
+    }
+}
