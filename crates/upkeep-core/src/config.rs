@@ -194,6 +194,18 @@ pub struct ServerConfig {
     /// Never ends with `/`.
     #[serde(default)] // empty here, so it is derived from the final `listen`
     pub public_url: String,
+    /// Most connections open at once (further lowered to fit the open-file limit,
+    /// keeping descriptors for the daemon's own work).
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (at most 30 s).
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: SignedDuration,
+    /// A connection with nothing in flight and nothing moving is closed after this.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: SignedDuration,
+    /// On shutdown, connections still open after this are dropped (at most 10 s).
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: SignedDuration,
 }
 
 impl Default for ServerConfig {
@@ -202,6 +214,10 @@ impl Default for ServerConfig {
         Self {
             listen,
             public_url: default_public_url(listen),
+            max_connections: 2048,
+            header_read_timeout: SignedDuration::from_secs(15),
+            idle_timeout: SignedDuration::from_secs(60),
+            shutdown_timeout: SignedDuration::from_secs(10),
         }
     }
 }
@@ -264,6 +280,47 @@ impl StoreConfig {
     /// `url` with any password replaced by `***`, safe to log.
     pub fn redacted_url(&self) -> String {
         redact_userinfo(self.url.expose())
+    }
+
+    /// The database file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH`, with any
+    /// `?query` removed); `None` for PostgreSQL and in-memory databases.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.url.expose();
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+    }
+}
+
+impl Config {
+    /// Makes the relative file paths of a configuration read from a file (the SQLite
+    /// database, the key file, the backup folder, the legacy sinks) relative to that
+    /// file's folder `base`, so the same file means the same store wherever a command
+    /// runs from. Pure: joins paths, touches nothing.
+    pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(db) = self.store.sqlite_path().filter(|p| p.is_relative()) {
+            let url = self.store.url.expose();
+            let query = url.find('?').map(|i| &url[i..]).unwrap_or_default();
+            self.store.url = Secret::new(format!("sqlite://{}{query}", base.join(db).display()));
+        }
+        join(&mut self.store.key_file);
+        for p in [
+            self.store.backup_dir.as_mut(),
+            self.sinks.json_file.as_mut(),
+            self.sinks.env_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
     }
 }
 
@@ -1167,6 +1224,28 @@ impl Config {
                 ),
             );
         }
+        let srv = &self.server;
+        if srv.max_connections == 0 {
+            c.push(
+                "server.max_connections",
+                "is 0; use at least 1 (default 2048)",
+            );
+        }
+        for (key, d, max) in [
+            ("server.header_read_timeout", srv.header_read_timeout, 30),
+            ("server.shutdown_timeout", srv.shutdown_timeout, 10),
+            ("server.idle_timeout", srv.idle_timeout, 3600),
+        ] {
+            if d <= SignedDuration::ZERO || d > SignedDuration::from_secs(max) {
+                c.push(
+                    key,
+                    format!(
+                        "is {}; use more than 0 and at most {max}s",
+                        format_config_duration(d)
+                    ),
+                );
+            }
+        }
         if self.store.key_file.as_os_str().is_empty() {
             c.push(
                 "store.key_file",
@@ -1643,6 +1722,10 @@ const EXAMPLE_TOML: &str = r#"# upkeep configuration. Every key is optional unle
 [server]
 listen = "127.0.0.1:7878"
 public_url = "http://127.0.0.1:7878"    # used for OAuth redirect and webhook links
+max_connections = 2048                  # lowered to fit the open-file limit
+header_read_timeout = "15s"             # slow or stalled clients are dropped
+idle_timeout = "60s"
+shutdown_timeout = "10s"                # open connections are dropped after this
 
 [store]
 url = "sqlite://upkeep.db"              # or postgres://user@host/db

@@ -58,6 +58,8 @@ pub enum AlertKind {
     AlertsSuppressed,
     /// Someone posted another user's or a forged token to the notifier webhook.
     WebhookIntrusion,
+    /// The store or the token files cannot be written.
+    StorageFailing,
 }
 
 impl AlertKind {
@@ -72,6 +74,7 @@ impl AlertKind {
             AlertKind::Recovered => "recovered",
             AlertKind::AlertsSuppressed => "alerts_suppressed",
             AlertKind::WebhookIntrusion => "webhook_intrusion",
+            AlertKind::StorageFailing => "storage_failing",
         }
     }
 

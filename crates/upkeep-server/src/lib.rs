@@ -75,6 +75,21 @@ impl App {
                 }
             }));
         }
+        {
+            // The audit log keeps `audit_retention`; backups carry it, so they stop
+            // growing with it too.
+            let engine = engine.clone();
+            let stop = stop.clone();
+            supervisors.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => engine.prune_audit_log().await,
+                    }
+                }
+            }));
+        }
         let router = http::router(engine.clone());
         let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();

@@ -132,6 +132,8 @@ pub struct DaemonSettings {
     pub webhook: WebhookSettings,
     /// The HTTP listener's connection cap and timeouts.
     pub http: crate::http::serve::ServeLimits,
+    /// Audit events older than this are deleted (checked every few hours).
+    pub audit_retention: SignedDuration,
 }
 
 impl DaemonSettings {
@@ -149,6 +151,7 @@ impl DaemonSettings {
             lease_ttl: Duration::from_secs(30),
             webhook: WebhookSettings::default(),
             http: crate::http::serve::ServeLimits::default(),
+            audit_retention: SignedDuration::from_hours(90 * 24),
         }
     }
 }

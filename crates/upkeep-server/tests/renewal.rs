@@ -24,7 +24,8 @@ use upkeep_upstox::ErrorClass;
 use url::Url;
 
 use common::{
-    ACCOUNT, Setup, TestApp, WRONG_TOTP_SECRET, browser, eventually, ist, notifier_body, spawn_app,
+    ACCOUNT, Setup, TestApp, WRONG_TOTP_SECRET, browser, eventually, eventually_async, ist,
+    notifier_body, spawn_app,
 };
 
 /// Thursday 2026-02-05.
@@ -1062,4 +1063,55 @@ async fn an_expiring_token_that_cannot_be_renewed_is_warned_about_once_a_day_not
     .await;
     h.let_daemon_run().await;
     assert_eq!(h.alerts().of_kind("expiring_no_renewal").len(), 2);
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_killed_renewer_is_taken_over_at_once_and_the_revoked_token_renewed() {
+    let tue = tuesday();
+    let mut h = spawn_app(Setup::at(ist(tue, 10, 0, 0)).token_issued_at(ist(tue, 9, 0, 0))).await;
+    let seeded = h.seeded.clone().unwrap();
+    h.stop().await.unwrap();
+
+    // A daemon of this host killed with -9 in the middle of a renewal: its lease (ten
+    // minutes, as leases were) stays in the store, and its process is gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let dead_holder = format!("{}/{dead_pid}/4242/deadbeef", host.trim());
+    let store = h.open_store().await;
+    assert!(
+        store
+            .try_acquire_lease(
+                ACCOUNT,
+                &dead_holder,
+                h.clock.now(),
+                Duration::from_secs(600)
+            )
+            .await
+            .unwrap()
+    );
+    store.close().await;
+    // Meanwhile Upstox revoked the token.
+    assert!(h.sim.state().revoke(seeded.expose()));
+
+    // The restarted daemon's first health check finds the token refused and renews at
+    // once: the dead holder's lease does not hold it up (the clock does not move).
+    h.restart(|_| {}).await;
+    let renewed = h.wait_for_new_token(Some(&seeded.fingerprint())).await;
+    assert_eq!(renewed.source, "totp");
+    assert_eq!(h.clock.now(), ist(tue, 10, 0, 0));
+    let started = h.wait_for_event("renewal_started", |_| true).await;
+    assert_eq!(started.actor, "health");
+    // And it gave the lease up when done.
+    eventually_async("the lease released", || async {
+        h.engine
+            .store()
+            .lease_holder(ACCOUNT)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }

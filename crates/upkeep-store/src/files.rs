@@ -48,6 +48,38 @@ pub(crate) fn create_private_dir_all(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("cannot create folder", dir, e))
 }
 
+/// Removes the temporary files [`write_atomic`] leaves behind when a process dies
+/// between writing and renaming (`.NAME.tmp-<12 hex>`): they may hold a plaintext
+/// token. Returns how many were removed. A missing folder is not an error.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<usize, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io("cannot list", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| StoreError::io("cannot remove", entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((_, suffix)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    suffix.len() == 12 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
     let mut rnd = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut rnd);
@@ -327,6 +359,25 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_are_removed_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("tokens.json");
+        let left = temp_path_for(&target);
+        std::fs::write(&left, b"plaintext token").unwrap();
+        std::fs::write(&target, b"{}").unwrap();
+        std::fs::write(dir.path().join(".env.tmp-notreallyhex"), b"x").unwrap();
+        std::fs::write(dir.path().join("notes.tmp-0123456789ab"), b"x").unwrap();
+        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 1);
+        assert!(!left.exists());
+        assert!(target.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert_eq!(
+            remove_stale_temp_files(&dir.path().join("missing")).unwrap(),
+            0
+        );
     }
 
     #[test]

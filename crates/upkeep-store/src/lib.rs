@@ -33,7 +33,8 @@ mod sqlite;
 pub use backup::{Backup, BackupSecret, BackupStats, BackupToken, TokenSlot};
 pub use error::StoreError;
 pub use files::{
-    JsonSinkInfo, backup_to_dir, restore_from_file, write_atomic, write_env_sink, write_json_sink,
+    JsonSinkInfo, backup_to_dir, remove_stale_temp_files, restore_from_file, write_atomic,
+    write_env_sink, write_json_sink,
 };
 pub use key::{KeyOrigin, MasterKey, create_key_file, load_or_create};
 pub use postgres::PgStore;

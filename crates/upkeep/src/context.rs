@@ -56,22 +56,52 @@ pub fn load_config(explicit: Option<&Path>) -> Result<Loaded> {
         },
         None => None,
     };
-    let config = Config::from_sources(text.as_deref(), &env).map_err(|e| {
+    let mut config = Config::from_sources(text.as_deref(), &env).map_err(|e| {
         let origin = path
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "environment".into());
         UsageError(format!("invalid configuration ({origin}): {e}"))
     })?;
-    Ok(Loaded {
-        config,
-        path: path.filter(|_| text.is_some()),
-        env,
-    })
+    let path = path.filter(|_| text.is_some());
+    if let Some(p) = &path {
+        // Relative paths mean "next to the config file", wherever the command runs.
+        let file = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        if let Some(dir) = file.parent() {
+            config.resolve_relative_paths(dir);
+        }
+        warn_if_readable_by_others(p, &config);
+    }
+    Ok(Loaded { config, path, env })
+}
+
+/// A config file holding secrets that group or others can read gets a warning.
+fn warn_if_readable_by_others(path: &Path, config: &Config) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let holds_secrets = config.accounts.iter().any(|a| {
+        a.client_secret.is_some()
+            || a.totp.is_some()
+            || a.refresh_token.is_some()
+            || a.access_token.is_some()
+            || a.sandbox_token.is_some()
+    }) || config.store.url.expose().contains('@');
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if holds_secrets && mode & 0o077 != 0 {
+        eprintln!(
+            "upkeep: warning: {} holds secrets and can be read by other users (mode {mode:o}); \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
 }
 
 /// The master key: `UPKEEP_MASTER_KEY`, else the key file (created on first use,
-/// which is said loudly on stderr).
+/// which is said loudly on stderr). A key is only created together with a new store:
+/// a missing key file beside an existing database is an error naming both.
 pub fn master_key(loaded: &Loaded) -> Result<MasterKey> {
     let key_file = &loaded.config.store.key_file;
     let env_value = loaded
@@ -79,6 +109,20 @@ pub fn master_key(loaded: &Loaded) -> Result<MasterKey> {
         .get("UPKEEP_MASTER_KEY")
         .map(String::as_str)
         .filter(|v| !v.is_empty());
+    if env_value.is_none()
+        && !key_file.exists()
+        && let Some(db) = loaded.config.store.sqlite_path()
+        && std::fs::metadata(&db).is_ok_and(|m| m.len() > 0)
+    {
+        return Err(UsageError(format!(
+            "the store {} exists but its master key {} is missing; restore the key file (or set \
+             UPKEEP_MASTER_KEY). upkeep does not create a new key for an existing store: it \
+             could not read it",
+            db.display(),
+            key_file.display()
+        ))
+        .into());
+    }
     let (key, origin) =
         upkeep_store::load_or_create(key_file, env_value).map_err(|e| UsageError(e.to_string()))?;
     if origin == KeyOrigin::Created {
@@ -164,6 +208,14 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
     s.thresholds = config.thresholds();
     s.health_interval = config.renewal.health_check_interval;
     s.public_url = config.server.public_url.clone();
+    let srv = &config.server;
+    let secs = |d: jiff::SignedDuration| std::time::Duration::try_from(d).unwrap_or_default();
+    s.http = upkeep_server::http::serve::ServeLimits {
+        max_connections: srv.max_connections,
+        header_read_timeout: secs(srv.header_read_timeout),
+        idle_timeout: secs(srv.idle_timeout),
+        shutdown_deadline: secs(srv.shutdown_timeout),
+    };
     s.sinks = SinkSettings {
         json_file: config.sinks.json_file.clone(),
         env_file: config.sinks.env_file.clone(),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
     init_tracing(cli.verbose);
     // One TLS provider in the whole tree (ring, through rustls); install it before any
@@ -31,6 +32,25 @@ fn main() -> ExitCode {
             ExitCode::from(commands::exit_code_for(&e))
         }
     }
+}
+
+/// `upkeep token | head -c 10` closes stdout early; Rust ignores SIGPIPE, so the next
+/// `println!` panics with "Broken pipe". Exit quietly (status 0: the reader got what it
+/// wanted) instead of printing a panic. Every other panic keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn init_tracing(verbose: u8) {

@@ -1103,3 +1103,118 @@ async fn the_login_endpoint_needs_an_admin_key() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[test]
+fn relative_store_and_key_paths_resolve_against_the_config_files_folder() {
+    let env = Env::new();
+    let conf_dir = env.path("conf");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let config = conf_dir.join("upkeep.toml");
+    std::fs::write(
+        &config,
+        "[store]\nurl = \"sqlite://upkeep.db\"\nkey_file = \"upkeep.key\"\n\n[[account]]\nid = \"main\"\nrenew = [\"static\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = daily_token_valid_now("AB1234");
+    env.cmd_with(&config)
+        .args(["token", "set"])
+        .write_stdin(token.clone())
+        .assert()
+        .success();
+    // Created beside the config file, not in the working folder.
+    assert!(conf_dir.join("upkeep.db").exists());
+    assert!(conf_dir.join("upkeep.key").exists());
+    assert!(!env.path("upkeep.db").exists());
+    // Run from elsewhere, the same config reads the same store.
+    let mut c = Command::cargo_bin("upkeep").unwrap();
+    c.current_dir(std::env::temp_dir())
+        .arg("--config")
+        .arg(&config)
+        .env_remove("UPKEEP_MASTER_KEY")
+        .arg("token")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(token));
+}
+
+#[test]
+fn a_missing_key_beside_an_existing_store_is_an_error_naming_both_and_no_key_is_made() {
+    let env = Env::new();
+    env.cmd()
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .assert()
+        .success();
+    std::fs::remove_file(env.path("upkeep.key")).unwrap();
+    let out = env.cmd().arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upkeep.db") && err.contains("upkeep.key"),
+        "{err}"
+    );
+    assert!(!env.path("upkeep.key").exists(), "no new key was created");
+}
+
+#[test]
+fn import_refuses_an_endless_file_without_reading_it_whole() {
+    let env = Env::new();
+    let out = env.cmd().args(["import", "/dev/zero"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than 1024 KiB"));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_not_with_a_panic() {
+    let env = Env::new();
+    env.cmd()
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .assert()
+        .success();
+    // `upkeep config example | head -c 1`: the reader goes away after one byte.
+    let bin = assert_cmd::cargo::cargo_bin("upkeep");
+    let mut child = std::process::Command::new(bin)
+        .args(["config", "example"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_config_file_with_secrets_that_others_can_read_is_warned_about() {
+    let env = Env::new();
+    let config = env.path("secret.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\nkey_file = \"{}\"\n[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s3cr3t\"\nrenew = [\"static\"]\n",
+            env.path("upkeep.db").display(),
+            env.path("upkeep.key").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env
+        .cmd_with(&config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("s3cr3t"));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env
+        .cmd_with(&config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("chmod"));
+}

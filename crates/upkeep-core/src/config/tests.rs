@@ -351,7 +351,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[server]\nlistn = \"127.0.0.1:1\"\n".into(),
             vec![],
-            "server.listn: unknown key `listn`; valid keys here are listen, public_url",
+            "server.listn: unknown key `listn`; valid keys here are listen, public_url, max_connections, header_read_timeout, idle_timeout, shutdown_timeout",
         ),
         (
             "[serverr]\n".into(),
@@ -625,5 +625,38 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics_the_loader(text in "\\PC{0,200}") {
         let _ = Config::from_sources(Some(&text), &BTreeMap::new());
+    }
+}
+
+#[test]
+fn relative_paths_of_a_config_file_resolve_against_its_folder() {
+    let text = "[store]\nurl = \"sqlite://data/upkeep.db?mode=rwc\"\nkey_file = \"upkeep.key\"\n\
+                backup_dir = \"backups\"\n[sinks]\njson_file = \"/abs/tokens.json\"\nenv_file = \".env\"\n";
+    let mut c = load(Some(text), &[]);
+    c.resolve_relative_paths(std::path::Path::new("/etc/upkeep"));
+    assert_eq!(
+        c.store.url.expose(),
+        "sqlite:///etc/upkeep/data/upkeep.db?mode=rwc"
+    );
+    assert_eq!(
+        c.store.sqlite_path(),
+        Some(PathBuf::from("/etc/upkeep/data/upkeep.db"))
+    );
+    assert_eq!(c.store.key_file, PathBuf::from("/etc/upkeep/upkeep.key"));
+    assert_eq!(
+        c.store.backup_dir,
+        Some(PathBuf::from("/etc/upkeep/backups"))
+    );
+    assert_eq!(c.sinks.json_file, Some(PathBuf::from("/abs/tokens.json")));
+    assert_eq!(c.sinks.env_file, Some(PathBuf::from("/etc/upkeep/.env")));
+    // Absolute, in-memory and PostgreSQL URLs are left alone.
+    for url in [
+        "sqlite:///var/lib/upkeep.db",
+        "sqlite::memory:",
+        "postgres://u@h/db",
+    ] {
+        let mut c = load(Some(&format!("[store]\nurl = \"{url}\"\n")), &[]);
+        c.resolve_relative_paths(std::path::Path::new("/etc/upkeep"));
+        assert_eq!(c.store.url.expose(), url);
     }
 }

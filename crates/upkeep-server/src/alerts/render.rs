@@ -170,6 +170,7 @@ impl AlertKind {
             AlertKind::Recovered => "✅",
             AlertKind::AlertsSuppressed => "🔇",
             AlertKind::WebhookIntrusion => "🚨",
+            AlertKind::StorageFailing => "💾",
         }
     }
 }

@@ -175,7 +175,15 @@ pub struct AccountStatus {
     pub renewing: bool,
     pub last_renewal: Option<(Timestamp, String, String)>,
     pub disabled: Vec<String>,
+    /// Problems that need attention though the token may be fine, by name
+    /// (`store_write_failing`, `sink_write_failing`) with their last error.
+    pub conditions: std::collections::BTreeMap<String, String>,
 }
+
+/// The store refused a write (disk full, database down).
+pub const CONDITION_STORE: &str = "store_write_failing";
+/// A legacy token file or the backup could not be written.
+pub const CONDITION_SINK: &str = "sink_write_failing";
 
 pub(crate) struct AccountRuntime {
     pub(crate) settings: AccountSettings,
@@ -188,6 +196,8 @@ pub(crate) struct AccountRuntime {
     expected_user: Mutex<Option<String>>,
     /// Held while a token is being stored and published.
     publishing: tokio::sync::Mutex<()>,
+    /// The token files do not hold the current token yet (a write failed).
+    sinks_pending: std::sync::atomic::AtomicBool,
 }
 
 impl AccountRuntime {
@@ -208,6 +218,18 @@ impl AccountRuntime {
             s.last_check_problem = None;
         });
         self.current.send_replace(Some(current));
+    }
+    /// Sets a condition; true if it was not set before.
+    fn set_condition(&self, name: &str, detail: &str) -> bool {
+        self.status_mut(|s| {
+            s.conditions
+                .insert(name.to_owned(), detail.to_owned())
+                .is_none()
+        })
+    }
+    /// Clears a condition; true if it was set.
+    fn clear_condition(&self, name: &str) -> bool {
+        self.status_mut(|s| s.conditions.remove(name).is_some())
     }
     fn is_disabled(&self, s: StrategyKind) -> bool {
         self.disabled
@@ -310,6 +332,7 @@ impl Engine {
                     disabled: Mutex::new(HashSet::new()),
                     expected_user: Mutex::new(expected),
                     publishing: tokio::sync::Mutex::new(()),
+                    sinks_pending: std::sync::atomic::AtomicBool::new(false),
                 }),
             );
         }
@@ -500,8 +523,19 @@ impl Engine {
             outcome: outcome.to_owned(),
             detail: detail.to_owned(),
         };
-        if let Err(e) = self.inner.store.record_event(event).await {
-            tracing::error!(account, error = %e, "could not record an audit event");
+        let Some(a) = self.account(account) else {
+            if let Err(e) = self.inner.store.record_event(event).await {
+                tracing::error!(account, error = %e, "could not record an audit event");
+            }
+            return;
+        };
+        match self.inner.store.record_event(event).await {
+            Ok(_) => {
+                a.clear_condition(CONDITION_STORE);
+            }
+            Err(e) => {
+                self.store_failed(a, "an audit event", &e.to_string()).await;
+            }
         }
     }
 
@@ -532,6 +566,16 @@ impl Engine {
                 _ = tokio::time::sleep(chunk) => {}
                 _ = self.inner.shutdown.cancelled() => return false,
             }
+        }
+    }
+
+    /// Deletes audit events older than the retention (`settings.audit_retention`).
+    pub async fn prune_audit_log(&self) {
+        let before = self.inner.clock.now() - self.inner.settings.audit_retention;
+        match self.inner.store.prune_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned audit events past the retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
         }
     }
 

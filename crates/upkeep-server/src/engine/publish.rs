@@ -10,8 +10,11 @@ use upkeep_core::expiry::{TokenKind, format_ist, inspect};
 use upkeep_store::NewToken;
 use upkeep_upstox::ErrorClass;
 
+use crate::alerts::{Alert, AlertKind};
+
 use super::{
-    AccountRuntime, Actor, CurrentToken, Engine, KNOWN_USER_SECRET, RejectReason, short_error,
+    AccountRuntime, Actor, CONDITION_SINK, CONDITION_STORE, CurrentToken, Engine,
+    KNOWN_USER_SECRET, RejectReason, short_error,
 };
 
 /// A token issued before the current one (a replayed delivery, an old file) never
@@ -219,8 +222,17 @@ impl Engine {
                 },
                 now,
             )
-            .await
-            .map_err(|e| RejectReason::Store(e.to_string()))?;
+            .await;
+        let stored = match stored {
+            Ok(s) => {
+                a.clear_condition(CONDITION_STORE);
+                s
+            }
+            Err(e) => {
+                self.store_failed(&a, "the new token", &e.to_string()).await;
+                return Err(RejectReason::Store(e.to_string()));
+            }
+        };
         let current = Arc::new(CurrentToken::from_stored(stored));
         if actor != Actor::Webhook {
             self.remember_user(&a, sub).await;
@@ -263,10 +275,14 @@ impl Engine {
         }
     }
 
+    /// Writes the legacy files (default account) and the backup. A failure becomes the
+    /// account's `sink_write_failing` condition, with an alert; the supervisor writes
+    /// again until the files hold the current token.
     pub(super) async fn write_sinks(&self, account: &str, current: &CurrentToken) {
         let sinks = &self.inner.settings.sinks;
         let is_default = self.default_account() == Some(account);
         let now = self.inner.clock.now();
+        let mut failures = Vec::new();
         if is_default {
             if let Some(path) = &sinks.json_file {
                 let info = upkeep_store::JsonSinkInfo {
@@ -277,13 +293,13 @@ impl Engine {
                 if let Err(e) =
                     upkeep_store::write_json_sink(path, &current.token, current.expires_at, &info)
                 {
-                    tracing::error!(account, error = %e, "could not write the JSON token file");
+                    failures.push(e.to_string());
                 }
             }
             if let Some(path) = &sinks.env_file
                 && let Err(e) = upkeep_store::write_env_sink(path, &current.token)
             {
-                tracing::error!(account, error = %e, "could not write the .env token file");
+                failures.push(e.to_string());
             }
         }
         if let Some(dir) = &sinks.backup_dir {
@@ -296,8 +312,52 @@ impl Engine {
             .await
             {
                 Ok(path) => tracing::debug!(path = %path.display(), "store backed up"),
-                Err(e) => tracing::error!(error = %e, "could not back up the store"),
+                Err(e) => failures.push(format!("backup: {e}")),
             }
+        }
+        let Some(a) = self.account(account) else {
+            return;
+        };
+        if failures.is_empty() {
+            a.sinks_pending
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            if a.clear_condition(CONDITION_SINK) {
+                tracing::info!(account, "the token files are written again");
+            }
+            return;
+        }
+        a.sinks_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let detail = failures.join("; ");
+        if a.set_condition(CONDITION_SINK, &detail) {
+            tracing::error!(account, error = %detail, "could not write the token files; retrying until they hold the current token");
+            self.alert(Alert::new(
+                AlertKind::StorageFailing,
+                account,
+                "Token files not written",
+                format!(
+                    "upkeep could not write the token files of account {account} ({detail}). \
+                     Bots reading them keep an old token. upkeep keeps retrying."
+                ),
+                now,
+            ))
+            .await;
+        }
+    }
+
+    /// Records that the store refused a write (`store_write_failing`), with an alert.
+    pub(super) async fn store_failed(&self, a: &AccountRuntime, what: &str, e: &str) {
+        let id = &a.settings.id;
+        if a.set_condition(CONDITION_STORE, &format!("{what}: {e}")) {
+            tracing::error!(account = %id, error = %e, "the store refused a write: {what}");
+            self.alert(Alert::new(
+                AlertKind::StorageFailing,
+                id.clone(),
+                "Store write failing",
+                format!("The store refused to save {what} for account {id}: {e}. Check the disk or the database."),
+                self.inner.clock.now(),
+            ))
+            .await;
         }
     }
 }

@@ -38,6 +38,8 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(account = %id, error = %e, "cannot take the renewal lease");
+                self.store_failed(a, "the renewal lease", &e.to_string())
+                    .await;
                 return RenewOutcome::Failed {
                     reason: format!("store unavailable: {e}"),
                 };

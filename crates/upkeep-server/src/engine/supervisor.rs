@@ -79,6 +79,13 @@ impl Engine {
             if self.inner.shutdown.is_cancelled() {
                 break;
             }
+            // The token files missed the current token (a write failed): try again.
+            let current = a.current.borrow().clone();
+            if a.sinks_pending.load(std::sync::atomic::Ordering::Relaxed)
+                && let Some(c) = current
+            {
+                Box::pin(self.write_sinks(&id, &c)).await;
+            }
             let now = self.inner.clock.now();
             let p = self.plan_for(&a, now);
             a.status_mut(|s| s.next = Some(p.clone()));

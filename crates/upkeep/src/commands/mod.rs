@@ -593,8 +593,7 @@ async fn import(
 ) -> Result<ExitCode> {
     use upkeep_core::config::import;
     let loaded = context::load_config(path)?;
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+    let text = read_small_file(file, IMPORT_MAX_BYTES)?;
     let is_json = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -631,6 +630,31 @@ async fn import(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The largest file `upkeep import` reads (the legacy files are a few hundred bytes).
+const IMPORT_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Reads a text file of at most `max` bytes; a bigger one (or an endless one, like
+/// `/dev/zero`) is refused after reading `max + 1` bytes, not loaded whole.
+fn read_small_file(file: &std::path::Path, max: u64) -> Result<String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(file)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+    if bytes.len() as u64 > max {
+        return Err(UsageError(format!(
+            "{} is larger than {} KiB; that is not a token file or secrets.toml",
+            file.display(),
+            max / 1024
+        ))
+        .into());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| UsageError(format!("{} is not UTF-8 text", file.display())).into())
 }
 
 /// A TOML basic string.

@@ -27,6 +27,16 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             "cannot listen on {listen}: {e} (is another upkeep running?)"
         ))
     })?;
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+    {
+        eprintln!(
+            "upkeep: warning: listening on {addr}, not loopback: tokens and API keys cross the \
+             network in clear unless TLS terminates in front of upkeep"
+        );
+        tracing::warn!(%addr, "listening on a non-loopback address");
+    }
+    remove_crash_leftovers(config);
     let app = App::build(deps, listener)
         .await
         .context("cannot start the daemon")?;
@@ -36,6 +46,31 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
     app.run_until_stopped(wait_for_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Temporary files a crashed write left beside the legacy sinks and backups (they may
+/// hold a plaintext token) are removed at start.
+fn remove_crash_leftovers(config: &upkeep_core::config::Config) {
+    let dirs = [
+        config.sinks.json_file.as_deref().and_then(Path::parent),
+        config.sinks.env_file.as_deref().and_then(Path::parent),
+        config.store.backup_dir.as_deref(),
+        config.store.key_file.parent(),
+    ];
+    for dir in dirs.into_iter().flatten() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match upkeep_store::remove_stale_temp_files(dir) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(dir = %dir.display(), removed = n, "removed temporary files left by a crash")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean up temporary files"),
+        }
+    }
 }
 
 pub fn alerter(

@@ -1,0 +1,81 @@
+//! When the store or the token files cannot be written: the account shows a condition,
+//! a human is alerted, and the files are written again until they hold the current
+//! token.
+
+// Tests may unwrap; clippy's allow-unwrap-in-tests does not reach helper functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use jiff::civil::date;
+
+use common::{ACCOUNT, Setup, eventually, ist, spawn_app};
+
+#[tokio::test]
+async fn an_unwritable_token_file_is_a_condition_with_an_alert_and_is_rewritten_once_it_can_be() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink's folder is a file: every write fails (root ignores permission bits, so
+    // a read-only folder would not do).
+    let blocked = dir.path().join("bots");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    let sink = blocked.join("upstox_tokens.json");
+    let h = spawn_app(
+        Setup::at(ist(date(2026, 12, 1), 10, 0, 0))
+            .alerts()
+            .settings({
+                let sink = sink.clone();
+                move |s| s.sinks.json_file = Some(sink)
+            }),
+    )
+    .await;
+    // No token at start: the daemon logs in; the token is stored and current, but the
+    // legacy file cannot be written.
+    let token = h.wait_for_new_token(None).await;
+    let condition = eventually("the sink condition", || {
+        h.engine
+            .status(ACCOUNT)
+            .and_then(|s| s.conditions.get("sink_write_failing").cloned())
+    })
+    .await;
+    assert!(condition.contains("bots"), "{condition}");
+    let alert = h.alerts().wait_for("storage_failing", |_| true).await;
+    assert_eq!(alert["title"], "Token files not written");
+    assert!(!alert.to_string().contains(token.token.expose()));
+
+    // The folder becomes writable: the daemon writes the current token by itself.
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir(&blocked).unwrap();
+    let written = eventually("the token file", || std::fs::read_to_string(&sink).ok()).await;
+    assert!(written.contains(token.token.expose()));
+    eventually("the condition cleared", || {
+        h.engine.status(ACCOUNT).filter(|s| s.conditions.is_empty())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_writes_is_a_condition_with_an_alert() {
+    let h = spawn_app(
+        Setup::at(ist(date(2026, 12, 1), 10, 0, 0))
+            .alerts()
+            .token_issued_at(ist(date(2026, 12, 1), 9, 0, 0)),
+    )
+    .await;
+    // The database goes away under the daemon (as a full disk or a dead server would
+    // refuse writes).
+    h.engine.store().close().await;
+    let outcome = h.engine.renew(ACCOUNT, upkeep_server::Actor::Cli).await;
+    assert!(
+        !matches!(outcome, upkeep_server::RenewOutcome::Renewed { .. }),
+        "{outcome:?}"
+    );
+    let condition = eventually("the store condition", || {
+        h.engine
+            .status(ACCOUNT)
+            .and_then(|s| s.conditions.get("store_write_failing").cloned())
+    })
+    .await;
+    assert!(!condition.is_empty());
+    let alert = h.alerts().wait_for("storage_failing", |_| true).await;
+    assert_eq!(alert["title"], "Store write failing");
+}
