@@ -25,7 +25,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use clock::SystemClock;
-pub use engine::{Actor, CurrentToken, Engine, EngineDeps, RejectReason, RenewOutcome};
+pub use engine::{
+    Actor, CurrentToken, Engine, EngineDeps, RecordedCheck, RecordedView, RejectReason,
+    RenewOutcome,
+};
 pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 
 /// The daemon: engine + HTTP listener.

@@ -333,8 +333,8 @@ async fn a_refused_refresh_token_disables_the_strategy_without_retrying() {
     let d = w.daemon(BAD).await;
 
     let s = d
-        .status_until("the strategy to be disabled", |s| {
-            s.disabled.iter().any(|k| k == "refresh_token")
+        .status_until("the strategy disabled and the renewal over", |s| {
+            s.disabled.iter().any(|k| k == "refresh_token") && s.last_renewal.is_some()
         })
         .await;
     assert!(d.engine.current(ACCOUNT).is_none());

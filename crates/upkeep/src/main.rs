@@ -60,7 +60,13 @@ fn init_tracing(verbose: u8) {
         1 => "debug,sqlx=warn,hyper=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("UPKEEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // The login flow's cookie store logs whole Set-Cookie lines at debug level: they are
+    // login credentials, so that target is always off, whatever UPKEEP_LOG says.
+    let mut filter =
+        EnvFilter::try_from_env("UPKEEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    if let Ok(off) = "cookie_store=off".parse() {
+        filter = filter.add_directive(off);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1218,3 +1218,97 @@ fn a_config_file_with_secrets_that_others_can_read_is_warned_about() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("chmod"));
 }
+
+/// POSTs JSON and returns the parsed JSON answer.
+fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let u = url.strip_prefix("http://").unwrap();
+    let (host, path) = u.split_once('/').unwrap();
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+#[test]
+fn status_and_token_say_so_when_the_daemons_health_check_found_the_token_refused() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    write_serve_config(&env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    // A pasted token that nothing renews.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(r#"renew = ["totp", "oauth"]"#, r#"renew = ["static"]"#);
+    std::fs::write(&config, text).unwrap();
+    let base = c["base_url"].as_str().unwrap();
+    let issued = post_json(
+        &format!("{base}/sim/tokens"),
+        &serde_json::json!({"ucc": c["ucc"], "kind": "daily"}),
+    );
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    env.cmd_with(&config)
+        .args(["token", "set"])
+        .write_stdin(token.clone())
+        .assert()
+        .success();
+    env.cmd_with(&config).arg("token").assert().success();
+
+    // Upstox revokes it; the daemon's first health check finds out.
+    post_json(
+        &format!("{base}/sim/tokens/revoke"),
+        &serde_json::json!({"access_token": token}),
+    );
+    let _serve = spawn_serve(&config, false);
+    wait_for("`upkeep token` to refuse the revoked token", || {
+        !env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let out = env.cmd_with(&config).arg("token").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("revoked"), "{err}");
+
+    let out = env
+        .cmd_with(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "refused");
+    assert_eq!(v[0]["valid"], false);
+    assert_eq!(v[0]["last_check"]["result"], "refused");
+    assert_eq!(v[0]["last_check"]["problem"], "revoked");
+}
+
+#[test]
+fn a_traced_headless_login_never_logs_the_login_sessions_cookies() {
+    let env = Env::new();
+    let (_sim, c) = start_sim(&env, free_port());
+    write_serve_config(&env, &c, free_port(), "", "");
+    let config = env.path("serve.toml");
+    let out = env
+        .cmd_with(&config)
+        .args(["-vv", "renew"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("renewed with totp"), "{err}");
+    // The simulator's login service sets a `sim_login` session cookie on the way.
+    assert!(!err.contains("sim_login"), "a cookie reached the log");
+    assert!(!err.to_ascii_lowercase().contains("set-cookie"), "{err}");
+}

@@ -87,12 +87,14 @@ impl Engine {
                 ),
             },
         };
-        a.status_mut(|s| {
+        let changed = a.status_mut(|s| {
+            let changed = validated.is_some() && s.api_validated != validated;
             if validated.is_some() {
                 s.api_validated = validated;
             }
             s.last_check = Some(now);
             s.last_check_problem = problem.clone();
+            changed
         });
         let id = &a.settings.id;
         metrics::gauge!("upkeep_token_api_validated", "account" => id.clone())
@@ -101,8 +103,26 @@ impl Engine {
             && validated == Some(false)
         {
             tracing::warn!(account = %id, problem = %p, token_fp = %c.fingerprint, "health check: Upstox refused the current token");
-            self.audit(id, Actor::Health, "health_check", "invalid", p)
-                .await;
+            // Recorded every time (other processes, `upkeep status` and `upkeep token`,
+            // read the verdict from the audit log).
+            self.audit(
+                id,
+                Actor::Health,
+                "health_check",
+                "invalid",
+                &format!("{p} token fp={}", c.fingerprint),
+            )
+            .await;
+        } else if validated == Some(true) && changed {
+            // A valid verdict is recorded when it changes (once per token).
+            self.audit(
+                id,
+                Actor::Health,
+                "health_check",
+                "valid",
+                &format!("token fp={}", c.fingerprint),
+            )
+            .await;
         }
         renew
     }

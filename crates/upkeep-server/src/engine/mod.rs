@@ -85,6 +85,8 @@ pub enum Actor {
     OAuth,
     Health,
     Startup,
+    /// The daemon itself (conditions it noticed).
+    Daemon,
 }
 
 impl Actor {
@@ -98,6 +100,7 @@ impl Actor {
             Actor::OAuth => "oauth",
             Actor::Health => "health",
             Actor::Startup => "startup",
+            Actor::Daemon => "daemon",
         }
     }
 }
@@ -177,6 +180,25 @@ pub struct AccountStatus {
     pub disabled: Vec<String>,
     /// Problems that need attention though the token may be fine, by name
     /// (`store_write_failing`, `sink_write_failing`) with their last error.
+    pub conditions: std::collections::BTreeMap<String, String>,
+}
+
+/// A health check's verdict as recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCheck {
+    pub at: Timestamp,
+    /// Upstox refused the token.
+    pub refused: bool,
+    /// Why (expired, revoked, not permitted), when refused.
+    pub problem: Option<String>,
+}
+
+/// See [`Engine::recorded_view`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedView {
+    /// The latest recorded health-check verdict about the current token.
+    pub last_check: Option<RecordedCheck>,
+    /// Conditions a daemon recorded and has not cleared.
     pub conditions: std::collections::BTreeMap<String, String>,
 }
 
@@ -531,7 +553,18 @@ impl Engine {
         };
         match self.inner.store.record_event(event).await {
             Ok(_) => {
-                a.clear_condition(CONDITION_STORE);
+                if a.clear_condition(CONDITION_STORE) {
+                    tracing::info!(account, "the store takes writes again");
+                    let cleared = AuditEvent {
+                        account: account.to_owned(),
+                        at: self.inner.clock.now(),
+                        actor: Actor::Daemon.as_str().to_owned(),
+                        kind: "condition".into(),
+                        outcome: "cleared".into(),
+                        detail: CONDITION_STORE.into(),
+                    };
+                    let _ = self.inner.store.record_event(cleared).await;
+                }
             }
             Err(e) => {
                 self.store_failed(a, "an audit event", &e.to_string()).await;
@@ -567,6 +600,49 @@ impl Engine {
                 _ = self.inner.shutdown.cancelled() => return false,
             }
         }
+    }
+
+    /// What the store's audit log says about the account's current token and open
+    /// conditions: what another process (the CLI) can know of a running daemon's view.
+    pub async fn recorded_view(&self, account: &str) -> RecordedView {
+        let mut view = RecordedView::default();
+        let fp = self.current(account).map(|c| c.fingerprint.clone());
+        let Ok(events) = self.inner.store.events(Some(account), 500).await else {
+            return view;
+        };
+        let mut settled = std::collections::BTreeSet::new();
+        // Newest first: the first verdict about the current token wins; the first
+        // event about a condition decides whether it is open.
+        for (_, e) in events {
+            match e.kind.as_str() {
+                "health_check"
+                    if view.last_check.is_none()
+                        && fp
+                            .as_ref()
+                            .is_some_and(|fp| e.detail.ends_with(&format!("token fp={fp}"))) =>
+                {
+                    let problem = e
+                        .detail
+                        .split(" token fp=")
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    view.last_check = Some(RecordedCheck {
+                        at: e.at,
+                        refused: e.outcome == "invalid",
+                        problem: (e.outcome == "invalid").then_some(problem),
+                    });
+                }
+                "condition" => {
+                    let (name, detail) = e.detail.split_once(": ").unwrap_or((&e.detail, ""));
+                    if settled.insert(name.to_owned()) && e.outcome == "set" {
+                        view.conditions.insert(name.to_owned(), detail.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        view
     }
 
     /// Deletes audit events older than the retention (`settings.audit_retention`).

@@ -323,6 +323,14 @@ impl Engine {
                 .store(false, std::sync::atomic::Ordering::Relaxed);
             if a.clear_condition(CONDITION_SINK) {
                 tracing::info!(account, "the token files are written again");
+                self.audit(
+                    account,
+                    Actor::Daemon,
+                    "condition",
+                    "cleared",
+                    CONDITION_SINK,
+                )
+                .await;
             }
             return;
         }
@@ -331,6 +339,14 @@ impl Engine {
         let detail = failures.join("; ");
         if a.set_condition(CONDITION_SINK, &detail) {
             tracing::error!(account, error = %detail, "could not write the token files; retrying until they hold the current token");
+            self.audit(
+                account,
+                Actor::Daemon,
+                "condition",
+                "set",
+                &format!("{CONDITION_SINK}: {detail}"),
+            )
+            .await;
             self.alert(Alert::new(
                 AlertKind::StorageFailing,
                 account,

@@ -247,8 +247,6 @@ impl Gate {
             .collect::<Vec<_>>()
             .join(", ");
         tracing::warn!(
-            total,
-            reasons = %by_reason,
             "notifier webhook: {total} deliveries rejected since the last summary ({by_reason})"
         );
     }

@@ -252,6 +252,15 @@ struct Row {
     account: String,
     env: String,
     token: Option<Arc<upkeep_server::CurrentToken>>,
+    /// What a daemon recorded: the last health-check verdict, open conditions.
+    recorded: upkeep_server::RecordedView,
+}
+
+impl Row {
+    /// Upstox refused the current token at its last recorded health check.
+    fn refused(&self) -> Option<&upkeep_server::RecordedCheck> {
+        self.recorded.last_check.as_ref().filter(|c| c.refused)
+    }
 }
 
 async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCode> {
@@ -259,16 +268,15 @@ async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCod
     let engine = engine_for(&loaded).await?;
     let now = engine.clock().now();
     let thresholds = &engine.settings().thresholds;
-    let rows: Vec<Row> = loaded
-        .config
-        .accounts
-        .iter()
-        .map(|a| Row {
+    let mut rows: Vec<Row> = Vec::new();
+    for a in &loaded.config.accounts {
+        rows.push(Row {
             account: a.id.clone(),
             env: a.env.as_str().to_owned(),
             token: engine.current(&a.id),
-        })
-        .collect();
+            recorded: engine.recorded_view(&a.id).await,
+        });
+    }
     if as_json {
         let v: Vec<_> = rows
             .iter()
@@ -280,8 +288,14 @@ async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCod
                     "kind": t.map(|t| t.kind.as_str()),
                     "expires_at": t.map(|t| format_ist(t.expires_at)),
                     "seconds_left": t.map(|t| t.expires_at.duration_since(now).as_secs().max(0)),
-                    "state": t.map(|t| TokenState::at(t.expires_at, now, thresholds).as_str()).unwrap_or("missing"),
-                    "valid": t.is_some_and(|t| t.is_valid_at(now)),
+                    "state": if r.refused().is_some() { "refused" } else { t.map(|t| TokenState::at(t.expires_at, now, thresholds).as_str()).unwrap_or("missing") },
+                    "valid": t.is_some_and(|t| t.is_valid_at(now)) && r.refused().is_none(),
+                    "last_check": r.recorded.last_check.as_ref().map(|c| json!({
+                        "at": format_ist(c.at),
+                        "result": if c.refused { "refused" } else { "accepted" },
+                        "problem": c.problem,
+                    })),
+                    "conditions": r.recorded.conditions,
                     "source": t.map(|t| t.source.clone()),
                     "fingerprint": t.map(|t| t.fingerprint.clone()),
                 })
@@ -310,7 +324,10 @@ async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCod
                         } else {
                             "-".into()
                         },
-                        output::state_label(state, colour)
+                        match r.refused() {
+                            Some(_) => "REFUSED by Upstox".to_owned(),
+                            None => output::state_label(state, colour),
+                        }
                     );
                 }
                 None => println!(
@@ -322,6 +339,20 @@ async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCod
         if rows.is_empty() {
             println!("(no accounts configured)");
         }
+        for r in &rows {
+            if let Some(c) = r.refused() {
+                println!(
+                    "{}: a health check at {} found the token refused by Upstox ({}); run `upkeep renew --account {}`",
+                    r.account,
+                    format_ist(c.at),
+                    c.problem.as_deref().unwrap_or("refused"),
+                    r.account
+                );
+            }
+            for (name, detail) in &r.recorded.conditions {
+                println!("{}: condition {name}: {detail}", r.account);
+            }
+        }
     }
     engine.store().close().await;
     Ok(ExitCode::SUCCESS)
@@ -332,7 +363,15 @@ async fn valid_token(loaded: &Loaded, account: Option<&str>) -> Result<AccessTok
     let engine = engine_for(loaded).await?;
     let now = engine.clock().now();
     let current = engine.current(&id);
+    let recorded = engine.recorded_view(&id).await;
     engine.store().close().await;
+    if let Some(check) = recorded.last_check.filter(|c| c.refused) {
+        bail!(
+            "Upstox refused the token of account `{id}` at a health check at {} ({}); run `upkeep renew --account {id}` or `upkeep login --account {id}`",
+            format_ist(check.at),
+            check.problem.as_deref().unwrap_or("refused")
+        );
+    }
     match current {
         Some(c) if c.is_valid_at(now) => Ok(c.token.clone()),
         Some(c) => bail!(
