@@ -79,3 +79,37 @@ async fn a_store_that_refuses_writes_is_a_condition_with_an_alert() {
     let alert = h.alerts().wait_for("storage_failing", |_| true).await;
     assert_eq!(alert["title"], "Store write failing");
 }
+
+#[tokio::test]
+async fn token_files_left_behind_the_store_by_a_crash_are_rewritten_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("upstox_tokens.json");
+    let dotenv = dir.path().join(".env");
+    // A daemon killed after storing its new token but before writing the files: the
+    // store holds the token, the files an older one (here: none, and a stale line).
+    std::fs::write(&dotenv, "UPSTOX_ACCESS_TOKEN=an-old-revoked-token\n").unwrap();
+    let h = spawn_app(
+        Setup::at(ist(date(2026, 12, 1), 10, 0, 0))
+            .token_issued_at(ist(date(2026, 12, 1), 9, 0, 0))
+            .settings({
+                let (json, dotenv) = (json.clone(), dotenv.clone());
+                move |s| {
+                    s.sinks.json_file = Some(json);
+                    s.sinks.env_file = Some(dotenv);
+                }
+            }),
+    )
+    .await;
+    let token = h.seeded.clone().unwrap();
+    for file in [&json, &dotenv] {
+        let text = eventually("the token file rewritten", || {
+            std::fs::read_to_string(file)
+                .ok()
+                .filter(|t| t.contains(token.expose()))
+        })
+        .await;
+        assert!(!text.contains("an-old-revoked-token"));
+    }
+    // No renewal was needed for it.
+    assert_eq!(h.current().unwrap().fingerprint, token.fingerprint());
+}

@@ -51,6 +51,26 @@ impl ErrorClass {
     }
 }
 
+/// Whose move it is after an error, for a caller that keeps trying on its own (the
+/// renewal engine). Finer than [`ErrorClass::Fatal`]: only a credential or
+/// configuration fault should stop a strategy until a human acts, because only those
+/// get worse by retrying (a wrong PIN or TOTP retried locks the Upstox account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The user's credentials were refused: wrong PIN or TOTP, lockout, a refresh
+    /// token the provider no longer accepts. Never retry blindly.
+    Credential,
+    /// The app or upkeep's configuration is wrong: client id/secret, redirect URI,
+    /// inactive app, a TOTP seed that is not base32. A human must change a setting.
+    Configuration,
+    /// Upstox refused this attempt for a reason retrying now will not fix but a later
+    /// attempt may (a token refused, a login page that went somewhere unexpected, an
+    /// answer this client cannot read).
+    Refusal,
+    /// Network, 5xx, rate limits, the maintenance window: retry with backoff.
+    Transient,
+}
+
 /// The longest wait a `Retry-After` header can ask for. The header is network input: an
 /// absurd value (`Retry-After: 9223372036854775807`, a date in year 9999) would otherwise
 /// overflow the caller's `now + delay`. Upstox's longest documented pause (the nightly
@@ -305,6 +325,51 @@ impl UpstoxError {
         }
     }
 
+    /// Whose move it is: see [`Fault`].
+    pub fn fault(&self) -> Fault {
+        match self.class() {
+            ErrorClass::Transient | ErrorClass::Maintenance => return Fault::Transient,
+            ErrorClass::TokenInvalid | ErrorClass::NotPermitted => return Fault::Refusal,
+            ErrorClass::Fatal => {}
+        }
+        match self {
+            UpstoxError::Api(e) => {
+                let code = e.code.as_deref().unwrap_or_default().to_ascii_uppercase();
+                match code.as_str() {
+                    "INVALID_GRANT" => Fault::Credential,
+                    "UDAPI100016"
+                    | "UDAPI100068"
+                    | "UDAPI100073"
+                    | "UDAPI1017"
+                    | "UDAPI1018"
+                    | "UDAPI1022"
+                    | "UDAPI1023"
+                    | "UDAPI1024"
+                    | "UDAPI100015"
+                    | "INVALID_CLIENT"
+                    | "UNAUTHORIZED_CLIENT"
+                    | "UNSUPPORTED_GRANT_TYPE"
+                    | "INVALID_SCOPE"
+                    | "INVALID_REQUEST" => Fault::Configuration,
+                    "UDAPI100058" => Fault::Refusal,
+                    // The login service's own steps (OTP, TOTP, PIN) refuse credentials.
+                    _ if e.endpoint.contains("/login/open/") => Fault::Credential,
+                    _ if !e.bearer && matches!(e.status, 401 | 403) => Fault::Credential,
+                    _ => Fault::Refusal,
+                }
+            }
+            UpstoxError::Login { step, .. } => match step {
+                LoginStep::TotpVerify | LoginStep::Pin => Fault::Credential,
+                LoginStep::Exchange => Fault::Configuration,
+                LoginStep::Dialog | LoginStep::OtpGenerate | LoginStep::Authorize => Fault::Refusal,
+            },
+            UpstoxError::TotpSecret | UpstoxError::InvalidInput(_) | UpstoxError::Client(_) => {
+                Fault::Configuration
+            }
+            UpstoxError::Decode { .. } | UpstoxError::Network { .. } => Fault::Refusal,
+        }
+    }
+
     /// The `Retry-After` the server sent, if any.
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {
@@ -366,6 +431,90 @@ impl UpstoxError {
 impl From<ApiError> for UpstoxError {
     fn from(e: ApiError) -> Self {
         UpstoxError::Api(e)
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    fn api(endpoint: &'static str, status: u16, code: Option<&str>, bearer: bool) -> UpstoxError {
+        UpstoxError::Api(ApiError {
+            endpoint,
+            status,
+            code: code.map(str::to_owned),
+            message: None,
+            retry_after: None,
+            bearer,
+        })
+    }
+
+    #[test]
+    fn only_credential_and_configuration_faults_are_told_apart_from_passing_refusals() {
+        let pin = "POST /login/open/v3/auth/2fa";
+        let exchange = "POST /v2/login/authorization/token";
+        let cases = [
+            (api(pin, 400, Some("INVALID_PIN"), false), Fault::Credential),
+            (
+                api(pin, 403, Some("ACCOUNT_LOCKED"), false),
+                Fault::Credential,
+            ),
+            (
+                api("POST /oauth2/token", 400, Some("invalid_grant"), false),
+                Fault::Credential,
+            ),
+            (
+                api(exchange, 401, Some("UDAPI100016"), false),
+                Fault::Configuration,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100068"), false),
+                Fault::Configuration,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100073"), false),
+                Fault::Configuration,
+            ),
+            (
+                api("GET /v2/user/profile", 401, Some("UDAPI100050"), true),
+                Fault::Refusal,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100058"), false),
+                Fault::Refusal,
+            ),
+            (api(exchange, 503, None, false), Fault::Transient),
+            (
+                api(exchange, 429, Some("UDAPI10005"), false),
+                Fault::Transient,
+            ),
+            (UpstoxError::TotpSecret, Fault::Configuration),
+            (
+                UpstoxError::Login {
+                    step: LoginStep::Pin,
+                    detail: String::new(),
+                },
+                Fault::Credential,
+            ),
+            (
+                UpstoxError::Login {
+                    step: LoginStep::Dialog,
+                    detail: String::new(),
+                },
+                Fault::Refusal,
+            ),
+            (
+                UpstoxError::Network {
+                    endpoint: exchange,
+                    kind: NetworkErrorKind::Timeout,
+                    detail: String::new(),
+                },
+                Fault::Transient,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.fault(), want, "{e}");
+        }
     }
 }
 

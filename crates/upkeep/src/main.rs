@@ -67,7 +67,11 @@ fn init_tracing(verbose: u8) {
     if let Ok(off) = "cookie_store=off".parse() {
         filter = filter.add_directive(off);
     }
+    // Colour only on a terminal, and never with NO_COLOR set.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -1312,3 +1312,19 @@ fn a_traced_headless_login_never_logs_the_login_sessions_cookies() {
     assert!(!err.contains("sim_login"), "a cookie reached the log");
     assert!(!err.to_ascii_lowercase().contains("set-cookie"), "{err}");
 }
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env_remove("NO_COLOR")
+        .args(["-v", "token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.is_empty(), "-v logs something");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+}

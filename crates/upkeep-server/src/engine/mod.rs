@@ -318,6 +318,20 @@ async fn known_user_from_store(
     Ok(Some(user))
 }
 
+/// Whether a configured legacy token file (JSON or .env) does not hold `token`.
+fn sinks_behind(sinks: &crate::settings::SinkSettings, token: &AccessToken) -> bool {
+    [sinks.json_file.as_deref(), sinks.env_file.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|path| {
+            use std::io::Read as _;
+            let mut text = String::new();
+            let read =
+                std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_string(&mut text));
+            read.is_err() || !text.contains(token.expose())
+        })
+}
+
 /// The `source` of tokens delivered by Upstox's notifier webhook.
 pub(crate) const WEBHOOK_SOURCE: &str = "token_request";
 
@@ -357,6 +371,16 @@ impl Engine {
                     sinks_pending: std::sync::atomic::AtomicBool::new(false),
                 }),
             );
+        }
+        // A daemon killed between storing a token and writing the token files leaves
+        // them behind the store: check them once at start (the supervisor rewrites them).
+        if let Some(a) = order.first().and_then(|id| accounts.get(id))
+            && let Some(c) = a.current.borrow().as_ref()
+            && sinks_behind(&deps.settings.sinks, &c.token)
+        {
+            tracing::warn!(account = %a.settings.id, "the token files do not hold the current token; rewriting them");
+            a.sinks_pending
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let states = StateBook::new(deps.master_key.to_hex().as_bytes());
         let holder = lease::holder_id();

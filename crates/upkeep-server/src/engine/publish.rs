@@ -63,7 +63,13 @@ impl Engine {
         let (issued_at, expires_at, kind, sub) = match result {
             Ok(v) => v,
             Err(reason) => {
-                tracing::warn!(account, source, actor = actor.as_str(), %reason, token_fp = %token.fingerprint(), "token rejected");
+                // Webhook rejections are counted and summarised by the webhook's gate
+                // (anyone can post there); every other refusal is worth a line.
+                if actor == Actor::Webhook {
+                    tracing::debug!(account, source, %reason, token_fp = %token.fingerprint(), "token rejected");
+                } else {
+                    tracing::warn!(account, source, actor = actor.as_str(), %reason, token_fp = %token.fingerprint(), "token rejected");
+                }
                 metrics::counter!("upkeep_tokens_rejected_total", "account" => account.to_owned(), "source" => source.to_owned()).increment(1);
                 self.audit(
                     account,

@@ -9,10 +9,12 @@ use upkeep_server::alerts::{AlertPolicy, Alerter, EmailTarget, WebhookFormat, We
 use upkeep_server::{App, SystemClock};
 
 use crate::cli::ServeArgs;
-use crate::commands::{UsageError, seed_initial_tokens, sim::wait_for_signal};
+use crate::commands::{UsageError, seed_initial_tokens, sim::shutdown_signal};
 use crate::context;
 
 pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
+    // First: a SIGTERM during start-up then stops the daemon cleanly too.
+    let stop = shutdown_signal();
     let loaded = context::load_config(path)?;
     let config = &loaded.config;
     let listen = match &args.listen {
@@ -22,11 +24,7 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     let clock: Arc<dyn upkeep_core::Clock> = Arc::new(SystemClock);
     let alerter = alerter(config, clock.clone())?;
     let deps = context::engine_deps(&loaded, clock, alerter).await?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-        UsageError(format!(
-            "cannot listen on {listen}: {e} (is another upkeep running?)"
-        ))
-    })?;
+    let listener = bind(&listen).await?;
     if let Ok(addr) = listener.local_addr()
         && !addr.ip().is_loopback()
     {
@@ -44,8 +42,36 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     let addr = app.local_addr()?;
     tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
     eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
-    app.run_until_stopped(wait_for_signal()).await?;
+    app.run_until_stopped(stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the listener with a deep accept queue (a burst of connections waits in the
+/// kernel instead of being dropped and retried a second later).
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
+    let addr: std::net::SocketAddr = match tokio::net::lookup_host(listen).await {
+        Ok(mut addrs) => addrs.next(),
+        Err(_) => None,
+    }
+    .ok_or_else(|| UsageError(format!("cannot listen on {listen}: not an address:port")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(addr)?;
+        Ok(s)
+    })
+    .map_err(|e| {
+        UsageError(format!(
+            "cannot listen on {listen}: {e} (is another upkeep running?)"
+        ))
+    })?;
+    Ok(socket
+        .listen(1024)
+        .map_err(|e| UsageError(format!("cannot listen on {listen}: {e}")))?)
 }
 
 /// Temporary files a crashed write left beside the legacy sinks and backups (they may
