@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use upkeep_core::AccessToken;
-use upkeep_upstox::{ErrorClass, TotpLogin, UpstoxError};
+use upkeep_upstox::{Fault, TotpLogin, UpstoxError};
 
 use crate::alerts::{Alert, AlertKind};
 use crate::engine::{AccountRuntime, CurrentToken, Engine, short_error};
@@ -20,12 +20,20 @@ pub(crate) enum Obtained {
     Delivered(Arc<CurrentToken>),
 }
 
-/// Why a strategy did not produce a token.
+/// Why a strategy did not produce a token. The kind decides what the engine does:
+/// only a credential or configuration fault disables the strategy (a stored latch)
+/// until a human acts; a refusal fails this attempt and the next strategy is tried.
 pub(crate) enum Failure {
     /// The strategy is not configured or cannot run for this account.
     NotApplicable(String),
-    /// Retrying will not help (bad credentials, lockout, inactive app): alert a human.
-    Fatal(String),
+    /// The user's credentials were refused (wrong PIN or TOTP, lockout, a refresh token
+    /// refused): retrying would lock the account. Disables the strategy.
+    Credential(String),
+    /// The app or upkeep's configuration is wrong. Disables the strategy.
+    Configuration(String),
+    /// Upstox refused this attempt (a token it would not accept, an unexpected answer);
+    /// retrying at once will not help, a later attempt may.
+    Refused(String),
     /// Worth retrying after a backoff.
     Transient {
         reason: String,
@@ -37,19 +45,42 @@ pub(crate) enum Failure {
     Cancelled,
 }
 
+impl Failure {
+    /// A token the engine refused to make current, as a failure of the strategy that
+    /// produced it.
+    pub(crate) fn from_rejection(reason: &crate::engine::RejectReason) -> Self {
+        use crate::engine::RejectReason as R;
+        let why = format!("token refused: {reason}");
+        match reason {
+            R::Unverified(_) | R::Store(_) => Failure::Transient {
+                reason: why,
+                retry_after: None,
+            },
+            R::WrongUser => Failure::Configuration(format!(
+                "{why} (the account's credentials log in as another Upstox user than its \
+                 user_id)"
+            )),
+            R::UserUnknown | R::UnknownAccount(_) => Failure::Configuration(why),
+            R::Malformed(_) | R::Expired(_) | R::NotAccepted(_) | R::Stale(_) => {
+                Failure::Refused(why)
+            }
+        }
+    }
+}
+
 fn classify(engine: &Engine, e: UpstoxError) -> Failure {
     let reason = short_error(&e);
-    match e.class() {
-        ErrorClass::Transient | ErrorClass::Maintenance => Failure::Transient {
+    match e.fault() {
+        Fault::Transient => Failure::Transient {
             retry_after: e.retry_after().map(|r| {
                 let d = r.delay_from(engine.clock().now());
                 SignedDuration::try_from(d).unwrap_or(SignedDuration::from_secs(60))
             }),
             reason,
         },
-        ErrorClass::Fatal | ErrorClass::TokenInvalid | ErrorClass::NotPermitted => {
-            Failure::Fatal(reason)
-        }
+        Fault::Credential => Failure::Credential(reason),
+        Fault::Configuration => Failure::Configuration(reason),
+        Fault::Refusal => Failure::Refused(reason),
     }
 }
 
@@ -191,17 +222,25 @@ async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, 
         ));
     };
     let url = url::Url::parse(&r.token_url)
-        .map_err(|_| Failure::Fatal("refresh_token.token_url is not a URL".into()))?;
+        .map_err(|_| Failure::Configuration("refresh_token.token_url is not a URL".into()))?;
     let stored = engine
         .store()
         .get_secret(&s.id, "refresh_token")
         .await
-        .map_err(|e| Failure::Transient {
-            reason: format!("store: {e}"),
-            retry_after: None,
+        .or_else(|e| {
+            // The rotated token waiting to be saved is the one to use anyway.
+            if a.pending_refresh().is_some() {
+                Ok(None)
+            } else {
+                Err(Failure::Transient {
+                    reason: format!("store: {e}"),
+                    retry_after: None,
+                })
+            }
         })?;
     let configured = r.refresh_token.as_ref();
-    let Some(refresh) = stored.as_ref().or(configured) else {
+    let pending = a.pending_refresh();
+    let Some(refresh) = pending.as_ref().or(stored.as_ref()).or(configured) else {
         return Err(Failure::NotApplicable(
             "no refresh token is known yet".into(),
         ));
@@ -224,16 +263,11 @@ async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, 
             .await;
     }
     let grant = result.map_err(|e| classify(engine, e))?;
-    if let Some(rotated) = &grant.refresh_token
-        && let Err(e) = engine
-            .store()
-            .put_secret(&s.id, "refresh_token", rotated)
-            .await
-    {
-        // Losing a rotated refresh token would break the next renewal: fatal.
-        return Err(Failure::Fatal(format!(
-            "could not store the rotated refresh token: {e}"
-        )));
+    if let Some(rotated) = &grant.refresh_token {
+        // The provider has rotated it: the old one is dead. Keep the new one in memory
+        // whatever the store says, and save it until the store takes it.
+        a.set_pending_refresh(rotated.clone());
+        engine.save_pending_refresh(a).await;
     }
     Ok(Obtained::Token {
         token: grant.access_token,

@@ -274,6 +274,27 @@ async fn a_wrong_totp_secret_fails_once_without_retry_or_lockout_and_the_fixed_o
     assert!(h.current().is_none());
     assert_eq!(h.engine.status(ACCOUNT).unwrap().disabled, vec!["totp"]);
 
+    eprintln!(
+        "DEBUG test sees {:?}",
+        h.engine
+            .store()
+            .get_secret(ACCOUNT, "latch:totp")
+            .await
+            .map(|s| s.map(|s| s.expose().to_owned()))
+    );
+    // A crash loop: the daemon restarts with the same wrong seed, again and again. The
+    // stored latch keeps the strategy off, so no restart spends a login attempt.
+    for _ in 0..3 {
+        h.restart(|_| {}).await;
+        h.let_daemon_run().await;
+        assert_eq!(h.engine.status(ACCOUNT).unwrap().disabled, vec!["totp"]);
+    }
+    assert_eq!(
+        h.counters().failed_logins,
+        1,
+        "no attempt spent by a restart"
+    );
+
     // The secret is fixed in the configuration; a new daemon on the same store renews.
     let right = h.creds.totp_secret.clone();
     h.restart(move |a| a.totp.as_mut().unwrap().secret = Secret::new(right))
@@ -786,6 +807,8 @@ async fn shutdown_while_an_approval_is_awaited_returns_promptly_and_keeps_the_st
         h.engine.status(ACCOUNT).filter(|s| s.renewing)
     })
     .await;
+    // The request is recorded once Upstox has answered it: then upkeep is waiting.
+    h.wait_for_event("token_request_sent", |_| true).await;
 
     // Well under the daemon's own 10 s limit for a supervisor to stop.
     tokio::time::timeout(Duration::from_secs(5), h.stop())
@@ -1116,4 +1139,52 @@ async fn a_lease_left_by_a_killed_renewer_is_taken_over_at_once_and_the_revoked_
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_latch_cleared_by_another_process_re_enables_the_strategy_in_the_running_daemon() {
+    let tue = tuesday();
+    let h = spawn_app(Setup::at(ist(tue, 10, 0, 0)).wrong_totp()).await;
+    h.wait_for_event("strategy_failed", |e| e.outcome == "fatal")
+        .await;
+    h.let_daemon_run().await;
+    assert_eq!(h.counters().failed_logins, 1);
+    // `upkeep accounts reset-strategy` (another process) deletes the stored latch.
+    let store = h.open_store().await;
+    assert!(
+        store
+            .delete_secret(
+                ACCOUNT,
+                &upkeep_server::engine::latch_name(StrategyKind::Totp)
+            )
+            .await
+            .unwrap()
+    );
+    store.close().await;
+    // The daemon notices and tries again (with the still wrong seed: a human reset
+    // it without fixing it, and that one attempt is what they asked for).
+    eventually("the second attempt", || {
+        (h.counters().failed_logins == 2).then_some(())
+    })
+    .await;
+    h.let_daemon_run().await;
+    assert_eq!(h.counters().failed_logins, 2, "then disabled again");
+}
+
+#[tokio::test]
+async fn a_refusal_that_is_not_the_credentials_fails_the_attempt_without_disabling_the_strategy() {
+    let tue = tuesday();
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[StrategyKind::RefreshToken])
+            .unknown_user(),
+    )
+    .await;
+    // No refresh token configured for this harness account: not applicable, not a fault.
+    let outcome = h.engine.renew(ACCOUNT, Actor::Cli).await;
+    assert!(
+        matches!(outcome, RenewOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
+    assert!(h.engine.status(ACCOUNT).unwrap().disabled.is_empty());
 }

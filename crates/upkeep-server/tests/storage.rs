@@ -9,7 +9,7 @@ mod common;
 
 use jiff::civil::date;
 
-use common::{ACCOUNT, Setup, eventually, ist, spawn_app};
+use common::{ACCOUNT, Setup, eventually, eventually_async, ist, spawn_app};
 
 #[tokio::test]
 async fn an_unwritable_token_file_is_a_condition_with_an_alert_and_is_rewritten_once_it_can_be() {
@@ -112,4 +112,76 @@ async fn token_files_left_behind_the_store_by_a_crash_are_rewritten_at_start() {
     }
     // No renewal was needed for it.
     assert_eq!(h.current().unwrap().fingerprint, token.fingerprint());
+}
+
+#[tokio::test]
+async fn a_token_upstox_delivered_while_the_store_refuses_writes_is_used_and_saved_later() {
+    use sqlx::Connection as _;
+    use upkeep_core::AccessToken;
+    let tue = date(2026, 12, 1);
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[upkeep_server::settings::StrategyKind::TokenRequest])
+            .token_issued_at(ist(tue, 9, 0, 0))
+            .store_busy_timeout(std::time::Duration::from_millis(200))
+            .alerts()
+            .settings(|s| s.webhook.answer_within = std::time::Duration::from_secs(30)),
+    )
+    .await;
+    // Another connection holds the write lock (as a long migration, a backup tool or
+    // a full disk would refuse writes): the daemon's writes fail after 200 ms.
+    let mut holder = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(h.db_path()),
+    )
+    .await
+    .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    h.clock.advance(jiff::SignedDuration::from_mins(1));
+    let fresh = AccessToken::new(
+        h.sim
+            .state()
+            .issue_token(&h.creds.ucc, upkeep_sim::TokenKind::Daily)
+            .unwrap(),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/webhooks/upstox/token", h.daemon_url))
+        .json(&common::notifier_body(
+            &h.creds.client_id,
+            &h.creds.ucc,
+            fresh.expose(),
+            h.clock.now(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    // Upstox delivers once: the token is taken and used although it could not be saved.
+    assert_eq!(resp.status(), 200);
+    assert_eq!(h.current().unwrap().fingerprint, fresh.fingerprint());
+    let status = h.engine.status(ACCOUNT).unwrap();
+    assert!(status.conditions.contains_key("store_write_failing"));
+    h.alerts()
+        .wait_for("storage_failing", |a| a["title"] == "Store write failing")
+        .await;
+
+    // The lock goes away: the daemon saves the token by itself and the condition clears.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    eventually_async("the token saved", || async {
+        h.engine
+            .store()
+            .current_token(ACCOUNT)
+            .await
+            .ok()
+            .flatten()
+            .filter(|t| t.fingerprint == fresh.fingerprint())
+    })
+    .await;
+    eventually("the condition cleared", || {
+        h.engine.status(ACCOUNT).filter(|s| s.conditions.is_empty())
+    })
+    .await;
 }

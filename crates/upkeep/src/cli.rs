@@ -227,6 +227,17 @@ pub enum AccountsCommand {
     },
     /// Remove an account and its tokens from the store (audit events stay).
     Remove { id: String },
+    /// Re-enable strategies stopped by a credential or configuration fault (a wrong PIN
+    /// or TOTP, a bad client secret). upkeep never retries those by itself, also not
+    /// after a restart; fix the cause first. A running daemon notices within a poll.
+    ResetStrategy {
+        /// The account (default: the default account).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this strategy (totp, token_request, oauth, refresh_token).
+        #[arg(long)]
+        strategy: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

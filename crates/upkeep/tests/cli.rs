@@ -1328,3 +1328,37 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(!err.is_empty(), "-v logs something");
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 }
+
+#[test]
+fn reset_strategy_clears_a_stored_lockout_latch() {
+    let env = Env::new();
+    let (_sim, c) = start_sim(&env, free_port());
+    write_serve_config(&env, &c, free_port(), WRONG_TOTP_SEED, "");
+    let config = env.path("serve.toml");
+    // A wrong seed: one attempt, then totp is latched (stored, survives the process).
+    let out = env.cmd_with(&config).arg("renew").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = env
+        .cmd_with(&config)
+        .args(["accounts", "reset-strategy", "--strategy", "totpp"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown strategy is a usage error"
+    );
+    let out = env
+        .cmd_with(&config)
+        .args(["accounts", "reset-strategy", "--strategy", "totp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-enabled totp"));
+    let out = env
+        .cmd_with(&config)
+        .args(["accounts", "reset-strategy"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no strategy was stopped"));
+}

@@ -31,6 +31,8 @@ use crate::oauth_state::StateBook;
 use crate::settings::{AccountSettings, DaemonSettings, StrategyKind};
 
 mod health;
+mod latch;
+pub use latch::latch_name;
 mod lease;
 mod publish;
 mod renewal;
@@ -220,6 +222,14 @@ pub(crate) struct AccountRuntime {
     publishing: tokio::sync::Mutex<()>,
     /// The token files do not hold the current token yet (a write failed).
     sinks_pending: std::sync::atomic::AtomicBool,
+    /// The current token, when the store has not taken it yet (it is valid whatever
+    /// the store says; saved again until the store takes it).
+    unsaved: Mutex<Option<Arc<CurrentToken>>>,
+    /// A rotated refresh token the store has not taken yet (the old one is dead).
+    pending_refresh: Mutex<Option<upkeep_core::Secret>>,
+    /// Completed passes of the supervisor's loop (each one read the clock, planned,
+    /// and acted on what was due).
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl AccountRuntime {
@@ -240,6 +250,18 @@ impl AccountRuntime {
             s.last_check_problem = None;
         });
         self.current.send_replace(Some(current));
+    }
+    pub(crate) fn set_pending_refresh(&self, token: upkeep_core::Secret) {
+        *self
+            .pending_refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(token);
+    }
+    pub(crate) fn pending_refresh(&self) -> Option<upkeep_core::Secret> {
+        self.pending_refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Sets a condition; true if it was not set before.
     fn set_condition(&self, name: &str, detail: &str) -> bool {
@@ -369,6 +391,9 @@ impl Engine {
                     expected_user: Mutex::new(expected),
                     publishing: tokio::sync::Mutex::new(()),
                     sinks_pending: std::sync::atomic::AtomicBool::new(false),
+                    unsaved: Mutex::new(None),
+                    pending_refresh: Mutex::new(None),
+                    passes: std::sync::atomic::AtomicU64::new(0),
                 }),
             );
         }
@@ -384,7 +409,7 @@ impl Engine {
         }
         let states = StateBook::new(deps.master_key.to_hex().as_bytes());
         let holder = lease::holder_id();
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 settings: deps.settings,
                 clock: deps.clock,
@@ -398,7 +423,11 @@ impl Engine {
                 shutdown: CancellationToken::new(),
                 holder,
             }),
-        })
+        };
+        for a in engine.inner.accounts.values() {
+            engine.load_latches(a).await;
+        }
+        Ok(engine)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -451,6 +480,15 @@ impl Engine {
     /// config's `user_id`, or learned from a path that proves it.
     pub fn known_user(&self, account: &str) -> Option<String> {
         self.account(account).and_then(|a| a.expected_user())
+    }
+
+    /// How many passes the account's supervisor has completed. A pass that starts after
+    /// the clock was moved sees the new time: tests wait for passes, not wall time,
+    /// before asserting that something did not happen.
+    pub fn supervisor_passes(&self, account: &str) -> u64 {
+        self.account(account)
+            .map(|a| a.passes.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(0)
     }
 
     /// The account's current token from memory (may be expired: check `expires_at`).
@@ -508,6 +546,11 @@ impl Engine {
                 reason: format!("no account `{account}` is configured"),
             };
         };
+        // A human asked: strategies stopped by a credential or configuration fault get
+        // another go (the fix is presumably in).
+        if let Err(e) = self.reset_strategies(account, None).await {
+            tracing::warn!(account, error = %e, "cannot clear the lockout latches");
+        }
         let deadline = self.inner.clock.now() + SignedDuration::from_mins(10);
         self.run_renewal_with(&a, actor, deadline, false).await
     }

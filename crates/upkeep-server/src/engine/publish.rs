@@ -214,6 +214,8 @@ impl Engine {
                 issued_at.map(format_ist).unwrap_or_default(),
             ));
         }
+        let token_copy = token.clone();
+        let token_fp = token.fingerprint();
         let stored = self
             .inner
             .store
@@ -229,17 +231,29 @@ impl Engine {
                 now,
             )
             .await;
-        let stored = match stored {
+        let current = match stored {
             Ok(s) => {
                 a.clear_condition(CONDITION_STORE);
-                s
+                Arc::new(CurrentToken::from_stored(s))
             }
             Err(e) => {
+                // Upstox has issued it and it is valid whatever the store says: use it
+                // now (memory, files) and save it again until the store takes it.
                 self.store_failed(&a, "the new token", &e.to_string()).await;
-                return Err(RejectReason::Store(e.to_string()));
+                let current = Arc::new(CurrentToken {
+                    fingerprint: token_fp,
+                    token: token_copy,
+                    issued_at,
+                    expires_at,
+                    kind,
+                    source: source.to_owned(),
+                    stored_at: now,
+                    user_id: Some(sub.clone()),
+                });
+                *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
+                current
             }
         };
-        let current = Arc::new(CurrentToken::from_stored(stored));
         if actor != Actor::Webhook {
             self.remember_user(&a, sub).await;
         }
@@ -364,6 +378,83 @@ impl Engine {
                 now,
             ))
             .await;
+        }
+    }
+
+    /// Saves a current token the store refused earlier, if it is still current.
+    pub(super) async fn save_unsaved(&self, a: &AccountRuntime, c: &Arc<CurrentToken>) {
+        // Under the publish lock: a publish in progress has finished (memory and
+        // `unsaved` agree) before this looks at them.
+        let _publishing = a.publishing.lock().await;
+        let still_current = a
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|now| now.fingerprint == c.fingerprint);
+        if !still_current {
+            *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return;
+        }
+        let result = self
+            .inner
+            .store
+            .put_token(
+                &a.settings.id,
+                NewToken {
+                    token: c.token.clone(),
+                    issued_at: c.issued_at,
+                    expires_at: c.expires_at,
+                    kind: c.kind.as_str().to_owned(),
+                    source: c.source.clone(),
+                },
+                self.inner.clock.now(),
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                a.clear_condition(CONDITION_STORE);
+                tracing::info!(account = %a.settings.id, token_fp = %c.fingerprint, "the store took the current token");
+                self.audit(
+                    &a.settings.id,
+                    Actor::Daemon,
+                    "token_stored",
+                    &c.source,
+                    &format!(
+                        "token fp={} (saved late: the store refused it first)",
+                        c.fingerprint
+                    ),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::debug!(account = %a.settings.id, error = %e, "the store still refuses the current token")
+            }
+        }
+    }
+
+    /// Saves a rotated refresh token kept in memory; on failure it stays pending (and
+    /// the store condition is raised).
+    pub(crate) async fn save_pending_refresh(&self, a: &AccountRuntime) {
+        let Some(token) = a.pending_refresh() else {
+            return;
+        };
+        match self
+            .inner
+            .store
+            .put_secret(&a.settings.id, "refresh_token", &token)
+            .await
+        {
+            Ok(()) => {
+                let mut g = a.pending_refresh.lock().unwrap_or_else(|e| e.into_inner());
+                if g.as_ref().is_some_and(|p| p.expose() == token.expose()) {
+                    *g = None;
+                }
+            }
+            Err(e) => {
+                self.store_failed(a, "the rotated refresh token", &e.to_string())
+                    .await;
+            }
         }
     }
 

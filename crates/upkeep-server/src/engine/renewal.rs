@@ -4,6 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 use upkeep_core::expiry::format_ist;
 
+use super::latch::LatchKind;
 use super::lease::{LeaseGuard, holder_is_dead_local_process};
 use super::{AccountRuntime, Actor, Engine, RenewOutcome};
 use crate::alerts::{Alert, AlertKind};
@@ -200,7 +201,10 @@ impl Engine {
                 continue;
             }
             if a.is_disabled(kind) {
-                reasons.push(format!("{}: disabled after a fatal error", kind.as_str()));
+                reasons.push(format!(
+                    "{}: disabled after a credential or configuration fault",
+                    kind.as_str()
+                ));
                 continue;
             }
             let mut delay = self.inner.settings.retry.first;
@@ -227,7 +231,7 @@ impl Engine {
                                     fingerprint: c.fingerprint.clone(),
                                 };
                             }
-                            Err(reason) => Failure::Fatal(format!("token refused: {reason}")),
+                            Err(reason) => Failure::from_rejection(&reason),
                         }
                     }
                     Ok(Obtained::Delivered(c)) => {
@@ -238,18 +242,20 @@ impl Engine {
                     }
                     Err(f) => f,
                 };
+                let failure_kind = match &failure {
+                    Failure::Credential(_) => LatchKind::Credential,
+                    _ => LatchKind::Configuration,
+                };
                 match failure {
                     Failure::Cancelled => return RenewOutcome::Cancelled,
                     Failure::NotApplicable(why) => {
                         reasons.push(format!("{}: {why}", kind.as_str()));
                         break;
                     }
-                    Failure::Fatal(why) => {
-                        tracing::error!(account = %id, strategy = kind.as_str(), reason = %why, "strategy failed fatally; not retrying it");
-                        a.disabled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(kind);
+                    Failure::Credential(why) | Failure::Configuration(why) => {
+                        let latch = failure_kind;
+                        tracing::error!(account = %id, strategy = kind.as_str(), reason = %why, "strategy failed on credentials or configuration; not retrying it");
+                        self.latch(a, kind, latch, &why).await;
                         self.audit(
                             &id,
                             actor,
@@ -261,10 +267,25 @@ impl Engine {
                         self.alert(Alert::new(
                             AlertKind::RenewalFatal,
                             id.clone(),
-                            format!("Strategy {} failed", kind.as_str()),
-                            format!("{why}. upkeep will not retry it automatically (to avoid a lockout); fix it and run `upkeep renew --account {id}`."),
+                            format!("Strategy {} stopped: fix its credentials or settings", kind.as_str()),
+                            format!("{why}. upkeep will not retry it by itself (to avoid a lockout), also not after a restart; fix it and run `upkeep renew --account {id}` (or `upkeep accounts reset-strategy --account {id}`)."),
                             self.inner.clock.now(),
                         ))
+                        .await;
+                        reasons.push(format!("{}: {why}", kind.as_str()));
+                        break;
+                    }
+                    Failure::Refused(why) => {
+                        // Not the credentials: the strategy stays enabled for the next
+                        // attempt; this one moves on to the next strategy.
+                        tracing::warn!(account = %id, strategy = kind.as_str(), reason = %why, "Upstox refused this attempt");
+                        self.audit(
+                            &id,
+                            actor,
+                            "strategy_failed",
+                            "refused",
+                            &format!("{}: {why}", kind.as_str()),
+                        )
                         .await;
                         reasons.push(format!("{}: {why}", kind.as_str()));
                         break;

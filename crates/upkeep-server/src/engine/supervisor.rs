@@ -35,6 +35,32 @@ impl Engine {
         handles
     }
 
+    /// What a failed write left to do, tried again every loop until it is done: the
+    /// current token into the store, a rotated refresh token into the store, the token
+    /// files; and latches another process cleared (returns whether a strategy was
+    /// re-enabled that way: a human asked for another attempt).
+    pub(super) async fn catch_up(&self, a: &AccountRuntime) -> bool {
+        let unsaved = a.unsaved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(c) = unsaved {
+            self.save_unsaved(a, &c).await;
+        }
+        if a.pending_refresh().is_some() {
+            self.save_pending_refresh(a).await;
+        }
+        let current = a.current.borrow().clone();
+        if a.sinks_pending.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(c) = current
+        {
+            self.write_sinks(&a.settings.id, &c).await;
+        }
+        let any_disabled = !a
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        any_disabled && self.resync_latches(a).await
+    }
+
     pub(super) fn policy_for(&self, a: &AccountSettings) -> upkeep_core::plan::RenewalPolicy {
         let mut p = self.inner.settings.policy.clone();
         p.trade_weekends |= a.trades_weekends;
@@ -80,11 +106,8 @@ impl Engine {
                 break;
             }
             // The token files missed the current token (a write failed): try again.
-            let current = a.current.borrow().clone();
-            if a.sinks_pending.load(std::sync::atomic::Ordering::Relaxed)
-                && let Some(c) = current
-            {
-                Box::pin(self.write_sinks(&id, &c)).await;
+            if Box::pin(self.catch_up(&a)).await {
+                cooldown_until = None;
             }
             let now = self.inner.clock.now();
             let p = self.plan_for(&a, now);
@@ -158,6 +181,7 @@ impl Engine {
             }
             wake = wake.min(next_health);
 
+            a.passes.fetch_add(1, std::sync::atomic::Ordering::Release);
             let mut changes = a.current.subscribe();
             changes.mark_unchanged();
             let remaining = Duration::try_from(wake.duration_since(self.inner.clock.now()))
@@ -213,8 +237,12 @@ impl Engine {
                 }
             }
             TriggerKind::Force => {
-                // A human asked: give strategies stopped by a fatal error another go.
-                a.disabled.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                // A human asked: give strategies stopped by a credential or
+                // configuration fault another go (memory and the stored latch).
+                if let Err(e) = self.reset_strategies(&a.settings.id, None).await {
+                    tracing::warn!(account = %a.settings.id, error = %e, "cannot clear the lockout latches");
+                    a.disabled.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                }
             }
         }
         let p = self.plan_for(a, now);

@@ -70,6 +70,7 @@ pub struct Setup {
     pin: Option<String>,
     latency_ms: u64,
     user_known: bool,
+    busy_timeout: Option<Duration>,
     tweaks: Vec<Tweak>,
 }
 
@@ -86,6 +87,7 @@ impl Setup {
             pin: None,
             latency_ms: 0,
             user_known: true,
+            busy_timeout: None,
             tweaks: Vec::new(),
         }
     }
@@ -122,6 +124,13 @@ impl Setup {
     /// Make the simulator answer every Upstox call this much later, from the start.
     pub fn latency_ms(mut self, ms: u64) -> Self {
         self.latency_ms = ms;
+        self
+    }
+
+    /// Open the daemon's SQLite store with this busy timeout (how long a write waits
+    /// for another connection's lock before the store refuses it).
+    pub fn store_busy_timeout(mut self, t: Duration) -> Self {
+        self.busy_timeout = Some(t);
         self
     }
 
@@ -317,6 +326,7 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         settings,
         key,
         store_url,
+        busy_timeout: setup.busy_timeout,
     };
     let (engine, running) = start_daemon(
         &spec,
@@ -348,6 +358,7 @@ struct DaemonSpec {
     settings: DaemonSettings,
     key: MasterKey,
     store_url: String,
+    busy_timeout: Option<Duration>,
 }
 
 /// Builds a daemon from `spec` on `listener` and runs it in a task.
@@ -381,9 +392,16 @@ async fn start_daemon(
         )
         .unwrap()
     });
-    let store = upkeep_store::open_store(&spec.store_url, spec.key.clone())
-        .await
-        .unwrap();
+    let store: Arc<dyn TokenStore> = match spec.busy_timeout {
+        Some(t) => Arc::new(
+            upkeep_store::SqliteStore::open_with_timeout(&spec.store_url, spec.key.clone(), t)
+                .await
+                .unwrap(),
+        ),
+        None => upkeep_store::open_store(&spec.store_url, spec.key.clone())
+            .await
+            .unwrap(),
+    };
     let base = url::Url::parse(sim_url).unwrap();
     let app = App::build(
         EngineDeps {
@@ -490,10 +508,15 @@ impl TestApp {
         (token, event)
     }
 
-    /// Gives the daemon time to react to a clock change: several of its poll periods.
-    /// Used before asserting that something did NOT happen.
+    /// Waits until the account's supervisor has completed two more passes of its loop:
+    /// the second one started after this call, so it saw the clock as it is now and
+    /// did whatever was due. Used before asserting that something did NOT happen.
     pub async fn let_daemon_run(&self) {
-        tokio::time::sleep(POLL * 8).await;
+        let before = self.engine.supervisor_passes(ACCOUNT);
+        eventually("two passes of the supervisor", || {
+            (self.engine.supervisor_passes(ACCOUNT) >= before + 2).then_some(())
+        })
+        .await;
     }
 
     /// The account's audit events, oldest first.
@@ -529,6 +552,11 @@ impl TestApp {
             self.events_of(kind).await.into_iter().find(|e| pick(e))
         })
         .await
+    }
+
+    /// The path of the daemon's SQLite database.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.spec.store_url.trim_start_matches("sqlite://"))
     }
 
     /// The simulator's base URL (`http://127.0.0.1:PORT`).

@@ -612,6 +612,34 @@ async fn accounts(path: Option<&std::path::Path>, command: AccountsCommand) -> R
             );
             Ok(ExitCode::SUCCESS)
         }
+        AccountsCommand::ResetStrategy { account, strategy } => {
+            let id = context::pick_account(&loaded.config, account.as_deref())?;
+            let kinds: Vec<upkeep_core::config::Strategy> = match strategy.as_deref() {
+                Some(name) => vec![
+                    name.parse::<upkeep_core::config::Strategy>()
+                        .map_err(UsageError)?,
+                ],
+                None => upkeep_core::config::Strategy::ALL.to_vec(),
+            };
+            let mut cleared = Vec::new();
+            for kind in kinds {
+                if store
+                    .delete_secret(&id, &upkeep_server::engine::latch_name(kind))
+                    .await?
+                {
+                    cleared.push(kind.as_str());
+                }
+            }
+            if cleared.is_empty() {
+                eprintln!("account `{id}`: no strategy was stopped");
+            } else {
+                eprintln!(
+                    "account `{id}`: re-enabled {} (a running daemon notices within its poll interval)",
+                    cleared.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AccountsCommand::Remove { id } => {
             if store.remove_account(&id).await? {
                 eprintln!("removed account `{id}` and its tokens (audit events are kept)");
