@@ -60,6 +60,8 @@ pub enum AlertKind {
     WebhookIntrusion,
     /// The store or the token files cannot be written.
     StorageFailing,
+    /// A part of upkeep crashed and was restarted (a bug: report it).
+    InternalError,
 }
 
 impl AlertKind {
@@ -75,6 +77,7 @@ impl AlertKind {
             AlertKind::AlertsSuppressed => "alerts_suppressed",
             AlertKind::WebhookIntrusion => "webhook_intrusion",
             AlertKind::StorageFailing => "storage_failing",
+            AlertKind::InternalError => "internal_error",
         }
     }
 

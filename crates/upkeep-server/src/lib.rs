@@ -68,12 +68,15 @@ impl App {
         if let Some(alerter) = engine.alerter().cloned() {
             // Alerts held back by the rate limit go out as one summary once there is room.
             let stop = stop.clone();
-            supervisors.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => { alerter.flush_suppressed().await; }
+            supervisors.push(engine.spawn_supervised("alert flusher", None, move || {
+                let (alerter, stop) = (alerter.clone(), stop.clone());
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(60));
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tick.tick() => { alerter.flush_suppressed().await; }
+                        }
                     }
                 }
             }));
@@ -81,14 +84,16 @@ impl App {
         {
             // The audit log keeps `audit_retention`; backups carry it, so they stop
             // growing with it too.
-            let engine = engine.clone();
-            let stop = stop.clone();
-            supervisors.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => engine.prune_audit_log().await,
+            let (e, stop) = (engine.clone(), stop.clone());
+            supervisors.push(engine.spawn_supervised("audit pruner", None, move || {
+                let (engine, stop) = (e.clone(), stop.clone());
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tick.tick() => engine.prune_audit_log().await,
+                        }
                     }
                 }
             }));

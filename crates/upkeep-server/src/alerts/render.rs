@@ -171,6 +171,7 @@ impl AlertKind {
             AlertKind::AlertsSuppressed => "🔇",
             AlertKind::WebhookIntrusion => "🚨",
             AlertKind::StorageFailing => "💾",
+            AlertKind::InternalError => "🐞",
         }
     }
 }

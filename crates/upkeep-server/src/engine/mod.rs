@@ -37,6 +37,7 @@ mod lease;
 mod publish;
 mod renewal;
 mod supervisor;
+mod tasks;
 
 /// The current token of an account, as held in memory.
 #[derive(Debug, Clone)]
@@ -159,7 +160,12 @@ pub(crate) const KNOWN_USER_SECRET: &str = "upstox_user_id";
 
 enum TriggerKind {
     Force,
-    Reactive { fingerprint: String },
+    Reactive {
+        fingerprint: String,
+    },
+    /// Test builds only: the supervisor panics (to prove it is restarted).
+    #[cfg(feature = "testing")]
+    Panic,
 }
 
 struct Trigger {
@@ -183,6 +189,10 @@ pub struct AccountStatus {
     /// Problems that need attention though the token may be fine, by name
     /// (`store_write_failing`, `sink_write_failing`) with their last error.
     pub conditions: std::collections::BTreeMap<String, String>,
+    /// The account's supervisor task is running.
+    pub supervisor_alive: bool,
+    /// How often it was restarted after a panic.
+    pub supervisor_restarts: u32,
 }
 
 /// A health check's verdict as recorded in the audit log.
@@ -213,7 +223,8 @@ pub(crate) struct AccountRuntime {
     pub(crate) settings: AccountSettings,
     current: watch::Sender<Option<Arc<CurrentToken>>>,
     triggers: mpsc::Sender<Trigger>,
-    triggers_rx: Mutex<Option<mpsc::Receiver<Trigger>>>,
+    /// The supervisor holds the lock while it runs; a restarted one takes it over.
+    triggers_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Trigger>>>,
     status: Mutex<AccountStatus>,
     disabled: Mutex<HashSet<StrategyKind>>,
     /// The UCC tokens of this account must belong to, once known.
@@ -385,7 +396,7 @@ impl Engine {
                     settings: a.clone(),
                     current: current_tx,
                     triggers: tx,
-                    triggers_rx: Mutex::new(Some(rx)),
+                    triggers_rx: Arc::new(tokio::sync::Mutex::new(rx)),
                     status: Mutex::new(AccountStatus::default()),
                     disabled: Mutex::new(HashSet::new()),
                     expected_user: Mutex::new(expected),
@@ -558,6 +569,15 @@ impl Engine {
     /// Asks for a renewal now. Concurrent calls share one renewal.
     pub async fn renew(&self, account: &str, actor: Actor) -> RenewOutcome {
         self.send_trigger(account, TriggerKind::Force, actor).await
+    }
+
+    /// Makes the account's supervisor panic (feature `testing`, for tests of the
+    /// supervision). Returns what the restarted supervisor... nothing: the trigger's
+    /// reply is dropped with the panicking task.
+    #[cfg(feature = "testing")]
+    pub async fn inject_supervisor_panic(&self, account: &str) -> RenewOutcome {
+        self.send_trigger(account, TriggerKind::Panic, Actor::Cli)
+            .await
     }
 
     /// The reactive trigger: `fingerprint` (of the token that got a 401) is renewed if

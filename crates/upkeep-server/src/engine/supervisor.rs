@@ -14,23 +14,20 @@ use crate::alerts::{Alert, AlertKind};
 use crate::settings::AccountSettings;
 
 impl Engine {
-    /// Starts one supervisor task per account. Call once.
+    /// Starts one supervisor task per account, each supervised: a panic is logged,
+    /// alerted and the supervisor started again. Call once.
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
         for id in &self.inner.order {
             let Some(a) = self.inner.accounts.get(id) else {
                 continue;
             };
-            let rx = a
-                .triggers_rx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(rx) = rx {
-                let engine = self.clone();
-                let a = a.clone();
-                handles.push(tokio::spawn(async move { engine.supervise(a, rx).await }));
-            }
+            let (engine, account) = (self.clone(), a.clone());
+            handles.push(
+                self.spawn_supervised("supervisor", Some(a.clone()), move || {
+                    engine.clone().supervise(account.clone())
+                }),
+            );
         }
         handles
     }
@@ -89,7 +86,12 @@ impl Engine {
     // The big steps (a renewal, a health check) are boxed: an idle supervisor's future
     // then holds a pointer instead of their whole state, which keeps 10,000 idle
     // accounts small.
-    pub(super) async fn supervise(self, a: Arc<AccountRuntime>, mut rx: mpsc::Receiver<Trigger>) {
+    pub(super) async fn supervise(self, a: Arc<AccountRuntime>) {
+        // Held for this supervisor's life; a restarted one takes it over (a tokio mutex
+        // is released, not poisoned, when a panic unwinds through the guard).
+        let triggers = a.triggers_rx.clone();
+        let mut rx = triggers.lock().await;
+        let rx = &mut *rx;
         let id = a.settings.id.clone();
         tracing::info!(account = %id, strategies = ?a.settings.strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "supervisor started");
         let health_every = self.inner.settings.health_interval;
@@ -126,7 +128,7 @@ impl Engine {
                         let deadline = deadline.max(now + SignedDuration::from_mins(30));
                         let outcome =
                             Box::pin(self.run_renewal(&a, Actor::Schedule, deadline)).await;
-                        self.answer_queued(&mut rx, &outcome);
+                        self.answer_queued(rx, &outcome);
                         cooldown_until = match outcome {
                             RenewOutcome::Renewed { .. } => None,
                             _ => Some(
@@ -175,7 +177,7 @@ impl Engine {
                     // Found invalid early: renew now.
                     let deadline = now + SignedDuration::from_hours(1);
                     let outcome = Box::pin(self.run_renewal(&a, Actor::Health, deadline)).await;
-                    self.answer_queued(&mut rx, &outcome);
+                    self.answer_queued(rx, &outcome);
                     continue;
                 }
             }
@@ -197,7 +199,7 @@ impl Engine {
                     let Some(t) = t else { break };
                     let outcome = Box::pin(self.handle_trigger(&a, t.kind, t.actor)).await;
                     let _ = t.reply.send(outcome.clone());
-                    self.answer_queued(&mut rx, &outcome);
+                    self.answer_queued(rx, &outcome);
                     if matches!(outcome, RenewOutcome::Renewed { .. }) {
                         cooldown_until = None;
                     }
@@ -236,6 +238,8 @@ impl Engine {
                     return RenewOutcome::AlreadyRotated;
                 }
             }
+            #[cfg(feature = "testing")]
+            TriggerKind::Panic => panic!("injected supervisor panic (test)"),
             TriggerKind::Force => {
                 // A human asked: give strategies stopped by a credential or
                 // configuration fault another go (memory and the stored latch).

@@ -16,7 +16,7 @@ mod oauth;
 pub mod serve;
 pub mod webhook;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +34,7 @@ pub fn router(engine: Engine) -> Router {
     let gate = webhook::Gate::start(engine.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route(
             "/webhooks/upstox/token",
             post(webhook::receive)
@@ -56,6 +57,50 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
 
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
+}
+
+/// Ready: the store answers, every account's supervisor runs, and every account has a
+/// valid token or is renewing. Without a key only the verdict (`{"ready": bool}`,
+/// 200 or 503); with a `status:read` or `admin` key, per account why.
+async fn readyz(State(engine): State<Engine>, headers: HeaderMap) -> Response {
+    let store_ok = engine.store().health().await.is_ok();
+    let now = engine.clock().now();
+    let mut ready = store_ok;
+    let mut accounts = Vec::new();
+    for id in engine.account_ids() {
+        let status = engine.status(id).unwrap_or_default();
+        let valid = engine.current(id).is_some_and(|c| c.is_valid_at(now))
+            && status.api_validated != Some(false);
+        let ok = status.supervisor_alive && (valid || status.renewing);
+        ready &= ok;
+        accounts.push(json!({
+            "account": id,
+            "ready": ok,
+            "supervisor_alive": status.supervisor_alive,
+            "supervisor_restarts": status.supervisor_restarts,
+            "token_valid": valid,
+            "renewing": status.renewing,
+            "conditions": status.conditions,
+        }));
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let detailed = matches!(
+        caller(&engine, &headers).await,
+        Ok(Caller::Key { scope }) if scope == SCOPE_STATUS_READ || scope == SCOPE_ADMIN
+    );
+    if detailed {
+        (
+            code,
+            Json(json!({ "ready": ready, "store": store_ok, "accounts": accounts })),
+        )
+            .into_response()
+    } else {
+        (code, Json(json!({ "ready": ready }))).into_response()
+    }
 }
 
 /// The credentials of `Authorization: <scheme> <credentials>` when the scheme is

@@ -94,8 +94,12 @@ impl Gate {
             engine,
         });
         if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(gate.clone().validate_loop());
-            tokio::spawn(gate.clone().summary_loop());
+            let g = gate.clone();
+            gate.engine
+                .spawn_supervised("webhook validator", None, move || g.clone().validate_loop());
+            let g = gate.clone();
+            gate.engine
+                .spawn_supervised("webhook summary", None, move || g.clone().summary_loop());
         }
         gate
     }
