@@ -363,9 +363,15 @@ async fn failed_import_changes_nothing(s: Store) {
     assert_eq!(s.export().await.unwrap(), before);
 }
 
-async fn health_is_ok_on_an_open_store(s: Store) {
+async fn health_is_ok_on_an_open_store_and_an_error_once_it_cannot_answer(s: Store) {
     s.health().await.unwrap();
     assert!(["sqlite", "postgres"].contains(&s.backend()));
+    // The same store with its connections gone: health must say so, not "ok".
+    s.close().await;
+    assert!(
+        s.health().await.is_err(),
+        "health() is Ok on a closed store"
+    );
 }
 
 async fn api_keys_are_kept_by_digest_revoked_and_never_renamed(s: Store) {
@@ -450,6 +456,6 @@ contract!(
     concurrent_lease_attempts_have_exactly_one_winner,
     import_of_an_export_restores_exactly_that_state,
     failed_import_changes_nothing,
-    health_is_ok_on_an_open_store,
+    health_is_ok_on_an_open_store_and_an_error_once_it_cannot_answer,
     api_keys_are_kept_by_digest_revoked_and_never_renamed,
 );

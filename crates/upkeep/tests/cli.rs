@@ -397,14 +397,44 @@ fn accounts_add_list_remove() {
 fn help_explains_the_commands() {
     let env = Env::new();
     let out = env.cmd().arg("--help").output().unwrap();
+    assert!(out.status.success(), "--help exits 0");
     let help = String::from_utf8(out.stdout).unwrap();
+    // The command list: each command starts a line of the "Commands:" section (words in
+    // flag descriptions do not count).
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     for cmd in [
         "serve", "demo", "sim", "status", "token", "decode", "login", "renew", "accounts",
-        "keygen", "config", "exec", "backup", "restore",
+        "apikey", "keygen", "config", "exec", "import", "backup", "restore",
     ] {
-        assert!(help.contains(cmd), "--help lacks {cmd}");
+        assert!(
+            commands.contains(&cmd),
+            "--help lacks the command {cmd}: {commands:?}"
+        );
+        // And each command's own help works.
+        let sub = env.cmd().args([cmd, "--help"]).output().unwrap();
+        assert!(sub.status.success(), "{cmd} --help exits 0");
     }
-    assert!(help.contains("03:30 IST"));
+    let sub = env
+        .cmd()
+        .args(["accounts", "reset-strategy", "--help"])
+        .output()
+        .unwrap();
+    assert!(sub.status.success());
+    assert!(String::from_utf8_lossy(&sub.stdout).contains("--strategy"));
+    assert!(
+        help.contains("03:30 IST"),
+        "the overview says what upkeep is for"
+    );
 }
 
 #[test]
