@@ -23,6 +23,10 @@
 //! bearer capabilities): logs, errors, `Debug` output and channel labels show the host
 //! only.
 
+#[cfg(feature = "smtp")]
+mod email;
+#[cfg(not(feature = "smtp"))]
+#[path = "alerts/no_email.rs"]
 mod email;
 mod render;
 
@@ -260,6 +264,10 @@ pub enum AlertError {
     InsecureSmtp { host: String },
     #[error("alert email: could not set up TLS for {host}; check the host name")]
     EmailTls { host: String },
+    #[error(
+        "alert email is configured, but this upkeep was built without the `smtp` feature; remove [alert.email] or build with it"
+    )]
+    EmailUnsupported,
     #[error("alert email: set both username and password, or neither")]
     EmailCredentials,
     #[error("alert email: '{address}' is not a valid email address")]
@@ -375,6 +383,7 @@ pub(crate) struct ChannelError {
 }
 
 impl ChannelError {
+    #[cfg_attr(not(feature = "smtp"), allow(dead_code))] // email only
     pub(crate) fn permanent(message: String) -> Self {
         Self {
             message,

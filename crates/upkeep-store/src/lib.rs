@@ -25,6 +25,7 @@ pub mod backup;
 mod error;
 pub mod files;
 pub mod key;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
 pub mod seal;
@@ -37,6 +38,7 @@ pub use files::{
     write_env_sink, write_json_sink,
 };
 pub use key::{KeyOrigin, MasterKey, create_key_file, load_or_create};
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -196,7 +198,12 @@ pub trait TokenStore: Send + Sync {
 pub async fn open_store(url: &str, key: MasterKey) -> Result<Arc<dyn TokenStore>, StoreError> {
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
+        #[cfg(feature = "postgres")]
         Some("postgres" | "postgresql") => Ok(Arc::new(PgStore::connect(url, key).await?)),
+        #[cfg(not(feature = "postgres"))]
+        Some("postgres" | "postgresql") => Err(StoreError::UnsupportedUrl {
+            scheme: "postgres (this upkeep was built without the `postgres` feature)".into(),
+        }),
         Some("sqlite") | None => Ok(Arc::new(SqliteStore::open(url, key).await?)),
         Some(other) => Err(StoreError::UnsupportedUrl {
             scheme: other.to_owned(),

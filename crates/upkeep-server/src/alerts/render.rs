@@ -100,11 +100,13 @@ pub(crate) fn telegram(alert: &Alert, chat_id: &str) -> Value {
 }
 
 /// `[upkeep] <title> (<account>)`, on one line.
+#[cfg_attr(not(feature = "smtp"), allow(dead_code))] // email only
 pub(crate) fn email_subject(alert: &Alert) -> String {
     one_line(&format!("[upkeep] {} ({})", alert.title, alert.account))
 }
 
 /// The plain-text email body.
+#[cfg_attr(not(feature = "smtp"), allow(dead_code))] // email only
 pub(crate) fn email_text(alert: &Alert) -> String {
     let mut body = format!(
         "{}\n\nAccount: {}\nKind:    {}\nAt:      {}\n\n{}\n",
@@ -138,6 +140,7 @@ fn truncate_chars(s: &str, max: usize) -> String {
     }
 }
 
+#[cfg_attr(not(feature = "smtp"), allow(dead_code))] // email only
 fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
