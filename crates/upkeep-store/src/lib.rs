@@ -150,7 +150,8 @@ pub trait TokenStore: Send + Sync {
 
     /// Take or extend the renewal lease of `account` for `holder` until `now + ttl`.
     /// Succeeds if nobody holds it, `holder` already holds it, or the holder's lease
-    /// has expired at `now`. Atomic across processes.
+    /// has expired at `now`. Atomic across processes. PostgreSQL, shared by hosts whose
+    /// clocks may disagree, uses the database's clock instead of `now`.
     async fn try_acquire_lease(
         &self,
         account: &str,

@@ -362,14 +362,16 @@ impl TokenStore for PgStore {
         &self,
         account: &str,
         holder: &str,
-        now: Timestamp,
+        _now: Timestamp,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(sql::LEASE_ACQUIRE)
+        // The database's clock, not the caller's: two hosts whose clocks disagree
+        // must not both believe they hold the lease.
+        let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let done = sqlx::query(sql::LEASE_ACQUIRE_DB_CLOCK)
             .bind(account)
             .bind(holder)
-            .bind(rows::lease_until(now, ttl))
-            .bind(rows::secs(now))
+            .bind(i64::try_from(ttl_secs).unwrap_or(i64::MAX))
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -67,6 +67,13 @@ pub(crate) mod sql {
     pub const LEASE_ACQUIRE: &str = "INSERT INTO leases (account, holder, expires_at) VALUES ($1, $2, $3) \
          ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
          WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
+    /// PostgreSQL: the same, on the database's clock (`$3` = ttl in seconds), so hosts
+    /// with skewed clocks sharing one database agree on who holds a lease.
+    pub const LEASE_ACQUIRE_DB_CLOCK: &str = "INSERT INTO leases (account, holder, expires_at) \
+         VALUES ($1, $2, CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT) + $3) \
+         ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE leases.holder = excluded.holder \
+            OR leases.expires_at <= CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)";
     pub const LEASE_RELEASE: &str = "DELETE FROM leases WHERE account = $1 AND holder = $2";
     pub const LEASE_GET: &str = "SELECT holder, expires_at FROM leases WHERE account = $1";
     pub const EVENT_PRUNE: &str = "DELETE FROM audit_events WHERE at < $1";

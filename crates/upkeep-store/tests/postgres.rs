@@ -177,3 +177,77 @@ async fn unreachable_server_is_a_clear_error() {
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("check the URL"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_expires_on_the_databases_clock_whatever_the_callers_clocks_say() {
+    common::with_pg(|s| async move {
+        s.upsert_account("a", "live", t0()).await.unwrap();
+        let ttl = std::time::Duration::from_secs(1);
+        // Two hosts whose clocks are a day apart: the one running ahead must not think
+        // the other's fresh lease has expired.
+        assert!(s.try_acquire_lease("a", "host-a", t0(), ttl).await.unwrap());
+        assert!(
+            !s.try_acquire_lease("a", "host-b", at(24), ttl)
+                .await
+                .unwrap()
+        );
+        // Only time passing on the database frees it. (The database's clock cannot be
+        // paused: a short real wait, two whole seconds of its epoch granularity.)
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert!(s.try_acquire_lease("a", "host-b", t0(), ttl).await.unwrap());
+        assert!(
+            !s.try_acquire_lease("a", "host-a", at(48), ttl)
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
+/// Whether this connection is encrypted, as the server sees it (`pg_stat_ssl`).
+async fn encrypted(conn: &mut sqlx::PgConnection) -> bool {
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_use_tls_when_the_server_offers_it_and_sslmode_is_honoured() {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let base: PgConnectOptions = pg_url().parse().unwrap();
+    // The project's machines run PostgreSQL with TLS on (Debian's default: ssl = on with
+    // the snakeoil certificate); a server without it cannot test this.
+    let mut plain = sqlx::PgConnection::connect_with(&base.clone().ssl_mode(PgSslMode::Disable))
+        .await
+        .unwrap();
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(ssl, "on", "the test server must offer TLS (ssl = on)");
+    assert!(!encrypted(&mut plain).await, "sslmode=disable is plain");
+    plain.close().await.unwrap();
+
+    // sslmode=require, and the default (prefer): encrypted, through the store's own
+    // connect path (the URL as a user writes it).
+    for url in [format!("{}?sslmode=require", pg_url()), pg_url()] {
+        let opts: PgConnectOptions = url.parse().unwrap();
+        let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
+        assert!(encrypted(&mut conn).await, "{url} connected in clear");
+        conn.close().await.unwrap();
+    }
+    in_pg_schema(|schema| async move {
+        let url = format!("{}?sslmode=require", pg_url());
+        let store = PgStore::connect_with_schema(&url, key("k"), Some(&schema))
+            .await
+            .unwrap();
+        store.upsert_account("a", "live", t0()).await.unwrap();
+        store.close().await;
+    })
+    .await;
+    // verify-full checks the certificate: the snakeoil one is self-signed, so without
+    // its root the connection is refused (verification is on).
+    let strict = base.ssl_mode(PgSslMode::VerifyFull);
+    assert!(sqlx::PgConnection::connect_with(&strict).await.is_err());
+}

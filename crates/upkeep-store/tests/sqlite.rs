@@ -350,3 +350,20 @@ async fn stores_opening_a_new_database_at_the_same_time_all_succeed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_lease_expires_at_now_plus_ttl_on_the_callers_clock() {
+    let (_dir, s) = common::sqlite_store().await;
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    assert!(s.try_acquire_lease("a", "p1", t0(), ttl).await.unwrap());
+    // Extended at t0+30s to t0+90s: still held at t0+60s.
+    let t30 = t0() + jiff::SignedDuration::from_secs(30);
+    assert!(s.try_acquire_lease("a", "p1", t30, ttl).await.unwrap());
+    let t60 = t0() + jiff::SignedDuration::from_secs(60);
+    assert!(!s.try_acquire_lease("a", "p2", t60, ttl).await.unwrap());
+    // Expired at t0+90s: p2 takes over, and p1 is locked out.
+    let t90 = t0() + jiff::SignedDuration::from_secs(90);
+    assert!(s.try_acquire_lease("a", "p2", t90, ttl).await.unwrap());
+    assert!(!s.try_acquire_lease("a", "p1", t90, ttl).await.unwrap());
+}
