@@ -225,6 +225,31 @@ async fn secrets_round_trip_per_account_and_can_be_replaced_or_deleted(s: Store)
     assert_eq!(s.get_secret("a", "refresh_token").await.unwrap(), None);
 }
 
+async fn events_older_than_the_retention_are_pruned_and_newer_ones_kept(s: Store) {
+    s.upsert_account("a", "live", at(0)).await.unwrap();
+    for h in [0, 10, 20, 30] {
+        s.record_event(event("a", h, "renewal_succeeded"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.prune_events(at(15)).await.unwrap(), 2);
+    let left: Vec<_> = s
+        .events(Some("a"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.at)
+        .collect();
+    assert_eq!(left, vec![at(30), at(20)]);
+    assert_eq!(
+        s.prune_events(at(15)).await.unwrap(),
+        0,
+        "nothing more to prune"
+    );
+    // Backups carry only what is left, so they stop growing with the log.
+    assert_eq!(s.export().await.unwrap().events.len(), 2);
+}
+
 async fn events_come_newest_first_filtered_and_limited(s: Store) {
     let mut ids = Vec::new();
     for (i, acct) in ["a", "b", "a", "a", "b"].iter().enumerate() {
@@ -450,6 +475,7 @@ contract!(
     secrets_round_trip_per_account_and_can_be_replaced_or_deleted,
     events_come_newest_first_filtered_and_limited,
     lease_is_held_by_one_holder_until_it_is_released,
+    events_older_than_the_retention_are_pruned_and_newer_ones_kept,
     concurrent_lease_attempts_have_exactly_one_winner,
     import_of_an_export_restores_exactly_that_state,
     failed_import_changes_nothing,
