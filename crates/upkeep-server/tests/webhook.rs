@@ -381,3 +381,61 @@ async fn a_flood_of_rejected_posts_is_logged_as_one_summary_per_interval_not_a_l
         log()
     );
 }
+
+#[tokio::test]
+async fn a_delivery_that_cannot_be_checked_during_an_upstox_blip_is_checked_again_and_taken() {
+    let tue = tuesday();
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[StrategyKind::TokenRequest])
+            .token_issued_at(ist(tue, 9, 0, 0))
+            .settings(|s| s.webhook.answer_within = Duration::from_secs(30)),
+    )
+    .await;
+    h.clock.advance(SignedDuration::from_mins(1));
+    let fresh = AccessToken::new(
+        h.sim
+            .state()
+            .issue_token(&h.creds.ucc, TokenKind::Daily)
+            .unwrap(),
+    );
+    // Upstox answers 500 to everything for a moment.
+    h.sim
+        .state()
+        .patch_faults(upkeep_sim::FaultsPatch {
+            error_rate: Some(1.0),
+            ..upkeep_sim::FaultsPatch::default()
+        })
+        .unwrap();
+    let body = notifier_body(
+        &h.creds.client_id,
+        &h.creds.ucc,
+        fresh.expose(),
+        h.clock.now(),
+    );
+    let url = format!("{}/webhooks/upstox/token", h.daemon_url);
+    let delivery = tokio::spawn(async move {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    });
+    eventually("the profile check failing", || {
+        (h.counters().injected_errors >= 3).then_some(())
+    })
+    .await;
+    h.sim
+        .state()
+        .patch_faults(upkeep_sim::FaultsPatch {
+            error_rate: Some(0.0),
+            ..upkeep_sim::FaultsPatch::default()
+        })
+        .unwrap();
+    // Not a rejection: checked again once Upstox answers, and taken.
+    let (status, answer) = delivery.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(h.current().unwrap().fingerprint, fresh.fingerprint());
+}

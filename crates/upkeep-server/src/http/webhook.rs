@@ -226,7 +226,7 @@ impl Gate {
                 Err(RejectReason::Unverified(why)) if attempt < 3 => {
                     attempt += 1;
                     tracing::debug!(reason = %why, attempt, "webhook token not verified yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
                 }
                 Err(reason) => return Verdict::Rejected(reason),
             }
