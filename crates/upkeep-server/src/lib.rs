@@ -13,6 +13,7 @@
 //!   rate-limited.
 
 pub mod alerts;
+pub mod api;
 pub mod clock;
 pub mod engine;
 pub mod http;
@@ -98,7 +99,12 @@ impl App {
                 }
             }));
         }
-        let router = http::router(engine.clone());
+        api::install_metrics_recorder();
+        let keys = api::keys::KeyCache::start(&engine).await;
+        let router = http::router(engine.clone()).merge(api::router(api::ApiState {
+            engine: engine.clone(),
+            keys,
+        }));
         let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();
             async move {

@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use jiff::civil::{Date, Weekday, date};
 use jiff::{SignedDuration, Timestamp};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
 use upkeep_core::state::TokenState;
 use upkeep_core::{AccessToken, Secret};
@@ -582,8 +582,7 @@ async fn when_nothing_works_the_login_link_alert_comes_in_time_and_the_callback_
 
 /// The process-wide metrics recorder (installed once for this test binary).
 fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+    upkeep_server::api::install_metrics_recorder().expect("the daemon's recorder is the first")
 }
 
 /// The value of counter `name` with label `reason="..."`, 0 if never incremented.

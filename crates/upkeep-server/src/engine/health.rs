@@ -97,8 +97,7 @@ impl Engine {
             changed
         });
         let id = &a.settings.id;
-        metrics::gauge!("upkeep_token_api_validated", "account" => id.clone())
-            .set(if validated == Some(true) { 1.0 } else { 0.0 });
+        // (upkeep_token_api_validated is rendered from the status at scrape time.)
         if let Some(p) = &problem
             && validated == Some(false)
         {

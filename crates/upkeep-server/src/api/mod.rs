@@ -1,0 +1,463 @@
+//! The HTTP API: status, renewals and the token for consumer programs, all read from the
+//! engine's memory. Every route needs an API key (`Authorization: Bearer <key>`), checked
+//! against the in-memory [`keys::KeyCache`]:
+//!
+//! | route | scope |
+//! |---|---|
+//! | `GET /api/token/status` (seed-compatible, default account) | `status:read` |
+//! | `POST /api/token/force-refresh` | `admin` |
+//! | `POST /api/upstox/token/refresh` (the OAuth login link) | `admin` |
+//! | `GET /api/v1/accounts`, `GET /api/v1/accounts/{id}` | `status:read` |
+//! | `POST /api/v1/accounts/{id}/renew` | `admin` |
+//! | `GET /api/v1/accounts/{id}/token` | `token:read` |
+//! | `PUT /api/v1/accounts/{id}/token` | `admin` |
+//! | `GET /api/v1/scheduler` | `status:read` |
+//! | `GET /metrics` | `status:read` |
+//!
+//! `admin` may do everything; `token:read` also reads status. Errors are
+//! `{"error": {"code", "message"}}`; bodies are limited to [`MAX_BODY`].
+
+pub mod keys;
+mod metrics_text;
+
+pub use metrics_text::install_recorder as install_metrics_recorder;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use upkeep_core::AccessToken;
+use upkeep_core::expiry::format_ist;
+
+use crate::engine::{Actor, Engine, RenewOutcome};
+use crate::http::{bearer, error};
+use keys::{KeyCache, KeyHolder, Scope};
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Shared by the API's handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Engine,
+    pub keys: KeyCache,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/token/status", get(seed_status))
+        .route("/api/token/force-refresh", post(seed_force_refresh))
+        .route("/api/upstox/token/refresh", post(seed_login_link))
+        .route("/api/v1/accounts", get(list_accounts))
+        .route("/api/v1/accounts/{id}", get(get_account))
+        .route("/api/v1/accounts/{id}/renew", post(renew_account))
+        .route("/api/v1/accounts/{id}/token", get(get_token).put(put_token))
+        .route("/api/v1/scheduler", get(scheduler))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A refusal before a handler does anything: becomes the JSON error response.
+pub(crate) struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, self.2)
+    }
+}
+
+/// The caller's key, if it allows `needed`: 401 without a (known) key, 403 with a key
+/// of a weaker scope.
+fn require(state: &ApiState, headers: &HeaderMap, needed: Scope) -> Result<KeyHolder, Refusal> {
+    let Some(key) = bearer(headers) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "an API key with scope {} is required (Authorization: Bearer <key>; create one \
+                 with `upkeep apikey create --scope {}`)",
+                needed.as_str(),
+                needed.as_str()
+            ),
+        ));
+    };
+    let Some(holder) = state.keys.check(key) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this API key is not known or was revoked".into(),
+        ));
+    };
+    if !holder.scope.allows(needed) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key's scope is {}; this needs {}",
+                holder.scope.as_str(),
+                needed.as_str()
+            ),
+        ));
+    }
+    Ok(holder)
+}
+
+fn unknown_account(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_account",
+        format!("no account `{id}` is configured"),
+    )
+}
+
+/// Everything the daemon knows about an account, without the token.
+pub(crate) fn account_json(engine: &Engine, id: &str) -> Option<Value> {
+    let settings = engine.account_settings(id)?;
+    let status = engine.status(id).unwrap_or_default();
+    let now = engine.clock().now();
+    let current = engine.current(id);
+    let refused = status.api_validated == Some(false);
+    let valid = current.as_ref().is_some_and(|c| c.is_valid_at(now)) && !refused;
+    let state = match (&current, refused) {
+        (None, _) => "missing",
+        (Some(_), true) => "refused",
+        (Some(c), false) => {
+            upkeep_core::state::TokenState::at(c.expires_at, now, &engine.settings().thresholds)
+                .as_str()
+        }
+    };
+    let token = current.as_ref().map(|c| {
+        json!({
+            "kind": c.kind.as_str(),
+            "expires_at": format_ist(c.expires_at),
+            "seconds_left": c.expires_at.duration_since(now).as_secs().max(0),
+            "source": c.source,
+            "fingerprint": c.fingerprint,
+            "stored_at": format_ist(c.stored_at),
+        })
+    });
+    Some(json!({
+        "account": id,
+        "env": settings.env,
+        "strategies": settings.strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "state": state,
+        "valid": valid,
+        "token": token,
+        "api_validated": status.api_validated,
+        "last_check": status.last_check.map(|t| json!({
+            "at": format_ist(t),
+            "problem": status.last_check_problem,
+        })),
+        "next_action": status.next.as_ref().map(|p| json!({
+            "action": p.action.as_str(),
+            "at": format_ist(p.at),
+            "deadline": p.deadline.map(format_ist),
+            "reason": p.reason,
+        })),
+        "renewing": status.renewing,
+        "last_renewal": status.last_renewal.as_ref().map(|(at, strategy, result)| json!({
+            "at": format_ist(*at),
+            "strategy": strategy,
+            "result": result,
+        })),
+        "disabled_strategies": status.disabled,
+        "conditions": status.conditions,
+        "supervisor_alive": status.supervisor_alive,
+    }))
+}
+
+fn default_account(engine: &Engine) -> Result<String, Refusal> {
+    engine.default_account().map(str::to_owned).ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            "no_account",
+            "no account is configured".into(),
+        )
+    })
+}
+
+/// Seed-compatible: `{"valid", "time_remaining_hours", "expiry_time", "api_validated"}`
+/// for the default account, plus the v1 fields.
+async fn seed_status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    let id = match default_account(&state.engine) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let Some(mut v) = account_json(&state.engine, &id) else {
+        return unknown_account(&id);
+    };
+    let now = state.engine.clock().now();
+    let current = state.engine.current(&id);
+    let hours = current
+        .as_ref()
+        .map(|c| (c.expires_at.duration_since(now).as_secs_f64() / 3600.0).max(0.0))
+        .unwrap_or(0.0);
+    v["time_remaining_hours"] = json!((hours * 100.0).round() / 100.0);
+    v["expiry_time"] = json!(current.map(|c| format_ist(c.expires_at)));
+    v["kind"] = v["token"]["kind"].clone();
+    Json(v).into_response()
+}
+
+fn outcome_response(id: &str, outcome: RenewOutcome) -> Response {
+    match outcome {
+        RenewOutcome::Renewed {
+            strategy,
+            fingerprint,
+        } => Json(json!({
+            "status": "renewed",
+            "account": id,
+            "strategy": strategy,
+            "fingerprint": fingerprint,
+        }))
+        .into_response(),
+        RenewOutcome::AlreadyRotated => {
+            Json(json!({"status": "already_rotated", "account": id})).into_response()
+        }
+        RenewOutcome::Busy => error(
+            StatusCode::CONFLICT,
+            "busy",
+            "another upkeep process is renewing this account right now",
+        ),
+        RenewOutcome::Failed { reason } => error(
+            StatusCode::BAD_GATEWAY,
+            "renewal_failed",
+            format!("every renewal strategy failed: {reason}"),
+        ),
+        RenewOutcome::Cancelled => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "upkeep is shutting down",
+        ),
+    }
+}
+
+async fn seed_force_refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
+    let id = match default_account(&state.engine) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    outcome_response(&id, state.engine.renew(&id, Actor::Api).await)
+}
+
+async fn seed_login_link(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
+    let id = match default_account(&state.engine) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match state.engine.login_link(&id) {
+        Some(url) => Json(json!({"account": id, "login_url": url})).into_response(),
+        None => unknown_account(&id),
+    }
+}
+
+async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    let accounts: Vec<Value> = state
+        .engine
+        .account_ids()
+        .iter()
+        .filter_map(|id| account_json(&state.engine, id))
+        .collect();
+    Json(json!({ "accounts": accounts })).into_response()
+}
+
+async fn get_account(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    match account_json(&state.engine, &id) {
+        Some(v) => Json(v).into_response(),
+        None => unknown_account(&id),
+    }
+}
+
+async fn renew_account(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
+    if state.engine.account_settings(&id).is_none() {
+        return unknown_account(&id);
+    }
+    outcome_response(&id, state.engine.renew(&id, Actor::Api).await)
+}
+
+/// The current valid token, for consumer programs. 409 when there is none (missing,
+/// expired, or refused by Upstox at the last health check).
+async fn get_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let holder = match require(&state, &headers, Scope::TokenRead) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    if state.engine.account_settings(&id).is_none() {
+        return unknown_account(&id);
+    }
+    let now = state.engine.clock().now();
+    let refused = state
+        .engine
+        .status(&id)
+        .is_some_and(|s| s.api_validated == Some(false));
+    match state.engine.current(&id) {
+        Some(c) if c.is_valid_at(now) && !refused => {
+            tracing::debug!(account = %id, key = %holder.name, token_fp = %c.fingerprint, "token read");
+            let mut resp = Json(json!({
+                "account": id,
+                "access_token": c.token.expose(),
+                "token_type": "Bearer",
+                "kind": c.kind.as_str(),
+                "expires_at": format_ist(c.expires_at),
+                "seconds_left": c.expires_at.duration_since(now).as_secs().max(0),
+                "fingerprint": c.fingerprint,
+            }))
+            .into_response();
+            // A token is a credential: never cached on the way.
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Some(_) if refused => error(
+            StatusCode::CONFLICT,
+            "token_refused",
+            format!(
+                "Upstox refused account `{id}`'s token at the last health check; a renewal \
+                 is due (POST /api/v1/accounts/{id}/renew)"
+            ),
+        ),
+        Some(c) => error(
+            StatusCode::CONFLICT,
+            "token_expired",
+            format!(
+                "account `{id}`'s token expired at {}; a renewal is due",
+                format_ist(c.expires_at)
+            ),
+        ),
+        None => error(
+            StatusCode::CONFLICT,
+            "no_token",
+            format!("account `{id}` has no token yet"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct PutToken {
+    access_token: String,
+}
+
+/// Imports a token, validated like `upkeep token set --verify` (decodes, unexpired, the
+/// account's user, accepted by Upstox).
+async fn put_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
+    if state.engine.account_settings(&id).is_none() {
+        return unknown_account(&id);
+    }
+    let Ok(req) = serde_json::from_slice::<PutToken>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send {\"access_token\": \"...\"} as JSON",
+        );
+    };
+    let token = AccessToken::new(req.access_token);
+    match state
+        .engine
+        .accept_token(&id, token, "import", Actor::Api, true)
+        .await
+    {
+        Ok(c) => Json(json!({
+            "status": "stored",
+            "account": id,
+            "kind": c.kind.as_str(),
+            "expires_at": format_ist(c.expires_at),
+            "fingerprint": c.fingerprint,
+        }))
+        .into_response(),
+        Err(reason) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_refused",
+            reason.to_string(),
+        ),
+    }
+}
+
+/// Seed 000's scheduler status: running, env, each account's next job and its time.
+async fn scheduler(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    let jobs: Vec<Value> = state
+        .engine
+        .account_ids()
+        .iter()
+        .map(|id| {
+            let s = state.engine.status(id).unwrap_or_default();
+            let settings = state.engine.account_settings(id);
+            json!({
+                "account": id,
+                "env": settings.map(|a| a.env.clone()),
+                "running": s.supervisor_alive,
+                "renewing": s.renewing,
+                "next_job": s.next.as_ref().map(|p| p.action.as_str()),
+                "next_run": s.next.as_ref().map(|p| format_ist(p.at)),
+                "reason": s.next.as_ref().map(|p| p.reason.clone()),
+            })
+        })
+        .collect();
+    let running = jobs.iter().all(|j| j["running"] == true);
+    Json(json!({
+        "running": running,
+        "now": format_ist(state.engine.clock().now()),
+        "jobs": jobs,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics_text::render(&state.engine),
+    )
+        .into_response()
+}
