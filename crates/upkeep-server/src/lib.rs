@@ -27,8 +27,8 @@ use std::time::Duration;
 
 pub use clock::SystemClock;
 pub use engine::{
-    Actor, CurrentToken, Engine, EngineDeps, RecordedCheck, RecordedView, RejectReason,
-    RenewOutcome,
+    Actor, CurrentToken, Engine, EngineDeps, EngineEvent, RecordedCheck, RecordedView,
+    RejectReason, RenewOutcome,
 };
 pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 

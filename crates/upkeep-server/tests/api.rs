@@ -84,7 +84,7 @@ fn day() -> jiff::civil::Date {
 #[tokio::test]
 async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_json_error() {
     let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
-    let routes: [(Method, &str, &str); 9] = [
+    let routes: [(Method, &str, &str); 10] = [
         (Method::GET, "/api/token/status", "status:read"),
         (Method::POST, "/api/token/force-refresh", "admin"),
         (Method::POST, "/api/upstox/token/refresh", "admin"),
@@ -93,6 +93,7 @@ async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_js
         (Method::POST, "/api/v1/accounts/main/renew", "admin"),
         (Method::GET, "/api/v1/accounts/main/token", "token:read"),
         (Method::GET, "/api/v1/scheduler", "status:read"),
+        (Method::GET, "/api/v1/events", "status:read"),
         (Method::GET, "/metrics", "status:read"),
     ];
     for (method, path, needed) in routes {
@@ -439,4 +440,57 @@ async fn the_metrics_scrape_is_valid_prometheus_text_with_the_token_gauges() {
     assert_eq!(samples["upkeep_token_api_validated{account=\"main\"}"], 1.0);
     assert_eq!(samples["upkeep_supervisor_up{account=\"main\"}"], 1.0);
     assert!(!text.contains(h.seeded.as_ref().unwrap().expose()));
+}
+
+#[tokio::test]
+async fn an_events_watcher_gets_a_snapshot_then_the_renewal_as_it_happens() {
+    let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", h.daemon_url))
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut seen = String::new();
+    // The snapshot comes first.
+    while !seen.contains("event: snapshot") || !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout(common::PATIENCE, resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains(&format!("\"account\":\"{ACCOUNT}\"")),
+        "{seen}"
+    );
+    // A renewal happens: the watcher sees it without asking.
+    let engine = h.engine.clone();
+    tokio::spawn(async move { engine.renew(ACCOUNT, upkeep_server::Actor::Api).await });
+    while !seen.contains("renewal_succeeded") {
+        let chunk = tokio::time::timeout(common::PATIENCE, resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: audit"));
+    assert!(
+        seen.contains("token_stored"),
+        "the rotation is an event too"
+    );
+    let token = h.current().unwrap();
+    assert!(
+        !seen.contains(token.token.expose()),
+        "no token in the stream"
+    );
 }

@@ -57,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/accounts/{id}/renew", post(renew_account))
         .route("/api/v1/accounts/{id}/token", get(get_token).put(put_token))
         .route("/api/v1/scheduler", get(scheduler))
+        .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -414,6 +415,66 @@ async fn put_token(
             reason.to_string(),
         ),
     }
+}
+
+/// Server-sent events: first a `snapshot` (every account, as `GET /api/v1/accounts`),
+/// then every engine event as it happens (`audit` and `alert` events, JSON), and a
+/// keep-alive comment every 15 s (well inside the listener's idle timeout). A watcher
+/// too slow to keep up gets a `lagged` event with how many it missed, and a fresh
+/// snapshot.
+async fn events(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    let rx = state.engine.events();
+    let engine = state.engine.clone();
+    let snapshot = |engine: &Engine| {
+        let accounts: Vec<Value> = engine
+            .account_ids()
+            .iter()
+            .filter_map(|id| account_json(engine, id))
+            .collect();
+        Event::default()
+            .event("snapshot")
+            .data(json!({ "accounts": accounts }).to_string())
+    };
+    let first = snapshot(&engine);
+    let stop = engine.shutdown_token();
+    let stream = futures_util::stream::unfold(
+        (Some(first), rx, engine, stop),
+        move |(pending, mut rx, engine, stop)| async move {
+            if let Some(event) = pending {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (None, rx, engine, stop),
+                ));
+            }
+            let next = tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = rx.recv() => r,
+            };
+            match next {
+                Ok(e) => {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    let event = Event::default().event(e.source).data(data);
+                    Some((Ok(event), (None, rx, engine, stop)))
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let lagged = Event::default()
+                        .event("lagged")
+                        .data(json!({ "missed": n }).to_string());
+                    let again = snapshot(&engine);
+                    Some((Ok(lagged), (Some(again), rx, engine, stop)))
+                }
+                Err(RecvError::Closed) => None,
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
 }
 
 /// Seed 000's scheduler status: running, env, each account's next job and its time.

@@ -32,7 +32,13 @@ impl Engine {
         }
         let current = Arc::new(CurrentToken::from_stored(stored));
         tracing::info!(account = %id, token_fp = %current.fingerprint, source = %current.source, "adopted a token stored by another process");
+        let detail = format!(
+            "token fp={} (stored by another process)",
+            current.fingerprint
+        );
         a.publish(current);
+        self.audit(id, Actor::Daemon, "token_adopted", "adopted", &detail)
+            .await;
         true
     }
 

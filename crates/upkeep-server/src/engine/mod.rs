@@ -214,6 +214,22 @@ pub struct RecordedView {
     pub conditions: std::collections::BTreeMap<String, String>,
 }
 
+/// Something that happened, as live watchers see it: every audit event (renewals,
+/// token changes, health checks, conditions) and every alert. Never holds a token.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineEvent {
+    pub account: String,
+    /// `"audit"` or `"alert"`.
+    pub source: &'static str,
+    /// The audit kind (`renewal_succeeded`, `token_stored`, `health_check`, ...) or the
+    /// alert kind (`manual_action_needed`, ...).
+    pub kind: String,
+    pub outcome: String,
+    pub detail: String,
+    /// IST, RFC 3339.
+    pub at: String,
+}
+
 /// The store refused a write (disk full, database down).
 pub const CONDITION_STORE: &str = "store_write_failing";
 /// A legacy token file or the backup could not be written.
@@ -321,6 +337,8 @@ pub(crate) struct Inner {
     pub(crate) accounts: HashMap<String, Arc<AccountRuntime>>,
     pub(crate) order: Vec<String>,
     pub(crate) shutdown: CancellationToken,
+    /// Every audit event and alert, for live watchers (`GET /api/v1/events`).
+    pub(crate) events: tokio::sync::broadcast::Sender<EngineEvent>,
     pub(crate) holder: String,
 }
 
@@ -433,6 +451,7 @@ impl Engine {
                 order,
                 shutdown: CancellationToken::new(),
                 holder,
+                events: tokio::sync::broadcast::channel(256).0,
             }),
         };
         for a in engine.inner.accounts.values() {
@@ -632,6 +651,14 @@ impl Engine {
             outcome: outcome.to_owned(),
             detail: detail.to_owned(),
         };
+        self.emit(EngineEvent {
+            account: account.to_owned(),
+            source: "audit",
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+            detail: detail.to_owned(),
+            at: upkeep_core::expiry::format_ist(event.at),
+        });
         let Some(a) = self.account(account) else {
             if let Err(e) = self.inner.store.record_event(event).await {
                 tracing::error!(account, error = %e, "could not record an audit event");
@@ -659,7 +686,25 @@ impl Engine {
         }
     }
 
+    /// A receiver of every [`EngineEvent`] from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.inner.events.send(event);
+    }
+
     pub(crate) async fn alert(&self, alert: Alert) {
+        self.emit(EngineEvent {
+            account: alert.account.clone(),
+            source: "alert",
+            kind: alert.kind.as_str().to_owned(),
+            outcome: alert.title.clone(),
+            detail: alert.message.clone(),
+            at: upkeep_core::expiry::format_ist(alert.at),
+        });
         if let Some(alerter) = &self.inner.alerter {
             let kind = alert.kind;
             let outcome = alerter.send(alert).await;
