@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod api;
 pub mod clock;
+pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod oauth_state;
@@ -101,10 +102,14 @@ impl App {
         }
         api::install_metrics_recorder();
         let keys = api::keys::KeyCache::start(&engine).await;
-        let router = http::router(engine.clone()).merge(api::router(api::ApiState {
-            engine: engine.clone(),
-            keys,
-        }));
+        let sessions = dashboard::Sessions::default();
+        let router = http::router(engine.clone())
+            .merge(api::router(api::ApiState {
+                engine: engine.clone(),
+                keys: keys.clone(),
+                sessions: sessions.clone(),
+            }))
+            .merge(dashboard::router(engine.clone(), keys, sessions));
         let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();
             async move {

@@ -35,6 +35,7 @@ pub enum StateError {
 /// Mints and redeems states. Cheap to share behind an `Arc`.
 pub struct StateBook {
     key: [u8; 32],
+    ttl: SignedDuration,
     used: Mutex<HashMap<String, Timestamp>>,
 }
 
@@ -47,13 +48,21 @@ impl std::fmt::Debug for StateBook {
 impl StateBook {
     /// `key_material` is the master key (or any secret shared by minter and redeemer).
     pub fn new(key_material: &[u8]) -> Self {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(b"upkeep/oauth-state/v1")
-            .unwrap_or_else(|_| unreachable_hmac());
+        Self::with_purpose(b"upkeep/oauth-state/v1", key_material, STATE_TTL)
+    }
+
+    /// A book for another kind of signed single-use link (the dashboard's sign-in
+    /// link): the purpose label keys the MAC, so a link of one kind never works as the
+    /// other.
+    pub fn with_purpose(purpose: &[u8], key_material: &[u8], ttl: SignedDuration) -> Self {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(purpose).unwrap_or_else(|_| unreachable_hmac());
         mac.update(key_material);
         let mut key = [0u8; 32];
         key.copy_from_slice(&mac.finalize().into_bytes());
         Self {
             key,
+            ttl,
             used: Mutex::new(HashMap::new()),
         }
     }
@@ -68,7 +77,7 @@ impl StateBook {
     /// A fresh state for `account`, valid for [`STATE_TTL`] from `now`.
     pub fn mint(&self, account: &str, now: Timestamp) -> String {
         let nonce: [u8; 16] = rand::random();
-        let expires = now.as_second() + STATE_TTL.as_secs();
+        let expires = now.as_second() + self.ttl.as_secs();
         let body = format!(
             "v1.{}.{}.{}",
             URL_SAFE_NO_PAD.encode(account.as_bytes()),

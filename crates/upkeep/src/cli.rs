@@ -83,6 +83,9 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Print (and on a desktop open) the Upstox login link for the browser OAuth flow.
     Login(AccountArg),
+    /// Print a single-use link (10 minutes) that signs a browser into the running
+    /// daemon's dashboard, with no key to paste.
+    DashboardLink,
     /// Force a renewal now, with the account's non-interactive strategies.
     Renew(RenewArgs),
     /// List, add or remove accounts in the store.

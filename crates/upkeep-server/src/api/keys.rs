@@ -66,6 +66,9 @@ struct Live {
 pub struct KeyHolder {
     pub name: String,
     pub scope: Scope,
+    /// Signed in through the dashboard's session cookie (not a key): changes need the
+    /// session's CSRF token too.
+    pub via_session: bool,
 }
 
 /// The in-memory key cache.
@@ -136,6 +139,7 @@ impl KeyCache {
                 found = Some(KeyHolder {
                     name: k.name.clone(),
                     scope: k.scope,
+                    via_session: false,
                 });
             }
         }

@@ -44,6 +44,8 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub struct ApiState {
     pub engine: Engine,
     pub keys: KeyCache,
+    /// The dashboard's sessions (a session acts as `admin`; changes need its CSRF token).
+    pub sessions: crate::dashboard::Sessions,
 }
 
 /// The API's routes.
@@ -55,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/accounts", get(list_accounts))
         .route("/api/v1/accounts/{id}", get(get_account))
         .route("/api/v1/accounts/{id}/renew", post(renew_account))
+        .route("/api/v1/accounts/{id}/login-link", post(account_login_link))
         .route("/api/v1/accounts/{id}/token", get(get_token).put(put_token))
         .route("/api/v1/scheduler", get(scheduler))
         .route("/api/v1/events", get(events))
@@ -76,6 +79,13 @@ impl IntoResponse for Refusal {
 /// of a weaker scope.
 fn require(state: &ApiState, headers: &HeaderMap, needed: Scope) -> Result<KeyHolder, Refusal> {
     let Some(key) = bearer(headers) else {
+        if state.sessions.csrf_of(headers).is_some() {
+            return Ok(KeyHolder {
+                name: "dashboard".into(),
+                scope: Scope::Admin,
+                via_session: true,
+            });
+        }
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -103,6 +113,24 @@ fn require(state: &ApiState, headers: &HeaderMap, needed: Scope) -> Result<KeyHo
                 holder.scope.as_str(),
                 needed.as_str()
             ),
+        ));
+    }
+    Ok(holder)
+}
+
+/// [`require`] for a request that changes something: a dashboard session must also
+/// send its CSRF token (`X-CSRF-Token`).
+fn require_change(
+    state: &ApiState,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<KeyHolder, Refusal> {
+    let holder = require(state, headers, needed)?;
+    if holder.via_session && !crate::dashboard::csrf_ok(&state.sessions, headers) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "missing or wrong X-CSRF-Token for this session".into(),
         ));
     }
     Ok(holder)
@@ -241,7 +269,7 @@ fn outcome_response(id: &str, outcome: RenewOutcome) -> Response {
 }
 
 async fn seed_force_refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers, Scope::Admin) {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
     }
     let id = match default_account(&state.engine) {
@@ -252,13 +280,27 @@ async fn seed_force_refresh(State(state): State<ApiState>, headers: HeaderMap) -
 }
 
 async fn seed_login_link(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers, Scope::Admin) {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
     }
     let id = match default_account(&state.engine) {
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    match state.engine.login_link(&id) {
+        Some(url) => Json(json!({"account": id, "login_url": url})).into_response(),
+        None => unknown_account(&id),
+    }
+}
+
+async fn account_login_link(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
     match state.engine.login_link(&id) {
         Some(url) => Json(json!({"account": id, "login_url": url})).into_response(),
         None => unknown_account(&id),
@@ -297,7 +339,7 @@ async fn renew_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = require(&state, &headers, Scope::Admin) {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
     }
     if state.engine.account_settings(&id).is_none() {
@@ -382,7 +424,7 @@ async fn put_token(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = require(&state, &headers, Scope::Admin) {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
     }
     if state.engine.account_settings(&id).is_none() {

@@ -83,6 +83,16 @@ impl LeaseGuard {
         }
     }
 
+    /// The guard if the lease was taken; otherwise it is disarmed (nothing to give back).
+    pub(crate) fn keep_if(mut self, taken: bool) -> Option<Self> {
+        if taken {
+            Some(self)
+        } else {
+            self.released = true;
+            None
+        }
+    }
+
     pub(crate) async fn release(mut self) {
         self.released = true;
         if let Err(e) = self.store.release_lease(&self.account, &self.holder).await {

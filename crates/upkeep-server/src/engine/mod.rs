@@ -334,6 +334,8 @@ pub(crate) struct Inner {
     pub(crate) alerter: Option<Alerter>,
     pub(crate) master_key: MasterKey,
     pub(crate) states: StateBook,
+    /// Single-use sign-in links of the dashboard (`upkeep dashboard-link`).
+    pub(crate) signins: StateBook,
     pub(crate) accounts: HashMap<String, Arc<AccountRuntime>>,
     pub(crate) order: Vec<String>,
     pub(crate) shutdown: CancellationToken,
@@ -437,6 +439,11 @@ impl Engine {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let states = StateBook::new(deps.master_key.to_hex().as_bytes());
+        let signins = StateBook::with_purpose(
+            b"upkeep/dashboard-signin/v1",
+            deps.master_key.to_hex().as_bytes(),
+            SignedDuration::from_mins(10),
+        );
         let holder = lease::holder_id();
         let engine = Self {
             inner: Arc::new(Inner {
@@ -447,6 +454,7 @@ impl Engine {
                 alerter: deps.alerter,
                 master_key: deps.master_key,
                 states,
+                signins,
                 accounts,
                 order,
                 shutdown: CancellationToken::new(),
@@ -552,6 +560,24 @@ impl Engine {
         let now = self.inner.clock.now();
         self.current(account)
             .map(|c| TokenState::at(c.expires_at, now, &self.inner.settings.thresholds))
+    }
+
+    /// A single-use link (10 minutes) that signs a browser into the dashboard. Any
+    /// process holding the master key can mint it; the daemon redeems it once.
+    pub fn dashboard_link(&self) -> String {
+        let token = self.inner.signins.mint("dashboard", self.inner.clock.now());
+        format!(
+            "{}/dashboard/signin?token={token}",
+            self.inner.settings.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// Redeems a dashboard sign-in token (once).
+    pub(crate) fn redeem_signin(&self, token: &str) -> Result<(), crate::oauth_state::StateError> {
+        self.inner
+            .signins
+            .redeem(token, self.inner.clock.now())
+            .map(drop)
     }
 
     /// A login link for the browser OAuth flow (works from a phone): the Upstox

@@ -127,28 +127,32 @@ impl Engine {
         let store = &self.inner.store;
         let holder = &self.inner.holder;
         let ttl = self.inner.settings.lease_ttl;
+        // Armed before the first attempt: if this future is cancelled after the database
+        // granted the lease but before the answer came back, the guard still gives it
+        // back (releasing a lease someone else holds changes nothing).
+        let guard = LeaseGuard::new(store.clone(), id, holder);
         if store
             .try_acquire_lease(id, holder, self.inner.clock.now(), ttl)
             .await?
         {
-            return Ok(Some(LeaseGuard::new(store.clone(), id, holder)));
+            return Ok(Some(guard));
         }
         let Some((other, _)) = store.lease_holder(id).await? else {
             // Released meanwhile: try once more.
-            return Ok(store
+            let taken = store
                 .try_acquire_lease(id, holder, self.inner.clock.now(), ttl)
-                .await?
-                .then(|| LeaseGuard::new(store.clone(), id, holder)));
+                .await?;
+            return Ok(guard.keep_if(taken));
         };
         if !holder_is_dead_local_process(&other) {
-            return Ok(None);
+            return Ok(guard.keep_if(false));
         }
         tracing::warn!(account = %id, dead_holder = %other, "the renewal lease was held by a process that no longer runs; taking it over");
         store.release_lease(id, &other).await?;
-        Ok(store
+        let taken = store
             .try_acquire_lease(id, holder, self.inner.clock.now(), ttl)
-            .await?
-            .then(|| LeaseGuard::new(store.clone(), id, holder)))
+            .await?;
+        Ok(guard.keep_if(taken))
     }
 
     pub(super) async fn keep_lease(&self, id: &str) {

@@ -77,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Exec(args) => exec(config_path, args.account.as_deref(), &args.command).await,
         Command::Login(args) => login(config_path, args.account.as_deref()).await,
+        Command::DashboardLink => dashboard_link(config_path).await,
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
         Command::Accounts { command } => accounts(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
@@ -444,6 +445,19 @@ async fn exec(
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::from(1),
     })
+}
+
+async fn dashboard_link(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    let loaded = context::load_config(path)?;
+    let engine = engine_for(&loaded).await?;
+    let link = engine.dashboard_link();
+    engine.store().close().await;
+    println!("{link}");
+    eprintln!(
+        "Open this link in a browser to sign in to the dashboard of the daemon at {}; it works once, for 10 minutes.",
+        loaded.config.server.public_url
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn login(path: Option<&std::path::Path>, account: Option<&str>) -> Result<ExitCode> {
