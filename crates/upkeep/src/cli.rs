@@ -126,9 +126,11 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Keep running after the demo renewal (Ctrl-C to stop).
-    #[arg(long)]
-    pub keep_running: bool,
+    /// Keep the simulator and the daemon running after the story (daemon on
+    /// 127.0.0.1:7878 or the next free port) and print a `dashboard: <URL>` line that
+    /// opens the dashboard already signed in; Ctrl-C stops.
+    #[arg(long, alias = "keep-running")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

@@ -74,7 +74,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     let base = url::Url::parse(&sim.base_url())?;
     let upstox = UpstoxClient::new(Hosts::all(&base))?;
-    let daemon_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let daemon_listener = if args.keep {
+        keep_listener().await?
+    } else {
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?
+    };
     let daemon_addr = daemon_listener.local_addr()?;
     let mut settings = DaemonSettings::new(vec![AccountSettings {
         id: "demo".into(),
@@ -213,11 +217,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         dir.join("upstox_tokens.json").display()
     );
 
-    if args.keep_running {
+    if args.keep {
         println!(
-            "running until Ctrl-C (daemon http://{daemon_addr}, simulator {})",
+            "\nrunning until Ctrl-C: daemon http://{daemon_addr}, the simulator's clock runs on \
+             (move it with POST {}/sim/clock)",
             sim.base_url()
         );
+        println!("simulator: {}", sim.base_url());
+        println!("dashboard: {}", engine.dashboard_link());
         super::sim::wait_for_signal().await;
     }
     let _ = stop_tx.send(());
@@ -225,6 +232,19 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// 127.0.0.1:7878, or the next free port after it (said so), for `--keep`.
+async fn keep_listener() -> Result<tokio::net::TcpListener> {
+    for port in 7878..7900u16 {
+        if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            if port != 7878 {
+                println!("upkeep demo: 127.0.0.1:7878 is taken; the daemon listens on port {port}");
+            }
+            return Ok(l);
+        }
+    }
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
 }
 
 async fn wait_for_token(

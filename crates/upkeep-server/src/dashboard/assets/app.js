@@ -48,8 +48,11 @@ function banner(key, level, text, actions) {
     $("#banners").appendChild(el);
     state.banners.set(key, el);
   }
+  // Rebuilt only when it says something new (buttons stay put under the pointer).
+  if (el.dataset.level === level && el.dataset.text === text) return;
   el.className = "banner " + level;
   el.dataset.level = level;
+  el.dataset.text = text;
   el.replaceChildren();
   const span = document.createElement("span");
   span.textContent = text;
@@ -206,7 +209,7 @@ async function start() {
   listen();
   setInterval(tick, 1000);
   // The daemon's clock can jump (the simulator's demo): resync now and then.
-  setInterval(refresh, 15000);
+  setInterval(refresh, 5000);
 }
 
 document.addEventListener("DOMContentLoaded", start);
