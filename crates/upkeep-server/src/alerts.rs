@@ -455,7 +455,7 @@ impl Alerter {
         let decision = self.decide(&alert, now);
         let (summary, reserved) = match decision {
             Decision::Skip(outcome) => {
-                metrics::counter!("upkeep_alerts_total", "outcome" => outcome_name(&outcome))
+                metrics::counter!("upkeep_alerts_total", "channel" => "none", "kind" => alert.kind.as_str(), "outcome" => outcome_name(&outcome))
                     .increment(1);
                 return outcome;
             }
@@ -603,7 +603,14 @@ impl Alerter {
                 failed: failed.clone(),
             }
         };
-        metrics::counter!("upkeep_alerts_total", "outcome" => outcome_name(&outcome)).increment(1);
+        // One count per channel: which channel carried (or failed) which kind.
+        let kind = alert.kind.as_str();
+        for (channels, result) in [(&delivered, "sent"), (&failed, "failed")] {
+            for channel in channels.iter() {
+                metrics::counter!("upkeep_alerts_total", "channel" => channel.clone(), "kind" => kind, "outcome" => result)
+                    .increment(1);
+            }
+        }
         let cap = self.inner.policy.recent_capacity;
         if cap > 0 {
             while st.recent.len() >= cap {

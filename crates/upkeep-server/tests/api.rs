@@ -439,6 +439,17 @@ async fn the_metrics_scrape_is_valid_prometheus_text_with_the_token_gauges() {
     assert_eq!(samples["upkeep_token_ready{account=\"main\"}"], 1.0);
     assert_eq!(samples["upkeep_token_api_validated{account=\"main\"}"], 1.0);
     assert_eq!(samples["upkeep_supervisor_up{account=\"main\"}"], 1.0);
+    assert!(samples["process_resident_memory_bytes"] > 1_000_000.0);
+    assert!(samples["process_open_fds"] >= 3.0);
+    // The health check's call to Upstox is counted by endpoint and status.
+    assert!(
+        samples
+            .iter()
+            .any(|(k, v)| k.starts_with("upkeep_upstream_requests_total{")
+                && k.contains("status=\"200\"")
+                && *v >= 1.0),
+        "{text}"
+    );
     assert!(!text.contains(h.seeded.as_ref().unwrap().expose()));
 }
 

@@ -307,9 +307,11 @@ impl UpstoxClient {
                 token_fp = fingerprint(bearer),
                 "request failed"
             );
+            count_request(ep, None);
             UpstoxError::network(ep, e)
         })?;
         let status = resp.status().as_u16();
+        count_request(ep, Some(status));
         let headers = resp.headers().clone();
         let body = resp
             .bytes()
@@ -323,6 +325,14 @@ impl UpstoxClient {
         );
         read_body(ep, status, &headers, &body, bearer.is_some())
     }
+}
+
+/// Counts a call to Upstox in `upkeep_upstream_requests_total{endpoint, status}`
+/// (`status` is the HTTP status, or `error` when no answer came).
+pub(crate) fn count_request(ep: &'static str, status: Option<u16>) {
+    let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+    metrics::counter!("upkeep_upstream_requests_total", "endpoint" => ep, "status" => status)
+        .increment(1);
 }
 
 /// Turns a response into the success payload or a typed error.

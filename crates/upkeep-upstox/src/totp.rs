@@ -208,13 +208,12 @@ impl LoginSession {
     /// `user_id`, `client_id` and `user_type`.
     async fn dialog(&self, url: Url) -> Result<Landing, UpstoxError> {
         const EP: &str = "GET /v2/login/authorization/dialog";
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| UpstoxError::network(EP, e))?;
+        let resp = self.http.get(url).send().await.map_err(|e| {
+            crate::client::count_request(EP, None);
+            UpstoxError::network(EP, e)
+        })?;
         let status = resp.status();
+        crate::client::count_request(EP, Some(status.as_u16()));
         let headers = resp.headers().clone();
         let landed = if status.is_redirection() {
             location(&headers, resp.url())
@@ -353,14 +352,12 @@ impl LoginSession {
     }
 
     async fn send(&self, ep: &'static str, url: Url, body: &Value) -> Result<Answer, UpstoxError> {
-        let resp = self
-            .http
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| UpstoxError::network(ep, e))?;
+        let resp = self.http.post(url).json(body).send().await.map_err(|e| {
+            crate::client::count_request(ep, None);
+            UpstoxError::network(ep, e)
+        })?;
         let status = resp.status().as_u16();
+        crate::client::count_request(ep, Some(status));
         let headers = resp.headers().clone();
         tracing::debug!(endpoint = ep, status, "TOTP login: step answered");
         if resp.status().is_redirection()

@@ -78,8 +78,61 @@ pub(crate) fn render(engine: &Engine) -> String {
             let _ = writeln!(out, "{name}{{account=\"{}\"}} {value}", label(id));
         }
     }
+    process_metrics(&mut out);
     if let Some(Some(handle)) = RECORDER.get() {
         out.push_str(&handle.render());
     }
     out
+}
+
+/// The usual process gauges, read from `/proc/self` (Linux; nothing elsewhere).
+fn process_metrics(out: &mut String) {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes."
+        );
+        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", kb * 1024);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors."
+        );
+        let _ = writeln!(out, "# TYPE process_open_fds gauge");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    if let Some(limit) = crate::http::serve::open_file_limit() {
+        let _ = writeln!(
+            out,
+            "# HELP process_max_fds Maximum number of open file descriptors."
+        );
+        let _ = writeln!(out, "# TYPE process_max_fds gauge");
+        let _ = writeln!(out, "process_max_fds {limit}");
+    }
+    // utime + stime, fields 14 and 15 of /proc/self/stat, in clock ticks (USER_HZ is
+    // 100 on Linux).
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..])
+    {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(u), Some(s)) = (
+            fields.get(11).and_then(|v| v.parse::<f64>().ok()),
+            fields.get(12).and_then(|v| v.parse::<f64>().ok()),
+        ) {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds."
+            );
+            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+            let _ = writeln!(out, "process_cpu_seconds_total {}", (u + s) / 100.0);
+        }
+    }
 }
