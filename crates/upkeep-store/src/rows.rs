@@ -69,6 +69,7 @@ pub(crate) mod sql {
          WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
     /// PostgreSQL: the same, on the database's clock (`$3` = ttl in seconds), so hosts
     /// with skewed clocks sharing one database agree on who holds a lease.
+    #[cfg(feature = "postgres")]
     pub const LEASE_ACQUIRE_DB_CLOCK: &str = "INSERT INTO leases (account, holder, expires_at) \
          VALUES ($1, $2, CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT) + $3) \
          ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
