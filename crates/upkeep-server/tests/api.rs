@@ -431,6 +431,28 @@ async fn the_metrics_scrape_is_valid_prometheus_text_with_the_token_gauges() {
         );
         samples.insert(series.to_owned(), value);
     }
+    // And a Prometheus text-format parser reads it, with the right types.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let gauge = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("account") == Some(ACCOUNT))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{name} is not a gauge: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no {name}{{account=main}}"))
+    };
+    assert_eq!(gauge("upkeep_token_ready"), 1.0);
+    assert_eq!(gauge("upkeep_supervisor_up"), 1.0);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "upkeep_upstream_requests_total"
+                && matches!(s.value, prometheus_parse::Value::Counter(v) if v >= 1.0))
+    );
     let expiry = h.current().unwrap().expires_at.as_second() as f64;
     assert_eq!(
         samples["upkeep_token_expiration_timestamp_seconds{account=\"main\"}"],
