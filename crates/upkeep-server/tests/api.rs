@@ -84,7 +84,7 @@ fn day() -> jiff::civil::Date {
 #[tokio::test]
 async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_json_error() {
     let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
-    let routes: [(Method, &str, &str); 10] = [
+    let routes: [(Method, &str, &str); 11] = [
         (Method::GET, "/api/token/status", "status:read"),
         (Method::POST, "/api/token/force-refresh", "admin"),
         (Method::POST, "/api/upstox/token/refresh", "admin"),
@@ -95,6 +95,7 @@ async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_js
         (Method::GET, "/api/v1/scheduler", "status:read"),
         (Method::GET, "/api/v1/events", "status:read"),
         (Method::GET, "/metrics", "status:read"),
+        (Method::GET, "/api/openapi.json", "status:read"),
     ];
     for (method, path, needed) in routes {
         let (status, body) = call(&h, method.clone(), path, None, None).await;

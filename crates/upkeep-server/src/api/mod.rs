@@ -62,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/scheduler", get(scheduler))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -212,6 +213,7 @@ fn default_account(engine: &Engine) -> Result<String, Refusal> {
 
 /// Seed-compatible: `{"valid", "time_remaining_hours", "expiry_time", "api_validated"}`
 /// for the default account, plus the v1 fields.
+#[utoipa::path(get, path = "/api/token/status", tag = "upkeep", summary = "The default account's token status (seed-compatible: valid, time_remaining_hours, expiry_time, api_validated, and the v1 account fields)", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "status"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn seed_status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&state, &headers, Scope::StatusRead) {
         return r.into_response();
@@ -268,6 +270,7 @@ fn outcome_response(id: &str, outcome: RenewOutcome) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/api/token/force-refresh", tag = "upkeep", summary = "Renew the default account's token now (single-flight with the daemon's own renewals)", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "renewed"), (status = 409, description = "another process is renewing"), (status = 502, description = "every strategy failed"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn seed_force_refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
@@ -279,6 +282,7 @@ async fn seed_force_refresh(State(state): State<ApiState>, headers: HeaderMap) -
     outcome_response(&id, state.engine.renew(&id, Actor::Api).await)
 }
 
+#[utoipa::path(post, path = "/api/upstox/token/refresh", tag = "upkeep", summary = "Start the browser OAuth flow for the default account: returns login_url", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "the login link"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn seed_login_link(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require_change(&state, &headers, Scope::Admin) {
         return r.into_response();
@@ -293,6 +297,7 @@ async fn seed_login_link(State(state): State<ApiState>, headers: HeaderMap) -> R
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/login-link", tag = "upkeep", summary = "The Upstox login link (single-use state) for an account", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "the login link"), (status = 404, description = "unknown account"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn account_login_link(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -307,6 +312,7 @@ async fn account_login_link(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "upkeep", summary = "Every account: state, token (never the token itself), checks, plan, conditions", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "the accounts"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&state, &headers, Scope::StatusRead) {
         return r.into_response();
@@ -320,6 +326,7 @@ async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Res
     Json(json!({ "accounts": accounts })).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "upkeep", summary = "One account, as in the list", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "the account"), (status = 404, description = "unknown account"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn get_account(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -334,6 +341,7 @@ async fn get_account(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/renew", tag = "upkeep", summary = "Renew an account now (single-flight; re-enables strategies stopped by a fault)", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "renewed"), (status = 404, description = "unknown account"), (status = 409, description = "another process is renewing"), (status = 502, description = "every strategy failed"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn renew_account(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -350,6 +358,7 @@ async fn renew_account(
 
 /// The current valid token, for consumer programs. 409 when there is none (missing,
 /// expired, or refused by Upstox at the last health check).
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/token", tag = "upkeep", summary = "The current valid access token, for consumer programs", description = "Scope: token:read.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "the token (Cache-Control: no-store)"), (status = 404, description = "unknown account"), (status = 409, description = "no valid token: missing, expired or refused by Upstox (the reason in the error)"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn get_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -418,6 +427,7 @@ struct PutToken {
 
 /// Imports a token, validated like `upkeep token set --verify` (decodes, unexpired, the
 /// account's user, accepted by Upstox).
+#[utoipa::path(put, path = "/api/v1/accounts/{id}/token", tag = "upkeep", summary = "Import a token ({\"access_token\": ...}), validated like `upkeep token set --verify`", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "stored"), (status = 400, description = "not JSON"), (status = 404, description = "unknown account"), (status = 413, description = "body over 16 KiB"), (status = 422, description = "refused (the reason in the error)"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn put_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -464,6 +474,7 @@ async fn put_token(
 /// keep-alive comment every 15 s (well inside the listener's idle timeout). A watcher
 /// too slow to keep up gets a `lagged` event with how many it missed, and a fresh
 /// snapshot.
+#[utoipa::path(get, path = "/api/v1/events", tag = "upkeep", summary = "Server-sent events: a snapshot, then every audit event and alert", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "text/event-stream"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn events(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
@@ -520,6 +531,7 @@ async fn events(State(state): State<ApiState>, headers: HeaderMap) -> Response {
 }
 
 /// Seed 000's scheduler status: running, env, each account's next job and its time.
+#[utoipa::path(get, path = "/api/v1/scheduler", tag = "upkeep", summary = "Scheduler status: running, each account's next job and its time", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "the scheduler"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn scheduler(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&state, &headers, Scope::StatusRead) {
         return r.into_response();
@@ -551,6 +563,7 @@ async fn scheduler(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "upkeep", summary = "Prometheus text", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "text/plain; version=0.0.4"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&state, &headers, Scope::StatusRead) {
         return r.into_response();
@@ -561,6 +574,54 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         metrics_text::render(&state.engine),
+    )
+        .into_response()
+}
+
+/// The API's OpenAPI document (from the handlers' annotations).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "upkeep API", description = "Keeps Upstox access tokens alive; status, renewals and the token for consumer programs. Authenticate with `Authorization: Bearer <API key>` (scopes admin, status:read, token:read) or the dashboard's session cookie."),
+    paths(
+        seed_status, seed_force_refresh, seed_login_link, list_accounts, get_account,
+        renew_account, account_login_link, get_token, put_token, scheduler, events, metrics
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "dashboard_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::dashboard::COOKIE))),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON (pretty, stable order), as served and as snapshot.
+pub fn openapi_document() -> String {
+    use utoipa::OpenApi as _;
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+async fn openapi_json(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
     )
         .into_response()
 }
