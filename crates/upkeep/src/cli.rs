@@ -194,6 +194,9 @@ pub enum TokenCommand {
         /// Also check it with Upstox (a profile call) before storing it.
         #[arg(long)]
         verify: bool,
+        /// Store a sandbox token in a live account (or a live token in a sandbox one).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -231,7 +234,12 @@ pub enum AccountsCommand {
         env: String,
     },
     /// Remove an account and its tokens from the store (audit events stay).
-    Remove { id: String },
+    Remove {
+        id: String,
+        /// Really remove it (its tokens and secrets are deleted; audit events stay).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Re-enable strategies stopped by a credential or configuration fault (a wrong PIN
     /// or TOTP, a bad client secret). upkeep never retries those by itself, also not
     /// after a restart; fix the cause first. A running daemon notices within a poll.
@@ -280,6 +288,10 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     /// The backup file written by `upkeep backup`.
     pub file: PathBuf,
+    /// Restore even though a daemon answers on the configured address (it keeps its
+    /// tokens in memory and will not see the restored ones until restarted).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -343,15 +343,25 @@ fn backup_then_restore_brings_the_token_back() {
     let bytes = std::fs::read(&file).unwrap();
     assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
 
+    // Without --yes nothing is removed.
     env.cmd()
         .args(["accounts", "remove", "main"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--yes"));
+    env.cmd().arg("token").assert().success();
+    env.cmd()
+        .args(["accounts", "remove", "main", "--yes"])
         .assert()
         .success();
     env.cmd().arg("token").assert().failure();
     env.cmd()
         .args(["restore", file.to_str().unwrap()])
         .assert()
-        .success();
+        .success()
+        .stderr(predicate::str::contains(
+            "restored 2 account(s), 1 token(s)",
+        ));
     env.cmd()
         .arg("token")
         .assert()
@@ -380,11 +390,11 @@ fn accounts_add_list_remove() {
         .collect();
     assert!(ids.contains(&"scratch") && ids.contains(&"main"), "{ids:?}");
     env.cmd()
-        .args(["accounts", "remove", "scratch"])
+        .args(["accounts", "remove", "scratch", "--yes"])
         .assert()
         .success();
     env.cmd()
-        .args(["accounts", "remove", "scratch"])
+        .args(["accounts", "remove", "scratch", "--yes"])
         .assert()
         .code(2);
     env.cmd()
@@ -1391,4 +1401,85 @@ fn reset_strategy_clears_a_stored_lockout_latch() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no strategy was stopped"));
+}
+
+#[test]
+fn a_sandbox_token_is_not_stored_in_a_live_account_without_force_and_the_other_way_round() {
+    let env = Env::new();
+    let sandbox = testing::sandbox_token("AB1234", real_now() - SignedDuration::from_mins(1));
+    let out = env
+        .cmd()
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(sandbox.expose())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sandbox token") && err.contains("--force"),
+        "{err}"
+    );
+    env.cmd()
+        .args(["token", "--account", "main"])
+        .assert()
+        .failure();
+    // Into the sandbox account it goes; a live token there is refused.
+    env.cmd()
+        .args(["token", "set", "--account", "paper"])
+        .write_stdin(sandbox.expose())
+        .assert()
+        .success();
+    env.cmd()
+        .args(["token", "set", "--account", "paper"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .assert()
+        .code(2);
+    // --force is the operator's explicit choice.
+    env.cmd()
+        .args(["token", "set", "--account", "main", "--force"])
+        .write_stdin(sandbox.expose())
+        .assert()
+        .success();
+}
+
+#[test]
+fn restore_refuses_while_a_daemon_answers_unless_forced() {
+    let env = Env::new();
+    env.cmd()
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .assert()
+        .success();
+    let backups = env.path("backups");
+    let out = env
+        .cmd()
+        .args(["backup", "--dir", backups.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let file = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Something answers /healthz on the configured address: a daemon.
+    let port = free_port();
+    let config = env.path("with-daemon.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(env.path("upkeep.toml"))
+            .unwrap()
+            .replace(
+                "[store]",
+                &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[store]"),
+            ),
+    )
+    .unwrap();
+    let _daemon = spawn_serve(&config, false);
+    wait_for_port(port);
+    env.cmd_with(&config)
+        .args(["restore", &file])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("stop it first"));
+    env.cmd_with(&config)
+        .args(["restore", &file, "--force"])
+        .assert()
+        .success();
 }

@@ -73,7 +73,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 token,
                 account,
                 verify,
-            }) => token_set(config_path, token, account.or(args.account), verify).await,
+                force,
+            }) => token_set(config_path, token, account.or(args.account), verify, force).await,
         },
         Command::Exec(args) => exec(config_path, args.account.as_deref(), &args.command).await,
         Command::Login(args) => login(config_path, args.account.as_deref()).await,
@@ -104,13 +105,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Restore(args) => {
             let loaded = context::load_config(config_path)?;
+            if !args.force && daemon_answers(&loaded.config).await {
+                return Err(UsageError(format!(
+                    "an upkeep daemon answers on {}: it keeps its tokens in memory and would not \
+                     see the restored ones; stop it first (or pass --force and restart it after)",
+                    loaded.config.server.listen
+                ))
+                .into());
+            }
             let key = context::master_key(&loaded)?;
             let store = context::open_store(&loaded, key.clone()).await?;
             let stats = upkeep_store::restore_from_file(store.as_ref(), &key, &args.file)
                 .await
                 .with_context(|| format!("cannot restore from {}", args.file.display()))?;
             store.close().await;
-            eprintln!("restored {stats:?} from {}", args.file.display());
+            eprintln!(
+                "restored {} account(s), {} token(s), {} secret(s) and {} audit event(s) from {}",
+                stats.accounts,
+                stats.tokens,
+                stats.secrets,
+                stats.events,
+                args.file.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -399,12 +415,30 @@ async fn token_set(
     token: Option<String>,
     account: Option<String>,
     verify: bool,
+    force: bool,
 ) -> Result<ExitCode> {
     let loaded = context::load_config(path)?;
     let id = context::pick_account(&loaded.config, account.as_deref())?;
     let token = read_token_arg(token.as_deref())?;
     // Malformed input is a usage error (exit 2) before anything is opened.
     let info = inspect(&token).map_err(|e| UsageError(format!("malformed token: {e}")))?;
+    // A sandbox token only works on the sandbox APIs: in a live account every bot would
+    // get 401s (and the other way round).
+    let sandbox_token = info.kind == upkeep_core::expiry::TokenKind::Sandbox;
+    let sandbox_account = loaded
+        .config
+        .account(&id)
+        .is_some_and(|a| a.env == upkeep_core::config::UpstoxEnv::Sandbox);
+    if sandbox_token != sandbox_account && !force {
+        return Err(UsageError(format!(
+            "this is a {} token and account `{id}` is {}; store it in an account with env = \
+             \"{}\" (or pass --force)",
+            if sandbox_token { "sandbox" } else { "live" },
+            if sandbox_account { "sandbox" } else { "live" },
+            if sandbox_token { "sandbox" } else { "live" },
+        ))
+        .into());
+    }
     let engine = engine_for(&loaded).await?;
     let result = engine
         .accept_token(&id, token, "import", Actor::Cli, verify)
@@ -654,7 +688,19 @@ async fn accounts(path: Option<&std::path::Path>, command: AccountsCommand) -> R
             }
             Ok(ExitCode::SUCCESS)
         }
-        AccountsCommand::Remove { id } => {
+        AccountsCommand::Remove { id, yes } => {
+            if !yes {
+                store.close().await;
+                return Err(UsageError(format!(
+                    "this deletes account `{id}`'s tokens and secrets{}; run again with --yes to do it",
+                    if loaded.config.account(&id).is_some() {
+                        " (it is still configured: a running daemon would lose its token)"
+                    } else {
+                        ""
+                    }
+                ))
+                .into());
+            }
             if store.remove_account(&id).await? {
                 eprintln!("removed account `{id}` and its tokens (audit events are kept)");
                 Ok(ExitCode::SUCCESS)
@@ -711,6 +757,22 @@ async fn import(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether something answers `GET /healthz` like an upkeep daemon on the configured
+/// listen address (a short timeout: no daemon is the usual case).
+async fn daemon_answers(config: &upkeep_core::config::Config) -> bool {
+    let url = format!("http://{}/healthz", config.server.listen);
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(url).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
 }
 
 /// The largest file `upkeep import` reads (the legacy files are a few hundred bytes).
