@@ -65,10 +65,13 @@ fn join_errors(errors: &[ConfigError]) -> String {
 }
 
 impl ConfigError {
+    /// Every `Invalid` is made here. Messages quote values from the file and the
+    /// environment (ids, URLs, addresses); their control characters are escaped so a
+    /// message stays one line and a value cannot forge output lines or terminal escapes.
     pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
-            key: key.into(),
-            message: message.into(),
+            key: escape_controls(key.into()),
+            message: escape_controls(message.into()),
         }
     }
 
@@ -92,9 +95,26 @@ impl ConfigError {
         Self::Syntax {
             line,
             column,
-            message: one_line(msg),
+            message: escape_controls(one_line(msg)),
         }
     }
+}
+
+/// `s` with each control character (line breaks, tabs, ESC, ...) written as its Rust
+/// escape (`\n`, `\t`, `\u{1b}`).
+fn escape_controls(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -1550,6 +1570,9 @@ fn list(items: &[&str]) -> String {
     }
 }
 
+/// A TOTP seed the login can use: base32 (whitespace, lower case and trailing `=` are
+/// fine) holding at least one byte of key. One symbol carries only 5 bits, which
+/// decodes to an empty key that `upkeep_upstox::TotpCode::from_base32` refuses.
 fn is_base32(seed: &str) -> bool {
     let s: String = seed
         .chars()
@@ -1557,7 +1580,7 @@ fn is_base32(seed: &str) -> bool {
         .collect::<String>()
         .to_ascii_uppercase();
     let s = s.trim_end_matches('=');
-    !s.is_empty()
+    s.len() * 5 / 8 >= 1
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }

@@ -32,3 +32,36 @@ pub use models::{
 pub use totp::{TotpCode, TotpLogin};
 pub use webhook::{NotifierPayload, WebhookError, parse_notifier};
 pub mod feed;
+
+/// Crate-internal parsers, exposed for the fuzz targets in `fuzz/` (feature `fuzzing`).
+/// Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::HeaderMap;
+    use serde_json::Value;
+
+    use crate::UpstoxError;
+
+    /// What every REST call does with a response: the status and envelope check that
+    /// yields the success payload (`data`, or the flat body) or a typed error.
+    pub fn read_body(
+        ep: &'static str,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        bearer: bool,
+    ) -> Result<(u16, Value), UpstoxError> {
+        crate::client::read_body(ep, status, headers, body, bearer)
+    }
+
+    /// The scrubbing applied to every server-supplied message before it is kept.
+    pub fn scrub(text: &str) -> String {
+        crate::envelope::scrub(text)
+    }
+
+    /// The detail a typed decode failure (`UpstoxError::Decode`) carries.
+    pub fn json_error_detail(e: &serde_json::Error) -> String {
+        crate::envelope::json_error_detail(e)
+    }
+}

@@ -486,6 +486,53 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
 }
 
 #[test]
+fn error_messages_stay_one_line_when_a_quoted_value_holds_control_characters() {
+    // Found by fuzz/config_toml: `id = """<newline><newline>"""` (an id that is a line
+    // break) gave a two-line message; a value could forge a line of `config check`'s
+    // output or of a log, or carry terminal escapes. Control characters are escaped.
+    assert_eq!(
+        err("[[account]]\nid=\"\"\"\n\n\"\"\"", &[]),
+        r#"account[0].id: "\n" is not a valid id; use 1-64 letters, digits, '-' or '_'"#
+    );
+    let cases = [
+        "[server]\npublic_url = \"ftp://a\\nb\"\n",
+        "[upstox]\nfeed_url = \"https://x\\r\\nSet: y\"\n",
+        "[[account]]\nid = \"a\\u001b[31mb\"\n",
+        "[alert.email]\nsmtp_url = \"smtp://h\"\nfrom = \"x\\ny\"\nto = [\"\\t\"]\n",
+    ];
+    for text in cases {
+        let got = err(text, &[]);
+        assert!(!got.chars().any(char::is_control), "{got:?} from {text:?}");
+    }
+}
+
+#[test]
+fn a_totp_seed_too_short_to_hold_one_key_byte_is_rejected() {
+    // Found by fuzz/config_toml: one base32 symbol carries 5 bits, less than the one byte
+    // of key the TOTP generator needs, so such a seed passed validation and the first
+    // TOTP login failed ("the TOTP secret is not valid base32").
+    let want = r#"account "main".totp.secret: is not a base32 TOTP seed (value not shown); copy the key shown when enabling TOTP on Upstox"#;
+    for seed in ["B", "b", " B ", "B=======", "\tQ="] {
+        let text = TOTP_ACCOUNT.replace("JBSWY3DPEHPK3PXP", seed);
+        assert_eq!(err(&text, &[]), want, "seed {seed:?}");
+    }
+    // The fuzzer's input: a totp account made from the legacy variables alone.
+    let vars = env(&[
+        ("UPSTOX_CLIENT_ID", "y"),
+        ("UPSTOX_CLIENT_SECRET", "5i"),
+        ("UPSTOX_USERNAME", "0"),
+        ("UPSTOX_PIN_CODE", "2"),
+        ("UPSTOX_TOTP_SECRET", "B"),
+    ]);
+    assert_eq!(
+        Config::from_sources(None, &vars).unwrap_err().to_string(),
+        want
+    );
+    // Two symbols carry 10 bits: one byte of key, which the generator takes.
+    load(Some(&TOTP_ACCOUNT.replace("JBSWY3DPEHPK3PXP", "JB")), &[]);
+}
+
+#[test]
 fn a_webhook_only_account_is_valid_once_its_user_is_known_and_totp_proves_it_itself() {
     let text = "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\n\
                 renew = [\"token_request\"]\nuser_id = \"AB1234\"\n";
