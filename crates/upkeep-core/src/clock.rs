@@ -5,6 +5,14 @@
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> jiff::Timestamp;
+
+    /// Re-reads the time from its source when that source is remote (the simulator's
+    /// clock followed from another process), so `now` is exact for what comes next; a
+    /// no-op for local clocks. The daemon calls it before anything that must agree
+    /// with the server's time: computing a TOTP code, judging a refused token.
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A clock fixed at one instant, settable by hand (tests).

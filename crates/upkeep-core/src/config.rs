@@ -381,6 +381,10 @@ pub struct UpstoxConfig {
     pub login_url: String,
     pub feed_url: String,
     pub sandbox_url: String,
+    /// Run the daemon and the CLI on the simulator's clock (`GET {api_url}/sim/clock`)
+    /// instead of the machine's, so a rollover staged in a separately started
+    /// `upkeep sim` can be watched. Refused for a real Upstox host.
+    pub follow_sim_clock: bool,
 }
 
 impl Default for UpstoxConfig {
@@ -391,6 +395,7 @@ impl Default for UpstoxConfig {
             login_url: "https://service.upstox.com".into(),
             feed_url: "wss://api.upstox.com".into(),
             sandbox_url: "https://api-sandbox.upstox.com".into(),
+            follow_sim_clock: false,
         }
     }
 }
@@ -1294,6 +1299,16 @@ impl Config {
                 c.push(key, format!("\"{url}\" is not {want} URL"));
             }
         }
+        if up.follow_sim_clock && is_upstox_host(&up.api_url) {
+            c.push(
+                "upstox.follow_sim_clock",
+                format!(
+                    "is on while upstox.api_url is Upstox itself (\"{}\"); point api_url at \
+                     `upkeep sim` or turn follow_sim_clock off",
+                    up.api_url
+                ),
+            );
+        }
     }
 
     fn validate_renewal(&self, c: &mut Collector) {
@@ -1547,6 +1562,20 @@ fn is_http_url(url: &str) -> bool {
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
+/// Whether `url`'s host is Upstox's own (`upstox.com` or a subdomain).
+pub fn is_upstox_host(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    host == "upstox.com" || host.ends_with(".upstox.com")
+}
+
 fn scheme_of(url: &str) -> Option<&str> {
     let (scheme, _) = url.split_once(':')?;
     (!scheme.is_empty()
@@ -1761,6 +1790,7 @@ order_url = "https://api-hft.upstox.com"
 login_url = "https://service.upstox.com"
 feed_url = "wss://api.upstox.com"
 sandbox_url = "https://api-sandbox.upstox.com"
+# follow_sim_clock = false              # run on `upkeep sim`'s clock (api_url = the sim)
 
 [renewal]
 window_start = "05:30"                  # daily tokens die at 03:30 IST; renew after that

@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Listen address; overrides [server] listen (default 127.0.0.1:7878).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Run on the clock of the `upkeep sim` at [upstox] api_url instead of the
+    /// machine's (as [upstox] follow_sim_clock = true): watch a staged rollover.
+    #[arg(long)]
+    pub follow_sim_clock: bool,
 }
 
 #[derive(Debug, Args)]

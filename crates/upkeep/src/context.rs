@@ -216,12 +216,39 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
         idle_timeout: secs(srv.idle_timeout),
         shutdown_deadline: secs(srv.shutdown_timeout),
     };
+    if config.upstox.follow_sim_clock {
+        // A jump of the simulator's clock is seen within a second by the follower;
+        // supervisors re-read the plan as often so the daemon reacts within seconds.
+        s.poll = s.poll.min(std::time::Duration::from_secs(1));
+    }
     s.sinks = SinkSettings {
         json_file: config.sinks.json_file.clone(),
         env_file: config.sinks.env_file.clone(),
         backup_dir: config.store.backup_dir.clone(),
     };
     s
+}
+
+/// The clock the daemon and the CLI run on: the machine's, or with
+/// `[upstox] follow_sim_clock` the simulator's (read from `{api_url}/sim/clock`; the
+/// returned follower must be kept in sync by whoever runs long, see
+/// [`upkeep_server::clock::SimFollowClock::follow`]).
+pub async fn clock(
+    config: &Config,
+) -> Result<(
+    std::sync::Arc<dyn upkeep_core::Clock>,
+    Option<std::sync::Arc<upkeep_server::clock::SimFollowClock>>,
+)> {
+    if !config.upstox.follow_sim_clock {
+        return Ok((std::sync::Arc::new(upkeep_server::SystemClock), None));
+    }
+    let http = reqwest::Client::builder()
+        .build()
+        .context("cannot build the HTTP client for the simulator's clock")?;
+    let follower = upkeep_server::clock::SimFollowClock::connect(&config.upstox.api_url, http)
+        .await
+        .map_err(|e| UsageError(format!("upstox.follow_sim_clock: {e}")))?;
+    Ok((follower.clone(), Some(follower)))
 }
 
 /// Master key, store, Upstox client and daemon settings for an engine on `clock`.

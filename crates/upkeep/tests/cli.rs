@@ -1483,3 +1483,101 @@ fn restore_refuses_while_a_daemon_answers_unless_forced() {
         .assert()
         .success();
 }
+
+#[test]
+fn a_daemon_following_the_sims_clock_renews_within_seconds_when_the_sim_jumps_over_the_rollover() {
+    // `upkeep sim` and `upkeep serve` as separate processes: the daemon follows the
+    // simulator's clock, so moving it over 03:30 IST and into the morning window makes
+    // the daemon renew at once, with TOTP codes computed on the simulator's clock (no
+    // wrong code spent). On the wall clock it would stay "healthy" on the old token.
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    post_json(
+        &format!("{base}/sim/clock"),
+        &serde_json::json!({"jump_to_ist": "2026-12-08T10:00:00"}),
+    );
+    let sink = env.path("follow_tokens.json");
+    let extra = format!(
+        "follow_sim_clock = true\n[sinks]\njson_file = \"{}\"",
+        sink.display()
+    );
+    write_serve_config(&env, &c, daemon_port, "", &extra);
+    let mut serve = spawn_serve(&env.path("serve.toml"), true);
+    let read_sink = || -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(&sink).ok()?).ok()
+    };
+    wait_for("the first token in the sink", || read_sink().is_some());
+    let first = read_sink().unwrap();
+    // Minted on the simulator's day, not today's: it dies at 03:30 IST on 9 December.
+    assert!(
+        first["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-12-09T03:30:00"),
+        "{first}"
+    );
+
+    post_json(
+        &format!("{base}/sim/clock"),
+        &serde_json::json!({"jump_to_ist": "2026-12-09T05:45:00"}),
+    );
+    // Within seconds of real time (the follower re-reads the clock every second).
+    let mut renewed = None;
+    for _ in 0..300 {
+        if let Some(v) = read_sink()
+            && v["access_token"] != first["access_token"]
+        {
+            renewed = Some(v);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(renewed) = renewed else {
+        let _ = serve.0.kill();
+        let out = std::mem::replace(
+            &mut serve.0,
+            std::process::Command::new("true").spawn().unwrap(),
+        )
+        .wait_with_output()
+        .unwrap();
+        panic!(
+            "no renewal after the simulator's clock jumped; the daemon logged:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(
+        renewed["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-12-10T03:30:00"),
+        "{renewed}"
+    );
+    let state = reqwest_get(&format!("{base}/sim/state"));
+    assert_eq!(state["counters"]["failed_logins"], 0, "{state}");
+    assert_eq!(state["counters"]["logins"], 2, "{state}");
+}
+
+#[test]
+fn follow_sim_clock_is_refused_for_a_real_upstox_host() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.path("upkeep.toml")).unwrap();
+    std::fs::write(
+        env.path("real.toml"),
+        format!("{text}\n[upstox]\nfollow_sim_clock = true\n"),
+    )
+    .unwrap();
+    env.cmd_with(&env.path("real.toml"))
+        .args(["config", "check"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "upstox.follow_sim_clock: is on while upstox.api_url is Upstox itself",
+        ));
+    env.cmd()
+        .args(["serve", "--follow-sim-clock", "--listen", "127.0.0.1:0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("upstox.follow_sim_clock"));
+}

@@ -707,3 +707,32 @@ fn relative_paths_of_a_config_file_resolve_against_its_folder() {
         assert_eq!(c.store.url.expose(), url);
     }
 }
+
+#[test]
+fn follow_sim_clock_needs_a_simulator_not_upstox() {
+    // Following a clock that Upstox does not have would stop the daemon from starting,
+    // and a real account must never run on a simulated time.
+    for api_url in [
+        "https://api.upstox.com",
+        "https://API.Upstox.com:443/",
+        "https://user@api-v2.upstox.com",
+        "http://upstox.com.",
+    ] {
+        let text = format!("[upstox]\napi_url = \"{api_url}\"\nfollow_sim_clock = true\n");
+        assert!(
+            err(&text, &[]).starts_with(
+                "upstox.follow_sim_clock: is on while upstox.api_url is Upstox itself"
+            ),
+            "{api_url}"
+        );
+    }
+    for api_url in [
+        "http://127.0.0.1:7879",
+        "http://notupstox.com",
+        "http://upstox.com.example",
+    ] {
+        let text = format!("[upstox]\napi_url = \"{api_url}\"\nfollow_sim_clock = true\n");
+        assert!(load(Some(&text), &[]).upstox.follow_sim_clock, "{api_url}");
+    }
+    assert!(!load(None, &[]).upstox.follow_sim_clock, "off by default");
+}

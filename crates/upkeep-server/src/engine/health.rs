@@ -66,6 +66,11 @@ impl Engine {
         };
         // The answer is about the token when Upstox looked at it: read the clock after
         // the call (a check started at 03:29:59 can be answered after the rollover).
+        // A refusal is judged on a freshly read clock (a followed simulator may have
+        // just jumped past the token's expiry).
+        if result.is_err() {
+            self.inner.clock.sync().await;
+        }
         let now = self.inner.clock.now();
         let (validated, problem, renew) = match &result {
             Ok(_) => (Some(true), None, false),

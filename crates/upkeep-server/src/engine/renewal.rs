@@ -47,6 +47,9 @@ impl Engine {
             }
         };
         a.status_mut(|s| s.renewing = true);
+        // Strategies compute TOTP codes and judge expiries on this clock: make it exact
+        // (a no-op unless the daemon follows a simulator's clock).
+        self.inner.clock.sync().await;
         let started = tokio::time::Instant::now();
         self.audit(
             &id,

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use upkeep_core::Clock as _;
+use upkeep_server::App;
 use upkeep_server::alerts::{AlertPolicy, Alerter, EmailTarget, WebhookFormat, WebhookTarget};
-use upkeep_server::{App, SystemClock};
 
 use crate::cli::ServeArgs;
 use crate::commands::{UsageError, seed_initial_tokens, sim::shutdown_signal};
@@ -15,13 +16,28 @@ use crate::context;
 pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     // First: a SIGTERM during start-up then stops the daemon cleanly too.
     let stop = shutdown_signal();
-    let loaded = context::load_config(path)?;
+    let mut loaded = context::load_config(path)?;
+    if args.follow_sim_clock && !loaded.config.upstox.follow_sim_clock {
+        loaded.config.upstox.follow_sim_clock = true;
+        loaded
+            .config
+            .validate()
+            .map_err(|e| UsageError(format!("--follow-sim-clock: {e}")))?;
+    }
     let config = &loaded.config;
     let listen = match &args.listen {
         Some(l) => l.clone(),
         None => config.server.listen.to_string(),
     };
-    let clock: Arc<dyn upkeep_core::Clock> = Arc::new(SystemClock);
+    let (clock, follower) = context::clock(config).await?;
+    if let Some(f) = &follower {
+        let now = upkeep_core::expiry::format_ist(f.now());
+        eprintln!(
+            "upkeep: following the simulator's clock at {} (now {now})",
+            config.upstox.api_url
+        );
+        tracing::info!(api_url = %config.upstox.api_url, %now, "following the simulator's clock");
+    }
     let alerter = alerter(config, clock.clone())?;
     let deps = context::engine_deps(&loaded, clock, alerter).await?;
     let listener = bind(&listen).await?;
@@ -42,7 +58,12 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     let addr = app.local_addr()?;
     tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
     eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
-    app.run_until_stopped(stop).await?;
+    let following = follower.map(|f| tokio::spawn(async move { f.follow().await }));
+    let result = app.run_until_stopped(stop).await;
+    if let Some(task) = following {
+        task.abort();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
