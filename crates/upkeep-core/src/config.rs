@@ -1218,6 +1218,73 @@ impl Config {
         }
     }
 
+    /// Values left as `upkeep config example` wrote them: credentials that cannot work
+    /// (and would spend Upstox's lockout attempts) and alert targets that reach nobody.
+    /// One line each, naming the key; secret values are not shown.
+    pub fn placeholders(&self) -> Vec<String> {
+        fn example_host(url: &str) -> bool {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let host = rest.split(['/', ':', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            host == "example.com" || host.ends_with(".example.com")
+        }
+        let example_mail = |m: &str| m.trim().to_ascii_lowercase().ends_with("@example.com");
+        let mut out = Vec::new();
+        let mut flag = |key: String, shown: Option<&str>| {
+            out.push(match shown {
+                Some(v) => format!("{key}: \"{v}\" is the example's placeholder; put your own"),
+                None => {
+                    format!("{key}: is the example's placeholder (value not shown); put your own")
+                }
+            });
+        };
+        for a in &self.accounts {
+            let key = |field: &str| format!("account \"{}\".{field}", a.id);
+            if let Some(v) = a.client_id.as_deref().filter(|v| *v == "your-api-key") {
+                flag(key("client_id"), Some(v));
+            }
+            if a.client_secret
+                .as_ref()
+                .is_some_and(|s| s.expose() == "your-api-secret")
+            {
+                flag(key("client_secret"), None);
+            }
+            if let Some(v) = a.user_id.as_deref().filter(|v| *v == "AB1234") {
+                flag(key("user_id"), Some(v));
+            }
+            if let Some(t) = &a.totp {
+                if t.mobile == "9876543210" {
+                    flag(key("totp.mobile"), Some(&t.mobile));
+                }
+                if t.pin.expose() == "123456" {
+                    flag(key("totp.pin"), None);
+                }
+                if t.secret.expose() == "JBSWY3DPEHPK3PXP" {
+                    flag(key("totp.secret"), None);
+                }
+            }
+            if let Some(r) = &a.refresh_token
+                && example_host(&r.token_url)
+            {
+                flag(key("refresh_token.token_url"), Some(&r.token_url));
+            }
+        }
+        for (i, w) in self.alert.webhook.iter().enumerate() {
+            if example_host(w.url.expose()) {
+                flag(format!("alert.webhook[{i}].url"), None);
+            }
+        }
+        if let Some(e) = &self.alert.email {
+            if example_mail(&e.from) {
+                flag("alert.email.from".into(), Some(&e.from));
+            }
+            if e.to.iter().any(|t| example_mail(t)) {
+                flag("alert.email.to".into(), Some("you@example.com"));
+            }
+        }
+        out
+    }
+
     /// Check everything parsing cannot: cross-field rules, strategy requirements,
     /// duplicates. Reports every problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {

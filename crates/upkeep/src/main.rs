@@ -12,7 +12,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
+    // The long-running processes log their work at info; one-shot commands print their
+    // result and keep info lines behind -v (the demo prints its own story on the
+    // simulator's clock).
+    let daemon = matches!(cli.command, cli::Command::Serve(_) | cli::Command::Sim(_));
+    init_tracing(cli.verbose, daemon);
     // One TLS provider in the whole tree (ring, through rustls); install it before any
     // client is built.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,10 +57,11 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "info,sqlx=warn,hyper=warn,reqwest=warn",
+        0 if daemon => "info,sqlx=warn,hyper=warn,reqwest=warn",
+        0 => "warn,sqlx=error",
         1 => "debug,sqlx=warn,hyper=info",
         _ => "trace",
     };

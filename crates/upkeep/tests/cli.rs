@@ -389,6 +389,22 @@ fn accounts_add_list_remove() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"scratch") && ids.contains(&"main"), "{ids:?}");
+    // In plain words: where each account comes from and what renews it.
+    let text = env.cmd().args(["accounts", "list"]).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let config = env.path("upkeep.toml").display().to_string();
+    assert!(
+        text.lines().any(|l| l.starts_with("main ")
+            && l.contains(&format!("configured in {config}, renewed by static"))),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("scratch ")
+            && l.contains("only in the store")
+            && l.contains("nothing renews it")
+            && l.contains("upkeep accounts remove scratch --yes")),
+        "{text}"
+    );
     env.cmd()
         .args(["accounts", "remove", "scratch", "--yes"])
         .assert()
@@ -819,6 +835,10 @@ fn demo_renews_after_the_rollover_inside_the_morning_window() {
         text.contains("profile call with the new token: OK"),
         "{text}"
     );
+    // One clock shows: the story's lines carry the simulator's IST time; the engine's
+    // log lines (wall-clock timestamps) stay behind -v.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains(" INFO "), "{log}");
 }
 
 /// A fresh schema in the local PostgreSQL test database, dropped on drop.
@@ -1580,4 +1600,136 @@ fn follow_sim_clock_is_refused_for_a_real_upstox_host() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("upstox.follow_sim_clock"));
+}
+
+#[test]
+fn one_shot_commands_print_no_info_log_lines_without_verbose() {
+    // `token set`, `renew`, `import` print their result; the info lines of the engine
+    // behind them (with their wall-clock timestamps) stay behind -v.
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["-v", "token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(" INFO "));
+    // A newer token, without -v.
+    let other = testing::daily_token("AB1234", real_now());
+    let out = env
+        .cmd()
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(other.expose())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("stored a daily token"), "{err}");
+    assert!(!err.contains("INFO"), "{err}");
+    let out = env
+        .cmd()
+        .args(["renew", "--account", "main"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("INFO"), "{err}");
+}
+
+#[test]
+fn config_check_lists_alerts_and_sinks_and_refuses_the_examples_placeholders() {
+    let env = Env::new();
+    let out = env.cmd().args(["config", "check"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("alerts        none: nobody is told when a renewal fails"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "sinks         json file {}",
+            env.path("upstox_tokens.json").display()
+        )),
+        "{text}"
+    );
+
+    // The unedited example: every placeholder named, the check fails, serve refuses.
+    let example = env
+        .cmd()
+        .args(["config", "example"])
+        .output()
+        .unwrap()
+        .stdout;
+    std::fs::write(env.path("example.toml"), example).unwrap();
+    let out = env
+        .cmd_with(&env.path("example.toml"))
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("alerts        webhook to hooks.example.com (generic)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"placeholder   account "main".totp.pin: is the example's placeholder (value not shown)"#),
+        "{text}"
+    );
+    assert!(!text.contains("123456"), "a secret shown: {text}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("9 value(s) are still the placeholders of `upkeep config example`"),
+        "{err}"
+    );
+    env.cmd_with(&env.path("example.toml"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "placeholders of `upkeep config example`",
+        ));
+}
+
+#[test]
+fn serve_with_no_accounts_says_there_is_nothing_to_renew() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("empty.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\nkey_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:{}\"\n",
+            env.path("empty.db").display(),
+            env.path("empty.key").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut serve = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(env.path("empty.toml"))
+            .arg("serve")
+            .env_remove("UPSTOX_ACCESS_TOKEN")
+            .env_remove("UPKEEP_MASTER_KEY")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(serve.0.stderr.take().unwrap());
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("upkeep serving on") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("no account is configured, so there is nothing to renew; add an [[account]]"),
+        "{seen}"
+    );
 }

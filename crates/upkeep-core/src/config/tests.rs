@@ -736,3 +736,48 @@ fn follow_sim_clock_needs_a_simulator_not_upstox() {
     }
     assert!(!load(None, &[]).upstox.follow_sim_clock, "off by default");
 }
+
+#[test]
+fn an_unedited_example_is_flagged_key_by_key_without_showing_secrets() {
+    let example = load(Some(example_toml()), &[]);
+    let found = example.placeholders();
+    let keys: Vec<&str> = found.iter().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            r#"account "main".client_id"#,
+            r#"account "main".client_secret"#,
+            r#"account "main".user_id"#,
+            r#"account "main".totp.mobile"#,
+            r#"account "main".totp.pin"#,
+            r#"account "main".totp.secret"#,
+            "alert.webhook[0].url",
+            "alert.email.from",
+            "alert.email.to",
+        ]
+    );
+    for line in &found {
+        assert!(
+            !line.contains("your-api-secret") && !line.contains("123456"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("JBSWY3DPEHPK3PXP") && !line.contains("hooks.example"),
+            "{line}"
+        );
+    }
+    // Edited values pass.
+    let edited = example_toml()
+        .replace("your-api-key", "k7f3")
+        .replace("your-api-secret", "s9q")
+        .replace("AB1234", "7QX2LM")
+        .replace("9876543210", "9123456780")
+        .replace("\"123456\"", "\"482913\"")
+        .replace("JBSWY3DPEHPK3PXP", "KRSXG5DSNFXGOIDB")
+        .replace("hooks.example.com", "hooks.acme.in")
+        .replace("@example.com", "@acme.in");
+    assert_eq!(
+        load(Some(&edited), &[]).placeholders(),
+        Vec::<String>::new()
+    );
+}

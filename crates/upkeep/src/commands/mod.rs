@@ -226,10 +226,69 @@ fn config_check(path: Option<&std::path::Path>) -> Result<ExitCode> {
         );
     }
     if c.accounts.is_empty() {
-        println!("account       (none configured)");
+        println!("account       (none configured: nothing to renew)");
+    }
+    for line in alert_lines(c) {
+        println!("alerts        {line}");
+    }
+    for line in sink_lines(c) {
+        println!("sinks         {line}");
+    }
+    let placeholders = c.placeholders();
+    for p in &placeholders {
+        println!("placeholder   {p}");
+    }
+    if !placeholders.is_empty() {
+        return Err(UsageError(format!(
+            "{} value(s) are still the placeholders of `upkeep config example` (listed above); \
+             replace them with your own",
+            placeholders.len()
+        ))
+        .into());
     }
     println!("OK");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where alerts go, one line per target (URL hosts only: webhook URLs carry tokens).
+pub(crate) fn alert_lines(c: &upkeep_core::config::Config) -> Vec<String> {
+    let mut out: Vec<String> = c
+        .alert
+        .webhook
+        .iter()
+        .map(|w| {
+            let host = url::Url::parse(w.url.expose())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "?".into());
+            format!("webhook to {host} ({:?})", w.format).to_lowercase()
+        })
+        .collect();
+    if let Some(e) = &c.alert.email {
+        out.push(format!("email to {} via {}", e.to.join(", "), e.smtp_url));
+    }
+    if out.is_empty() {
+        out.push(
+            "none: nobody is told when a renewal fails (add [[alert.webhook]] or [alert.email])"
+                .into(),
+        );
+    }
+    out
+}
+
+/// The legacy files rewritten after each token change.
+pub(crate) fn sink_lines(c: &upkeep_core::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = &c.sinks.json_file {
+        out.push(format!("json file {}", p.display()));
+    }
+    if let Some(p) = &c.sinks.env_file {
+        out.push(format!("env file {}", p.display()));
+    }
+    if out.is_empty() {
+        out.push("none: bots read the token from `upkeep token` or the HTTP API".into());
+    }
+    out
 }
 
 /// Opens config, key, store, and builds an engine (supervisors not started).
@@ -618,22 +677,33 @@ async fn accounts(path: Option<&std::path::Path>, command: AccountsCommand) -> R
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
+                let file = loaded
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "the environment".to_owned(), |p| p.display().to_string());
                 for r in &rows {
-                    println!(
-                        "{:<12} {:<8} {}{}",
-                        r["id"].as_str().unwrap_or(""),
-                        r["env"].as_str().unwrap_or(""),
-                        if r["configured"].as_bool() == Some(true) {
-                            "configured"
-                        } else {
-                            "store only"
-                        },
-                        if r["in_store"].as_bool() == Some(true) {
-                            ", in store"
-                        } else {
-                            ""
-                        }
-                    );
+                    let id = r["id"].as_str().unwrap_or("");
+                    let configured = r["configured"].as_bool() == Some(true);
+                    let stored = r["in_store"].as_bool() == Some(true);
+                    let renew: Vec<&str> = r["renew"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    let words = match (configured, stored) {
+                        (true, true) => format!(
+                            "configured in {file}, renewed by {}; its tokens are in the store",
+                            renew.join(", ")
+                        ),
+                        (true, false) => format!(
+                            "configured in {file}, renewed by {}; no token stored yet",
+                            renew.join(", ")
+                        ),
+                        _ => format!(
+                            "only in the store (not in {file}, so nothing renews it); \
+                             `upkeep accounts remove {id} --yes` deletes it"
+                        ),
+                    };
+                    println!("{id:<12} {:<8} {words}", r["env"].as_str().unwrap_or(""));
                 }
                 if rows.is_empty() {
                     println!("(no accounts)");

@@ -25,6 +25,26 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             .map_err(|e| UsageError(format!("--follow-sim-clock: {e}")))?;
     }
     let config = &loaded.config;
+    let placeholders = config.placeholders();
+    if !placeholders.is_empty() {
+        // Placeholder credentials would spend Upstox's login attempts and lock the user.
+        return Err(UsageError(format!(
+            "the configuration still holds the placeholders of `upkeep config example` ({}); \
+             `upkeep config check` lists them",
+            placeholders.len()
+        ))
+        .into());
+    }
+    if config.accounts.is_empty() {
+        eprintln!(
+            "upkeep: warning: no account is configured, so there is nothing to renew; add an \
+             [[account]] to {} (see `upkeep config example`) or set UPSTOX_ACCESS_TOKEN",
+            loaded
+                .path
+                .as_ref()
+                .map_or_else(|| "upkeep.toml".to_owned(), |p| p.display().to_string())
+        );
+    }
     let listen = match &args.listen {
         Some(l) => l.clone(),
         None => config.server.listen.to_string(),
