@@ -21,7 +21,9 @@
 //! Rungs at or before the first alert are dropped (they have passed), and two rungs at
 //! the same instant are one (the later in the list). When the daemon falls behind (a
 //! clock step, a restart), only the latest due rung is sent; the ones it passed count as
-//! sent. A working token ends the incident (the daemon then sends one recovery).
+//! sent. An incident still open at the top of its ladder climbs the next trading
+//! morning's rungs ([`Ladder::next_morning`]). A working token ends the incident (the
+//! daemon then sends one recovery).
 
 use std::fmt;
 
@@ -130,6 +132,28 @@ impl Ladder {
             market_open,
             rungs,
         }
+    }
+
+    /// The same incident's rungs on the next trading morning after `after` (30 min
+    /// before the deadline, at it, at market open): an incident still open at the top
+    /// of its ladder climbs again the next morning.
+    pub fn next_morning(&self, after: Timestamp, policy: &RenewalPolicy) -> Option<Ladder> {
+        let (deadline, open) = morning_after(after, policy)?;
+        let before = deadline.saturating_sub(BEFORE_DEADLINE).unwrap_or(deadline);
+        let mut rungs = vec![
+            (Rung::BeforeDeadline, before),
+            (Rung::AtDeadline, deadline),
+            (Rung::MarketOpen, open),
+        ];
+        rungs.retain(|&(_, at)| at > after);
+        rungs.sort_by_key(|&(r, at)| (at, std::cmp::Reverse(r)));
+        rungs.dedup_by_key(|&mut (_, at)| at);
+        Some(Ladder {
+            since: self.since,
+            deadline: Some(deadline),
+            market_open: Some(open),
+            rungs,
+        })
     }
 
     /// What to send at `now`, given the rungs already `handled`: the latest due rung
@@ -321,6 +345,26 @@ mod tests {
         };
         let l = Ladder::new(ist_at(fri, 14, 0, 0), &policy);
         assert_eq!(l.deadline, Some(ist_at(sat, 9, 0, 0)));
+    }
+
+    #[test]
+    fn an_incident_still_open_at_market_open_climbs_again_the_next_trading_morning() {
+        let fri = date(2026, 12, 4);
+        let mon = date(2026, 12, 7);
+        let policy = RenewalPolicy::default();
+        let l = Ladder::new(ist_at(fri, 8, 38, 0), &policy);
+        let top = l.rungs.last().unwrap().1;
+        assert_eq!(top, ist_at(fri, 9, 15, 0));
+        let next = l.next_morning(top, &policy).unwrap();
+        assert_eq!(next.since, l.since);
+        assert_eq!(
+            next.rungs,
+            vec![
+                (Rung::BeforeDeadline, ist_at(mon, 8, 30, 0)),
+                (Rung::AtDeadline, ist_at(mon, 9, 0, 0)),
+                (Rung::MarketOpen, ist_at(mon, 9, 15, 0)),
+            ]
+        );
     }
 
     #[test]

@@ -218,6 +218,32 @@ async fn a_daemon_that_falls_behind_sends_only_the_latest_due_rung() {
         2,
         "the skipped 08:53 rung is not sent late"
     );
+
+    // Still broken the next morning (the token died at 03:30, the 05:30 renewal
+    // fails too): the ladder climbs again, from where the clock is.
+    let wed = tue.tomorrow().unwrap();
+    h.clock.set(ist(tue, 9, 15, 0));
+    nth_rung(&h, 3).await;
+    h.clock.set(ist(wed, 8, 45, 0));
+    let next_day = nth_rung(&h, 4).await;
+    assert_eq!(
+        next_day["title"],
+        "account main has no working Upstox token 30 min before the 09:00 IST renewal deadline"
+    );
+    assert!(
+        next_day["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed since 2026-02-10 08:38 IST"),
+        "{next_day}"
+    );
+    let_ladder_run(&h).await;
+    assert_eq!(
+        titles(&h.alerts().of_kind("no_working_token")).len(),
+        4,
+        "{:#?}",
+        h.alerts().all()
+    );
 }
 
 #[tokio::test]

@@ -185,8 +185,9 @@ impl Engine {
             let Some(i) = g.as_mut() else {
                 return false;
             };
+            climb_again_if_done(i, &self.policy_for(&a.settings));
             let mut due = i.ladder.due_rungs(now, &i.handled);
-            if gave_up && !i.handled.contains(&Rung::First) && !due.contains(&Rung::First) {
+            if gave_up && !i.alerted && !due.contains(&Rung::First) {
                 due.insert(0, Rung::First);
             }
             let Some(&rung) = due.last() else {
@@ -291,12 +292,23 @@ impl Engine {
             // Its alerts went out: the recovery is owed.
             alerter.note_troubled(id);
         }
-        Some(Incident {
+        let mut incident = Incident {
             ladder: Ladder::new(since, &self.policy_for(&a.settings)),
             handled,
             alerted: true,
             reason: String::new(),
-        })
+        };
+        // Rung names repeat from morning to morning: a ladder the earlier run finished
+        // continues with the next morning after its last record.
+        if incident.ladder.next(&incident.handled).is_none()
+            && let Some(next) = incident
+                .ladder
+                .next_morning(last_at, &self.policy_for(&a.settings))
+        {
+            incident.ladder = next;
+            incident.handled.clear();
+        }
+        Some(incident)
     }
 
     fn rung_alert(
@@ -385,6 +397,20 @@ impl Engine {
                 .unwrap_or_default(),
             problem.map(|p| format!(" ({p})")).unwrap_or_default()
         )
+    }
+}
+
+/// At the top of its ladder, an open incident climbs the next trading morning's rungs.
+fn climb_again_if_done(i: &mut Incident, policy: &upkeep_core::plan::RenewalPolicy) {
+    if i.ladder.next(&i.handled).is_some() {
+        return;
+    }
+    let Some(top) = i.ladder.rungs.last().map(|(_, at)| *at) else {
+        return;
+    };
+    if let Some(next) = i.ladder.next_morning(top, policy) {
+        i.ladder = next;
+        i.handled.clear();
     }
 }
 
