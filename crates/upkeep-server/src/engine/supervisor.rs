@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
-use upkeep_core::expiry::format_ist;
 use upkeep_core::plan::{AccountView, Action, Plan, TokenSummary, jitter_seed, plan};
 
 use super::{AccountRuntime, Actor, Engine, RenewOutcome, Trigger, TriggerKind};
@@ -162,8 +161,8 @@ impl Engine {
                         _ => true,
                     };
                     // With an open incident (renewing failed, no working token) the
-                    // alert ladder asks for the login; no second alert beside it.
-                    let laddered = p.action == Action::ManualNeeded && self.incident_open(&a);
+                    // alert ladder reports it; no second alert beside it.
+                    let laddered = self.incident_open(&a);
                     if due && !laddered {
                         warned = Some((p.action, expiry, refused, now));
                         Box::pin(self.warn_no_renewal(&a, &p)).await;
@@ -306,7 +305,7 @@ impl Engine {
                         .map(|t| format!(" at {}", super::escalation::when(t, now)))
                         .unwrap_or_default(),
                     problem.map(|p| format!(" ({p})")).unwrap_or_default(),
-                    format_ist(c.expires_at)
+                    super::escalation::when(c.expires_at, now)
                 ),
             ),
             (_, current) => {
