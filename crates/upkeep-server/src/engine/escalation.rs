@@ -116,7 +116,7 @@ impl Engine {
             Some(i) => i.reason = reason.to_owned(),
             None => {
                 tracing::warn!(account = %a.settings.id, since = %format_ist(since), "no working token and renewing fails: alerting by the ladder");
-                *g = Some(incident);
+                *g = Some(Box::new(incident));
             }
         }
     }

@@ -264,7 +264,8 @@ pub(crate) struct AccountRuntime {
     passes: std::sync::atomic::AtomicU64,
     /// No working token while there should be one, and renewing fails: the alert
     /// ladder's state (see `escalation`).
-    incident: Mutex<Option<escalation::Incident>>,
+    /// Boxed: most accounts never have one, and idle accounts should stay small.
+    incident: Mutex<Option<Box<escalation::Incident>>>,
     /// The fingerprint of the token that ended the last incident whose alerts went out
     /// (set under the `incident` lock, so a renewal that brought that token knows its
     /// recovery alert is the ladder's).
@@ -573,7 +574,7 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map(escalation::Incident::since);
+                .map(|i| i.since());
             s
         })
     }
