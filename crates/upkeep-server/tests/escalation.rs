@@ -376,3 +376,28 @@ async fn expiring_no_renewal_reports_a_token_the_health_check_found_refused() {
     h.let_daemon_run().await;
     assert_eq!(h.alerts().of_kind("expiring_no_renewal").len(), 2);
 }
+
+#[tokio::test]
+async fn reminders_to_approve_a_token_request_say_what_and_for_whom_not_a_bare_counter() {
+    let tue = tuesday();
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .strategies(&[StrategyKind::TokenRequest])
+            .alerts(),
+    )
+    .await;
+    let first = h.alerts().wait_for("manual_action_needed", |_| true).await;
+    assert_eq!(
+        first["title"],
+        "account main: approve the Upstox access-token request before 10:20 IST"
+    );
+    h.clock.set(ist(tue, 10, 15, 0));
+    let second = h
+        .alerts()
+        .wait_for("manual_action_needed", |a| a != &first)
+        .await;
+    assert_eq!(
+        second["title"],
+        "account main: approve the Upstox access-token request before 10:20 IST (reminder 2)"
+    );
+}
