@@ -401,3 +401,31 @@ async fn reminders_to_approve_a_token_request_say_what_and_for_whom_not_a_bare_c
         "account main: approve the Upstox access-token request before 10:20 IST (reminder 2)"
     );
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_lease_the_morning_renewal_starts_the_ladder_too() {
+    let tue = tuesday();
+    let mon = tue.yesterday().unwrap();
+    let h = spawn_app(
+        Setup::at(ist(tue, 5, 0, 0))
+            .token_issued_at(ist(mon, 10, 0, 0))
+            .alerts(),
+    )
+    .await;
+    // The token died at 03:30; the database goes away before the 05:30 renewal.
+    h.let_daemon_run().await;
+    h.engine.store().close().await;
+    h.clock.set(ist(tue, 5, 30, 0));
+    let first = nth_rung(&h, 1).await;
+    assert_eq!(
+        first["title"],
+        "account main has no working Upstox token (renewal failing since 05:30 IST)"
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("store unavailable"),
+        "{first}"
+    );
+}

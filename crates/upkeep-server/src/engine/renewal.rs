@@ -41,9 +41,14 @@ impl Engine {
                 tracing::error!(account = %id, error = %e, "cannot take the renewal lease");
                 self.store_failed(a, "the renewal lease", &e.to_string())
                     .await;
-                return RenewOutcome::Failed {
-                    reason: format!("store unavailable: {e}"),
-                };
+                let reason = format!("store unavailable: {e}");
+                // Without the lease nothing renews: with no working token, that is the
+                // ladder's trouble like any failed attempt.
+                self.renewal_attempt_failed(a, &reason).await;
+                if self.incident_open(a) {
+                    self.escalate(a, true).await;
+                }
+                return RenewOutcome::Failed { reason };
             }
         };
         a.status_mut(|s| s.renewing = true);
