@@ -161,6 +161,96 @@ fn sanitize(msg: &str) -> String {
     format!("{head}{tail}")
 }
 
+/// Rewrites "invalid type: integer, expected a string" (a value of the wrong TOML type)
+/// into "expected a time like \"09:00\", found an integer", with an example of a right
+/// value for the key at `path`. Other messages are returned as they are.
+fn with_example(path: &str, msg: String) -> String {
+    let Some(rest) = msg.strip_prefix("invalid type: ") else {
+        return msg;
+    };
+    let found_word = rest.split(", expected ").next().unwrap_or(rest).trim();
+    let found = match found_word {
+        "integer" => "an integer",
+        "floating point" => "a decimal number",
+        "string" => "a string",
+        "boolean" => "a boolean (true/false)",
+        "sequence" => "a list",
+        "map" => "a table",
+        "datetime" => "a date or time",
+        // An enum read from a non-string ("unit variant"): the type is not known.
+        _ => "",
+    };
+    match example_value(path) {
+        Some(example) if found.is_empty() => format!("expected {example}"),
+        Some(example) => format!("expected {example}, found {found}"),
+        None => msg,
+    }
+}
+
+/// What a correct value of the key at `path` looks like (`account[0].totp.mobile` is
+/// looked up as `account.totp.mobile`).
+fn example_value(path: &str) -> Option<&'static str> {
+    let mut key = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => key.push(c),
+            _ => {}
+        }
+    }
+    Some(match key.as_str() {
+        "server.listen" => r#"an address and port like "127.0.0.1:7878""#,
+        "server.public_url" => r#"a URL like "https://upkeep.example.com""#,
+        "server.max_connections" => "a whole number like 2048",
+        "server.header_read_timeout" => r#"a duration like "15s""#,
+        "server.idle_timeout" => r#"a duration like "60s""#,
+        "server.shutdown_timeout" => r#"a duration like "10s""#,
+        "store.url" => r#"a quoted URL like "sqlite://upkeep.db""#,
+        "store.key_file" => r#"a path like "upkeep.key""#,
+        "store.backup_dir" => r#"a path like "/var/backups/upkeep""#,
+        "upstox.api_url" => r#"a URL like "https://api.upstox.com""#,
+        "upstox.order_url" => r#"a URL like "https://api-hft.upstox.com""#,
+        "upstox.login_url" => r#"a URL like "https://service.upstox.com""#,
+        "upstox.feed_url" => r#"a URL like "wss://api.upstox.com""#,
+        "upstox.sandbox_url" => r#"a URL like "https://api-sandbox.upstox.com""#,
+        "renewal.window_start" => r#"a time like "05:30""#,
+        "renewal.deadline" => r#"a time like "09:00""#,
+        "renewal.jitter" => r#"a duration like "10m""#,
+        "renewal.warn_ahead" => r#"a duration like "3d""#,
+        "renewal.health_check_interval" => r#"a duration like "30m""#,
+        "renewal.holidays" => r#"a list of dates like ["2026-11-24"]"#,
+        "renewal.trade_weekends"
+        | "renewal.trade_holidays"
+        | "account.trades_weekends"
+        | "account.default" => "true or false",
+        "thresholds.warning" => r#"a duration like "3h""#,
+        "thresholds.critical" => r#"a duration like "1h""#,
+        "sinks.json_file" => r#"a path like "data/upstox_tokens.json""#,
+        "sinks.env_file" => r#"a path like ".env""#,
+        "account" => "[[account]] tables",
+        "account.id" => r#"a name like "main""#,
+        "account.env" => r#""live" or "sandbox""#,
+        "account.client_id" => r#"the app's API key in quotes, like "a1b2c3d4-...""#,
+        "account.redirect_uri" => r#"a URL like "http://127.0.0.1:7878/auth/upstox/callback""#,
+        "account.user_id" => r#"a UCC like "AB1234""#,
+        "account.renew" => r#"a list like ["totp", "oauth"]"#,
+        "account.totp" | "account.refresh_token" | "alert.email" => "a table",
+        "account.totp.mobile" => r#"a quoted number like "9876543210""#,
+        "account.refresh_token.token_url" => r#"a URL like "https://auth.example.com/token""#,
+        "alert" => "a table",
+        "alert.webhook" => "[[alert.webhook]] tables",
+        "alert.webhook.format" => r#""generic", "slack" or "telegram""#,
+        "alert.webhook.chat_id" => r#"a quoted chat id like "-1001234567890""#,
+        "alert.email.smtp_url" => r#"a URL like "smtps://smtp.example.com""#,
+        "alert.email.username" => r#"a quoted name like "upkeep@example.com""#,
+        "alert.email.from" => r#"an address like "upkeep <upkeep@example.com>""#,
+        "alert.email.to" => r#"a list of addresses like ["me@example.com"]"#,
+        _ => return None,
+    })
+}
+
 struct Collector(Vec<ConfigError>);
 
 impl Collector {
@@ -1186,7 +1276,7 @@ impl Config {
         let mut config: Config =
             serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
-                let message = sanitize(e.inner().message());
+                let message = with_example(&path, sanitize(e.inner().message()));
                 ConfigError::invalid(annotate(&path, &sources), message)
             })?;
         config.fill_defaults();

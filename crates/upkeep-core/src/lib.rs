@@ -9,12 +9,15 @@
 //! - [`expiry`]: the 03:30 IST rule, token kinds and the cross-check against `exp`.
 //! - [`state`]: healthy / warning / critical / expired.
 //! - [`plan`](mod@plan): the renewal plan, a pure function of (now, account, policy).
+//! - [`escalation`]: the alert ladder for an account whose token does not work while it
+//!   should (first alert, then 15 min later, 30 min before the deadline, at it, at 09:15).
 //! - [`config`]: configuration types, parsing from TOML + environment, validation, and
 //!   importing the files of earlier Upstox scripts ([`config::import`]).
 //! - `testing` (feature `testing`): fixture JWTs shaped like real Upstox tokens.
 
 pub mod clock;
 pub mod config;
+pub mod escalation;
 pub mod expiry;
 pub mod jwt;
 pub mod plan;

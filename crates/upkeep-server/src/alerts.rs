@@ -52,6 +52,10 @@ pub enum AlertKind {
     RenewalFatal,
     /// The token will expire before the planned renewal can complete.
     DeadlineAtRisk,
+    /// The account has no working token while it should, and renewing fails: the
+    /// alert ladder (first alert, +15 min, 30 min before the deadline, at the
+    /// deadline, at market open).
+    NoWorkingToken,
     /// A human must log in (the alert carries the login link).
     ManualActionNeeded,
     /// The token is expiring and no renewal strategy can run.
@@ -75,6 +79,7 @@ impl AlertKind {
             AlertKind::RenewalFailed => "renewal_failed",
             AlertKind::RenewalFatal => "renewal_fatal",
             AlertKind::DeadlineAtRisk => "deadline_at_risk",
+            AlertKind::NoWorkingToken => "no_working_token",
             AlertKind::ManualActionNeeded => "manual_action_needed",
             AlertKind::ExpiringNoRenewal => "expiring_no_renewal",
             AlertKind::Recovered => "recovered",
@@ -481,6 +486,12 @@ impl Alerter {
         }?;
         let (delivered, failed) = self.dispatch(&summary).await;
         Some(self.finish(summary, delivered, failed, booked))
+    }
+
+    /// Records that `account` had a problem alert delivered (by an earlier run of the
+    /// daemon), so its recovery alert is sent.
+    pub fn note_troubled(&self, account: &str) {
+        self.lock().troubled.insert(account.to_owned());
     }
 
     /// The most recent dispatched alerts, oldest first.

@@ -168,7 +168,14 @@ async fn token_request(
         let mut alert = Alert::new(
             AlertKind::ManualActionNeeded,
             s.id.clone(),
-            format!("Approve the Upstox access-token request ({n})"),
+            reminder_title(
+                format!(
+                    "account {}: approve the Upstox access-token request before {}",
+                    s.id,
+                    crate::engine::when(until, engine.clock().now())
+                ),
+                n,
+            ),
             format!(
                 "upkeep asked Upstox for a new access token for account {}. Approve it in the Upstox app (or on WhatsApp) before {}.",
                 s.id,
@@ -201,7 +208,14 @@ async fn oauth(
         Alert::new(
             AlertKind::ManualActionNeeded,
             s.id.clone(),
-            format!("Log in with Upstox ({n})"),
+            reminder_title(
+                format!(
+                    "account {}: log in with Upstox before {}",
+                    s.id,
+                    crate::engine::when(deadline, engine.clock().now())
+                ),
+                n,
+            ),
             format!(
                 "Account {} needs a human login before {}. Open the link on your phone or computer.",
                 s.id,
@@ -273,6 +287,16 @@ async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, 
         token: grant.access_token,
         validate: false,
     })
+}
+
+/// A reminder's title: the request itself, then `(reminder N)` from the second on (a
+/// different title each time, so the alerter's de-duplication lets it through).
+fn reminder_title(what: String, n: u32) -> String {
+    if n <= 1 {
+        what
+    } else {
+        format!("{what} (reminder {n})")
+    }
 }
 
 fn a_current_fp(engine: &Engine, id: &str) -> Option<String> {

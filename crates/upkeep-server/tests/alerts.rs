@@ -368,7 +368,7 @@ async fn slack_webhook_receives_text_and_blocks_with_a_login_button() {
     let b = &rx.bodies()[0];
     let text = b["text"].as_str().unwrap();
     assert!(text.contains("Login needed"), "{text}");
-    assert!(text.contains("(main)"), "{text}");
+    assert!(text.contains("Login needed (account main)"), "{text}");
     let blocks = b["blocks"].as_array().unwrap();
     let section = blocks.iter().find(|b| b["type"] == "section").unwrap();
     assert_eq!(section["text"]["type"], "mrkdwn");
@@ -462,7 +462,7 @@ async fn email_arrives_with_subject_and_login_link() {
     assert_eq!(m.rcpt.len(), 2, "{:?}", m.rcpt);
     assert_eq!(
         m.header("Subject").as_deref(),
-        Some("[upkeep] Login needed (main)")
+        Some("[upkeep] Login needed (account main)")
     );
     assert!(
         m.header("Content-Type")

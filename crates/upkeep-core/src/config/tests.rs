@@ -441,7 +441,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[[account]]\nid = \"main\"\ntotp = \"JBSWY3DPEHPK3PXP\"\n".into(),
             vec![],
-            "account[0].totp: invalid type: string, expected a table",
+            "account[0].totp: expected a table, found a string",
         ),
         (
             "[[account]]\nid = \"main\"\nclient_id = \"k\"\nclient_secret = \"s\"\nrenew = [\"token_request\"]\n".into(),
@@ -461,7 +461,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[renewal]\ntrade_weekends = \"yes\"\n".into(),
             vec![],
-            "renewal.trade_weekends: invalid type: string, expected a boolean",
+            "renewal.trade_weekends: expected true or false, found a string",
         ),
         (
             "[server]\nlisten = \n".into(),
@@ -482,6 +482,71 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         ] {
             assert!(!got.contains(secret), "{got}");
         }
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_with_an_example_of_a_right_one() {
+    let cases: Vec<(&str, Vars, &str)> = vec![
+        (
+            "[renewal]\ndeadline = 900\n",
+            vec![],
+            r#"renewal.deadline: expected a time like "09:00", found an integer"#,
+        ),
+        (
+            "[renewal]\nwindow_start = 5.30\n",
+            vec![],
+            r#"renewal.window_start: expected a time like "05:30", found a decimal number"#,
+        ),
+        (
+            "[renewal]\nwarn_ahead = 3\n",
+            vec![],
+            r#"renewal.warn_ahead: expected a duration like "3d", found an integer"#,
+        ),
+        (
+            "[renewal]\nholidays = 2026\n",
+            vec![],
+            r#"renewal.holidays: expected a list of dates, e.g. ["2026-11-24"]"#,
+        ),
+        (
+            "[server]\nmax_connections = \"lots\"\n",
+            vec![],
+            "server.max_connections: expected a whole number like 2048, found a string",
+        ),
+        (
+            "[server]\nlisten = 7878\n",
+            vec![],
+            r#"server.listen: expected an address and port like "127.0.0.1:7878", found an integer"#,
+        ),
+        (
+            "[[account]]\nid = 1\n",
+            vec![],
+            r#"account[0].id: expected a name like "main", found an integer"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\nrenew = true\n",
+            vec![],
+            r#"account[0].renew: expected a list of strategy names, e.g. ["totp", "oauth"]"#,
+        ),
+        (
+            "[[account]]\nid = \"main\"\n[account.totp]\nmobile = 9876543210\n",
+            vec![],
+            r#"account[0].totp.mobile: expected a quoted number like "9876543210", found an integer"#,
+        ),
+        (
+            "[[alert.webhook]]\nurl = \"https://hooks.example.com/x\"\nformat = 1\n",
+            vec![],
+            r#"alert.webhook[0].format: expected "generic", "slack" or "telegram""#,
+        ),
+        (
+            "[renewal]\n",
+            vec![("UPKEEP_RENEWAL__TRADE_HOLIDAYS", "[1]")],
+            "renewal.trade_holidays (from UPKEEP_RENEWAL__TRADE_HOLIDAYS): expected true or false, found a list",
+        ),
+    ];
+    for (text, vars, want) in cases {
+        let got = err(text, &vars);
+        assert_eq!(got, want, "config:\n{text}");
     }
 }
 

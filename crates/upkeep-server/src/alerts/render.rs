@@ -27,12 +27,7 @@ pub(crate) fn generic(alert: &Alert) -> Value {
 /// A Slack incoming-webhook body: fallback `text` plus Block Kit blocks (a section with
 /// the title and message, a "Log in" button when there is a link, and a context line).
 pub(crate) fn slack(alert: &Alert) -> Value {
-    let headline = format!(
-        "{} {} ({})",
-        alert.kind.emoji(),
-        slack_escape(&alert.title),
-        slack_escape(&alert.account)
-    );
+    let headline = format!("{} {}", alert.kind.emoji(), slack_escape(&headline(alert)));
     let message = slack_escape(&truncate_chars(&alert.message, CHAT_MESSAGE_MAX_CHARS));
     let mut text = format!("{headline}\n{message}");
     let mut section = format!("*{headline}*\n{message}");
@@ -99,10 +94,22 @@ pub(crate) fn telegram(alert: &Alert, chat_id: &str) -> Value {
     })
 }
 
-/// `[upkeep] <title> (<account>)`, on one line.
+/// `[upkeep] <headline>`, on one line.
 #[cfg_attr(not(feature = "smtp"), allow(dead_code))] // email only
 pub(crate) fn email_subject(alert: &Alert) -> String {
-    one_line(&format!("[upkeep] {} ({})", alert.title, alert.account))
+    one_line(&format!("[upkeep] {}", headline(alert)))
+}
+
+/// The title, naming the account when the title does not already: `<title> (account
+/// <id>)`, never a bare `(<id>)` (an account called `1` would read as a counter).
+/// Alerts about upkeep itself (account `*`) are the title alone.
+fn headline(alert: &Alert) -> String {
+    let account = &alert.account;
+    if account == "*" || alert.title.contains(&format!("account {account}")) {
+        alert.title.clone()
+    } else {
+        format!("{} (account {account})", alert.title)
+    }
 }
 
 /// The plain-text email body.
@@ -168,6 +175,7 @@ impl AlertKind {
             AlertKind::RenewalFailed => "⚠️",
             AlertKind::RenewalFatal => "🛑",
             AlertKind::DeadlineAtRisk => "⏰",
+            AlertKind::NoWorkingToken => "🚫",
             AlertKind::ManualActionNeeded => "🔑",
             AlertKind::ExpiringNoRenewal => "⌛",
             AlertKind::Recovered => "✅",
@@ -217,7 +225,28 @@ mod tests {
     fn email_subject_is_one_line_even_if_title_has_newlines() {
         let mut a = alert();
         a.title = "two\r\nlines".into();
-        assert_eq!(email_subject(&a), "[upkeep] two  lines (acct<1>)");
+        assert_eq!(email_subject(&a), "[upkeep] two  lines (account acct<1>)");
+    }
+
+    #[test]
+    fn headlines_name_the_account_once_and_never_as_a_bare_parenthesis() {
+        let mut a = alert();
+        a.account = "1".into();
+        a.title = "Renewal deadline at risk".into();
+        assert_eq!(
+            email_subject(&a),
+            "[upkeep] Renewal deadline at risk (account 1)"
+        );
+        a.title = "account 1 has no working Upstox token (renewal failing since 08:38 IST)".into();
+        assert_eq!(
+            email_subject(&a),
+            "[upkeep] account 1 has no working Upstox token (renewal failing since 08:38 IST)"
+        );
+        let text = slack(&a)["text"].as_str().unwrap().to_owned();
+        assert!(text.starts_with("🔑 account 1 has no working"), "{text}");
+        a.account = "*".into();
+        a.title = "3 alerts suppressed".into();
+        assert_eq!(email_subject(&a), "[upkeep] 3 alerts suppressed");
     }
 
     #[test]

@@ -6,7 +6,19 @@ use std::sync::Arc;
 use upkeep_core::expiry::TokenKind;
 use upkeep_upstox::ErrorClass;
 
-use super::{AccountRuntime, Actor, CurrentToken, Engine, short_error};
+use super::{AccountRuntime, AccountStatus, Actor, CurrentToken, Engine, short_error};
+
+/// The last check's problem when Upstox refused a token that had not expired.
+const REVOKED: &str = "revoked";
+/// ... and when it refused one past its expiry.
+const EXPIRED: &str = "expired";
+
+/// Whether the last health check found the token refused as such (revoked or expired),
+/// not merely not permitted on the endpoint checked.
+pub(super) fn token_refused(s: &AccountStatus) -> bool {
+    s.api_validated == Some(false)
+        && matches!(s.last_check_problem.as_deref(), Some(REVOKED | EXPIRED))
+}
 
 impl Engine {
     /// Adopts the store's current token if another process stored a newer valid one.
@@ -45,8 +57,9 @@ impl Engine {
     /// Profile call with the current token. Returns true when the token is found
     /// invalid (expired early or revoked) and should be replaced.
     pub(super) async fn health_check(&self, a: &AccountRuntime, c: &CurrentToken) -> bool {
-        if a.settings.env == "sandbox" {
-            // Sandbox tokens only work on the sandbox order APIs; profile is not one.
+        if a.settings.env == "sandbox" || c.kind == TokenKind::Sandbox {
+            // Sandbox tokens only work on the sandbox order APIs; profile is not one (a
+            // live endpoint's 401 would read as "revoked").
             a.status_mut(|s| {
                 s.last_check_problem =
                     Some("sandbox tokens cannot be checked: profile is not a sandbox API".into());
@@ -77,7 +90,7 @@ impl Engine {
             Err(e) => match e.class() {
                 ErrorClass::TokenInvalid => {
                     let expired = now >= c.expires_at;
-                    let why = if expired { "expired" } else { "revoked" };
+                    let why = if expired { EXPIRED } else { REVOKED };
                     // Only a token refused before its expiry is replaced at once; an
                     // expired one is renewed by the plan, in the morning window.
                     (

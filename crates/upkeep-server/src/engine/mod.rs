@@ -30,6 +30,8 @@ use crate::alerts::{Alert, Alerter};
 use crate::oauth_state::StateBook;
 use crate::settings::{AccountSettings, DaemonSettings, StrategyKind};
 
+mod escalation;
+pub(crate) use escalation::when;
 mod health;
 mod latch;
 pub use latch::latch_name;
@@ -185,6 +187,9 @@ pub struct AccountStatus {
     pub next: Option<Plan>,
     pub renewing: bool,
     pub last_renewal: Option<(Timestamp, String, String)>,
+    /// No working token and renewing has failed since then (the alert ladder's
+    /// incident); `None` when there is no such trouble.
+    pub failing_since: Option<Timestamp>,
     pub disabled: Vec<String>,
     /// Problems that need attention though the token may be fine, by name
     /// (`store_write_failing`, `sink_write_failing`) with their last error.
@@ -257,6 +262,14 @@ pub(crate) struct AccountRuntime {
     /// Completed passes of the supervisor's loop (each one read the clock, planned,
     /// and acted on what was due).
     passes: std::sync::atomic::AtomicU64,
+    /// No working token while there should be one, and renewing fails: the alert
+    /// ladder's state (see `escalation`).
+    /// Boxed: most accounts never have one, and idle accounts should stay small.
+    incident: Mutex<Option<Box<escalation::Incident>>>,
+    /// The fingerprint of the token that ended the last incident whose alerts went out
+    /// (set under the `incident` lock, so a renewal that brought that token knows its
+    /// recovery alert is the ladder's).
+    resolved_by: Mutex<Option<String>>,
 }
 
 impl AccountRuntime {
@@ -342,6 +355,8 @@ pub(crate) struct Inner {
     /// Every audit event and alert, for live watchers (`GET /api/v1/events`).
     pub(crate) events: tokio::sync::broadcast::Sender<EngineEvent>,
     pub(crate) holder: String,
+    /// Completed rounds of the alert ladder's task.
+    pub(crate) escalation_passes: std::sync::atomic::AtomicU64,
 }
 
 /// The account's user as the store knows it: the remembered proven user, else the
@@ -425,6 +440,8 @@ impl Engine {
                     unsaved: Mutex::new(None),
                     pending_refresh: Mutex::new(None),
                     passes: std::sync::atomic::AtomicU64::new(0),
+                    incident: Mutex::new(None),
+                    resolved_by: Mutex::new(None),
                 }),
             );
         }
@@ -460,6 +477,7 @@ impl Engine {
                 shutdown: CancellationToken::new(),
                 holder,
                 events: tokio::sync::broadcast::channel(256).0,
+                escalation_passes: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         for a in engine.inner.accounts.values() {
@@ -551,6 +569,12 @@ impl Engine {
                 .map(|k| k.as_str().to_owned())
                 .collect();
             s.disabled.sort();
+            s.failing_since = a
+                .incident
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|i| i.since());
             s
         })
     }

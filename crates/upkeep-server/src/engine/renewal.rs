@@ -41,9 +41,14 @@ impl Engine {
                 tracing::error!(account = %id, error = %e, "cannot take the renewal lease");
                 self.store_failed(a, "the renewal lease", &e.to_string())
                     .await;
-                return RenewOutcome::Failed {
-                    reason: format!("store unavailable: {e}"),
-                };
+                let reason = format!("store unavailable: {e}");
+                // Without the lease nothing renews: with no working token, that is the
+                // ladder's trouble like any failed attempt.
+                self.renewal_attempt_failed(a, &reason).await;
+                if self.incident_open(a) {
+                    self.escalate(a, true).await;
+                }
+                return RenewOutcome::Failed { reason };
             }
         };
         a.status_mut(|s| s.renewing = true);
@@ -85,24 +90,35 @@ impl Engine {
                     &format!("token fp={fingerprint}"),
                 )
                 .await;
-                self.alert(Alert::new(
-                    AlertKind::Recovered,
-                    id.clone(),
-                    "Token renewed",
-                    format!("Account {id} has a fresh token (strategy {strategy})."),
-                    now,
-                ))
-                .await;
+                // An open incident ends with its own recovery alert; otherwise this one
+                // (sent only if a problem alert about the account went out).
+                if !self.escalate(a, false).await && !self.ended_an_incident(a, fingerprint) {
+                    self.alert(Alert::new(
+                        AlertKind::Recovered,
+                        id.clone(),
+                        format!("account {id} renewed its token"),
+                        format!("Account {id} has a fresh token (strategy {strategy})."),
+                        now,
+                    ))
+                    .await;
+                }
             }
             RenewOutcome::Failed { reason } => {
                 metrics::counter!("upkeep_renewals_total", "account" => id.clone(), "strategy" => "all", "result" => "failure").increment(1);
                 a.status_mut(|s| s.last_renewal = Some((now, "none".into(), "failed".into())));
                 self.audit(&id, actor, "renewal_failed", "failed", reason)
                     .await;
+                self.renewal_attempt_failed(a, reason).await;
+                if self.incident_open(a) {
+                    // No working token: the alert ladder tells the human (at once now
+                    // that the renewal gave up, if it had not yet).
+                    self.escalate(a, true).await;
+                    return outcome;
+                }
                 let mut alert = Alert::new(
                     AlertKind::ManualActionNeeded,
                     id.clone(),
-                    "Renewal failed: log in",
+                    format!("account {id}: every renewal strategy failed, log in"),
                     format!(
                         "Every renewal strategy of account {id} failed ({reason}). Open the link to log in with Upstox."
                     ),
@@ -263,6 +279,8 @@ impl Engine {
                         let latch = failure_kind;
                         tracing::error!(account = %id, strategy = kind.as_str(), reason = %why, "strategy failed on credentials or configuration; not retrying it");
                         self.latch(a, kind, latch, &why).await;
+                        self.renewal_attempt_failed(a, &format!("{}: {why}", kind.as_str()))
+                            .await;
                         self.audit(
                             &id,
                             actor,
@@ -274,7 +292,7 @@ impl Engine {
                         self.alert(Alert::new(
                             AlertKind::RenewalFatal,
                             id.clone(),
-                            format!("Strategy {} stopped: fix its credentials or settings", kind.as_str()),
+                            format!("account {id}: renewal strategy {} stopped, fix its credentials or settings", kind.as_str()),
                             format!("{why}. upkeep will not retry it by itself (to avoid a lockout), also not after a restart; fix it and run `upkeep renew --account {id}` (or `upkeep accounts reset-strategy --account {id}`)."),
                             self.inner.clock.now(),
                         ))
@@ -286,6 +304,8 @@ impl Engine {
                         // Not the credentials: the strategy stays enabled for the next
                         // attempt; this one moves on to the next strategy.
                         tracing::warn!(account = %id, strategy = kind.as_str(), reason = %why, "Upstox refused this attempt");
+                        self.renewal_attempt_failed(a, &format!("{}: {why}", kind.as_str()))
+                            .await;
                         self.audit(
                             &id,
                             actor,
@@ -298,6 +318,8 @@ impl Engine {
                         break;
                     }
                     Failure::TimedOut(why) => {
+                        self.renewal_attempt_failed(a, &format!("{}: {why}", kind.as_str()))
+                            .await;
                         reasons.push(format!("{}: {why}", kind.as_str()));
                         break;
                     }
@@ -312,6 +334,8 @@ impl Engine {
                         let retry_at = now.checked_add(wait).unwrap_or(deadline);
                         let at_risk = retry_at.checked_add(wait).unwrap_or(deadline);
                         tracing::warn!(account = %id, strategy = kind.as_str(), %reason, retry_in = %wait, "transient failure; retrying");
+                        self.renewal_attempt_failed(a, &format!("{}: {reason}", kind.as_str()))
+                            .await;
                         if retry_at >= deadline {
                             self.audit(
                                 &id,
@@ -324,11 +348,16 @@ impl Engine {
                             reasons.push(format!("{}: {reason}", kind.as_str()));
                             break;
                         }
-                        if at_risk >= deadline {
+                        // With no working token the alert ladder is already climbing
+                        // to the deadline: no second alert about it.
+                        if at_risk >= deadline && !self.incident_open(a) {
                             let mut alert = Alert::new(
                                 AlertKind::DeadlineAtRisk,
                                 id.clone(),
-                                "Renewal deadline at risk",
+                                format!(
+                                    "account {id}: renewal deadline {} at risk",
+                                    super::escalation::when(deadline, now)
+                                ),
                                 format!(
                                     "Strategy {} keeps failing ({reason}); the deadline is {}. \
                                      Log in with the link to be safe.",

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
-use upkeep_core::expiry::format_ist;
 use upkeep_core::plan::{AccountView, Action, Plan, TokenSummary, jitter_seed, plan};
 
 use super::{AccountRuntime, Actor, Engine, RenewOutcome, Trigger, TriggerKind};
@@ -14,8 +13,8 @@ use crate::alerts::{Alert, AlertKind};
 use crate::settings::AccountSettings;
 
 impl Engine {
-    /// Starts one supervisor task per account, each supervised: a panic is logged,
-    /// alerted and the supervisor started again. Call once.
+    /// Starts one supervisor task per account and the alert ladder's task, each
+    /// supervised: a panic is logged, alerted and the task started again. Call once.
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
         for id in &self.inner.order {
@@ -29,6 +28,10 @@ impl Engine {
                 }),
             );
         }
+        let engine = self.clone();
+        handles.push(self.spawn_supervised("alert ladder", None, move || {
+            engine.clone().escalation_loop()
+        }));
         handles
     }
 
@@ -99,10 +102,11 @@ impl Engine {
         // After an automatic renewal fails, wait this long before the plan may start
         // another one by itself (a human can always force one).
         let mut cooldown_until: Option<Timestamp> = None;
-        // The last expiry warning: (what, for which token expiry, when). Repeated daily
-        // while nothing changes; the plan's `at` is "now" once the warning is due, so it
-        // cannot be the key.
-        let mut warned: Option<(Action, Option<Timestamp>, Timestamp)> = None;
+        // The last expiry warning: (what, for which token expiry, whether Upstox had
+        // refused it, when). Repeated daily while nothing changes, and at once when a
+        // health check finds the token refused; the plan's `at` is "now" once the
+        // warning is due, so it cannot be the key.
+        let mut warned: Option<(Action, Option<Timestamp>, bool, Timestamp)> = None;
         loop {
             if self.inner.shutdown.is_cancelled() {
                 break;
@@ -147,17 +151,24 @@ impl Engine {
                 }
                 Action::WarnExpiry | Action::ManualNeeded if p.at <= now => {
                     let expiry = a.current.borrow().as_ref().map(|c| c.expires_at);
+                    let refused = a.status_mut(|s| super::health::token_refused(s));
                     let due = match warned {
-                        Some((action, exp, at)) if action == p.action && exp == expiry => {
+                        Some((action, exp, was_refused, at))
+                            if action == p.action && exp == expiry && was_refused == refused =>
+                        {
                             now >= at + SignedDuration::from_hours(24)
                         }
                         _ => true,
                     };
-                    if due {
-                        warned = Some((p.action, expiry, now));
+                    // With an open incident (renewing failed, no working token) the
+                    // alert ladder reports it; no second alert beside it.
+                    let laddered = self.incident_open(&a);
+                    if due && !laddered {
+                        warned = Some((p.action, expiry, refused, now));
                         Box::pin(self.warn_no_renewal(&a, &p)).await;
                     }
-                    // Nothing to do until the token changes or a trigger arrives.
+                    // Nothing to do until the token changes, a health check finds it
+                    // refused, or a trigger arrives.
                     wake = now + SignedDuration::from_hours(6);
                 }
                 _ => {}
@@ -264,26 +275,52 @@ impl Engine {
 
     pub(super) async fn warn_no_renewal(&self, a: &AccountRuntime, p: &Plan) {
         let id = &a.settings.id;
+        let now = self.inner.clock.now();
         let current = a.current.borrow().clone();
-        let when = current
-            .as_ref()
-            .map(|c| format_ist(c.expires_at))
-            .unwrap_or_else(|| "now".into());
         let link = self.login_link(id);
-        let (kind, title) = match p.action {
-            Action::ManualNeeded => (AlertKind::ManualActionNeeded, "Token expired: log in"),
-            _ => (
-                AlertKind::ExpiringNoRenewal,
-                "Token expiring, no automatic renewal",
+        let (refused, checked, problem) = a.status_mut(|s| {
+            (
+                super::health::token_refused(s),
+                s.last_check,
+                s.last_check_problem.clone(),
+            )
+        });
+        let (kind, title, message) = match (p.action, current) {
+            (Action::ManualNeeded, _) => (
+                AlertKind::ManualActionNeeded,
+                format!("account {id} has no valid token and no automatic renewal: log in"),
+                format!("Account {id} needs a token. {}", p.reason),
             ),
+            // The health check's verdict beats the token's nominal expiry: a refused
+            // token does not work now, however long it would have lived.
+            (_, Some(c)) if refused && c.is_valid_at(now) => (
+                AlertKind::ExpiringNoRenewal,
+                format!("account {id}: Upstox refused the token, no automatic renewal"),
+                format!(
+                    "Upstox refused the token of account {id}{}{}: it does not work now (it \
+                     would have expired at {}). upkeep cannot renew this account by itself: \
+                     paste a fresh token (`upkeep token set --account {id}`), log in with the \
+                     link, or add a strategy to `renew`.",
+                    checked
+                        .map(|t| format!(" at {}", super::escalation::when(t, now)))
+                        .unwrap_or_default(),
+                    problem.map(|p| format!(" ({p})")).unwrap_or_default(),
+                    super::escalation::when(c.expires_at, now)
+                ),
+            ),
+            (_, current) => {
+                let when = current
+                    .as_ref()
+                    .map(|c| super::escalation::when(c.expires_at, now))
+                    .unwrap_or_else(|| "now".into());
+                (
+                    AlertKind::ExpiringNoRenewal,
+                    format!("account {id}: token expires {when}, no automatic renewal"),
+                    format!("The token of account {id} expires at {when}. {}", p.reason),
+                )
+            }
         };
-        let mut alert = Alert::new(
-            kind,
-            id.clone(),
-            title,
-            format!("The token of account {id} expires at {when}. {}", p.reason),
-            self.inner.clock.now(),
-        );
+        let mut alert = Alert::new(kind, id.clone(), title, message, now);
         if let Some(link) = link {
             alert = alert.with_link(link);
         }
