@@ -72,7 +72,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use clock::SimClock;
-pub use config::{AppConfig, ConfigError, Plan, SimConfig, UserConfig};
+pub use config::{AppConfig, ConfigError, Plan, SimConfig, SnapshotType, UserConfig};
 pub use jwt::{Claims, TokenKind};
 pub use ratelimit::Group as RateLimitGroup;
 pub use sim::{

@@ -57,6 +57,9 @@ pub struct Faults {
     pub feed_drop: bool,
     /// Feed connections stay open but stop ticking.
     pub feed_stall: bool,
+    /// The next this many authorization codes are issued already expired (the code
+    /// exchange answers `UDAPI100057`); counts down as codes are issued.
+    pub expired_codes: u32,
 }
 
 /// A partial update of [`Faults`]; absent fields keep their value.
@@ -69,6 +72,7 @@ pub struct FaultsPatch {
     pub login_blocked: Option<bool>,
     pub feed_drop: Option<bool>,
     pub feed_stall: Option<bool>,
+    pub expired_codes: Option<u32>,
 }
 
 /// Login credentials of one app + its user, as printed by `--credentials-out`.
@@ -93,6 +97,8 @@ pub struct Counters {
     pub failed_logins: u64,
     /// OTP generate calls that succeeded.
     pub otp_requests: u64,
+    /// OTP generate calls refused by the generation limit (1017069).
+    pub otp_limited: u64,
     /// Successful `POST /v2/login/authorization/token` calls.
     pub token_exchanges: u64,
     /// Tokens minted (all kinds, all paths).
@@ -131,6 +137,7 @@ pub(crate) struct AtomicCounters {
     pub logins: AtomicU64,
     pub failed_logins: AtomicU64,
     pub otp_requests: AtomicU64,
+    pub otp_limited: AtomicU64,
     pub token_exchanges: AtomicU64,
     pub tokens_issued: AtomicU64,
     pub token_requests: AtomicU64,
@@ -159,6 +166,7 @@ impl AtomicCounters {
             logins: g(&self.logins),
             failed_logins: g(&self.failed_logins),
             otp_requests: g(&self.otp_requests),
+            otp_limited: g(&self.otp_limited),
             token_exchanges: g(&self.token_exchanges),
             tokens_issued: g(&self.tokens_issued),
             token_requests: g(&self.token_requests),
@@ -304,6 +312,8 @@ pub(crate) struct State {
     pub attempts: HashMap<String, LoginAttempt>,
     pub otps: HashMap<String, OtpChallenge>,
     pub sessions: HashMap<String, LoginSession>,
+    /// OTP generations per user (UCC) in the limit's window.
+    pub otp_history: HashMap<String, Vec<Timestamp>>,
     pub token_requests: BTreeMap<String, PendingTokenRequest>,
     pub faults: Faults,
     pub rate: RateLimiter,
@@ -322,6 +332,17 @@ pub(crate) struct Inner {
     pub tick: Duration,
     pub login_shortcut: bool,
     pub login_attempts: u32,
+    pub code_ttl: SignedDuration,
+    #[allow(dead_code)] // used by the next commits
+    pub revoke_previous: bool,
+    pub otp_limit: u32,
+    pub login_errors_as_200: bool,
+    #[allow(dead_code)] // used by the next commits
+    pub token_api_limit: Option<u32>,
+    #[allow(dead_code)] // used by the next commits
+    pub snapshot_type: config::SnapshotType,
+    #[allow(dead_code)] // used by the next commits
+    pub holidays: Vec<jiff::civil::Date>,
     pub counters: AtomicCounters,
     pub http: reqwest::Client,
     pub state: Mutex<State>,
@@ -342,8 +363,6 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-/// Lifetime of an authorization code.
-pub(crate) const CODE_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// Lifetime of a login attempt, OTP challenge or login session.
 pub(crate) const LOGIN_TTL: SignedDuration = SignedDuration::from_mins(15);
 
@@ -400,6 +419,15 @@ impl Sim {
                 tick: Duration::from_millis(config.feed_tick_interval_ms),
                 login_shortcut: config.login_shortcut,
                 login_attempts: config.login_attempts,
+                code_ttl: SignedDuration::from_secs(
+                    i64::try_from(config.auth_code_ttl_secs).unwrap_or(i64::MAX),
+                ),
+                revoke_previous: config.revoke_previous_tokens,
+                otp_limit: config.otp_generate_limit,
+                login_errors_as_200: config.login_errors_as_200,
+                token_api_limit: config.token_api_limit_per_minute,
+                snapshot_type: config.feed_snapshot_type,
+                holidays: config.market_holidays,
                 counters: AtomicCounters::default(),
                 http,
                 state: Mutex::new(state),
@@ -662,6 +690,9 @@ impl Sim {
         if let Some(v) = patch.feed_stall {
             f.feed_stall = v;
         }
+        if let Some(v) = patch.expired_codes {
+            f.expired_codes = v;
+        }
         self.set_faults(f.clone())?;
         Ok(f)
     }
@@ -773,6 +804,14 @@ impl Sim {
 
     pub(crate) fn login_attempts(&self) -> u32 {
         self.inner.login_attempts
+    }
+
+    pub(crate) fn otp_limit(&self) -> u32 {
+        self.inner.otp_limit
+    }
+
+    pub(crate) fn login_errors_as_200(&self) -> bool {
+        self.inner.login_errors_as_200
     }
 }
 

@@ -111,7 +111,8 @@ async fn oauth_round_trip_issues_working_tokens_and_code_is_single_use() {
     // The same code again fails, even with the right secret.
     let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
     assert_eq!(status, 400);
-    assert_eq!(error_code(&body), "UDAPI100016");
+    assert_eq!(error_code(&body), "UDAPI100057");
+    assert_eq!(body["errors"][0]["message"], "Invalid Auth code");
     assert_eq!(sim.handle.state().token_exchanges(), 1);
     assert_eq!(sim.handle.state().logins(), 1);
 }
@@ -121,20 +122,80 @@ async fn failed_exchange_with_wrong_secret_still_burns_the_code() {
     let sim = TestSim::start().await;
     let code = login_via_browser(&sim, "s").await;
     let (status, _, body) = parts(exchange(&sim, &code, "wrong").await).await;
-    assert_eq!(status, 401);
-    assert_eq!(error_code(&body), "UDAPI100016");
-    let (status, _, _) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
     assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100069");
+    assert_eq!(body["errors"][0]["message"], "Invalid client credentials");
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100057");
 }
 
 #[tokio::test]
-async fn expired_code_is_refused() {
+async fn exchange_with_another_redirect_uri_answers_udapi100070_not_the_dialog_code() {
     let sim = TestSim::start().await;
     let code = login_via_browser(&sim, "s").await;
-    sim.clock().advance(SignedDuration::from_mins(11));
-    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    let resp = sim
+        .http
+        .post(sim.url("/v2/login/authorization/token"))
+        .form(&[
+            ("code", code.as_str()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("grant_type", "authorization_code"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = parts(resp).await;
     assert_eq!(status, 400);
-    assert_eq!(error_code(&body), "UDAPI100016");
+    assert_eq!(error_code(&body), "UDAPI100070");
+    assert_eq!(body["errors"][0]["message"], "Invalid redirect_uri");
+}
+
+#[tokio::test]
+async fn a_code_lives_two_minutes_by_default() {
+    let sim = TestSim::start().await;
+    let issued = sim.clock().now();
+    let fresh = login_via_browser(&sim, "a").await;
+    let stale = login_via_browser(&sim, "b").await;
+    sim.clock().set(issued + SignedDuration::from_secs(119));
+    let (status, _, body) = parts(exchange(&sim, &fresh, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "alive at 1:59: {body}");
+    sim.clock().set(issued + SignedDuration::from_secs(120));
+    let (status, _, body) = parts(exchange(&sim, &stale, CLIENT_SECRET).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100057", "dead at 2:00");
+}
+
+#[tokio::test]
+async fn the_code_lifetime_is_a_setting() {
+    let mut config = config();
+    config.auth_code_ttl_secs = 600;
+    let sim = TestSim::start_with(config).await;
+    let code = login_via_browser(&sim, "s").await;
+    sim.clock().advance(SignedDuration::from_secs(599));
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_expired_codes_fault_hands_out_dead_codes_then_good_ones() {
+    let sim = TestSim::start().await;
+    sim.handle
+        .state()
+        .patch_faults(upkeep_sim::FaultsPatch {
+            expired_codes: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let dead = login_via_browser(&sim, "a").await;
+    let (status, _, body) = parts(exchange(&sim, &dead, CLIENT_SECRET).await).await;
+    assert_eq!((status, error_code(&body)), (400, "UDAPI100057"));
+    assert_eq!(sim.handle.state().faults().expired_codes, 0);
+    let good = login_via_browser(&sim, "b").await;
+    let (status, _, body) = parts(exchange(&sim, &good, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
