@@ -72,6 +72,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `invalidValue` / `invalid_value`: the value refused, when one is to blame.
+    pub invalid_value: Option<String>,
 }
 
 impl ApiError {
@@ -80,7 +82,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            invalid_value: None,
         }
+    }
+
+    /// Names the refused value in `invalidValue` / `invalid_value`.
+    pub fn with_invalid_value(mut self, value: impl Into<String>) -> ApiError {
+        self.invalid_value = Some(value.into());
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -135,10 +144,10 @@ impl ApiError {
                 errorCode: self.code,
                 message: &self.message,
                 propertyPath: None,
-                invalidValue: None,
+                invalidValue: self.invalid_value.as_deref(),
                 error_code: self.code,
                 property_path: None,
-                invalid_value: None,
+                invalid_value: self.invalid_value.as_deref(),
             }],
         }
     }

@@ -201,9 +201,13 @@ fn ltp(
             "Invalid format of instrument_key",
         ));
     }
+    // One unknown (well-formed) key fails the whole request, naming that key.
+    if let Some(unknown) = keys.iter().find(|k| instruments::find(k).is_none()) {
+        return Err(ApiError::bad_request("UDAPI1087", "Invalid Instrument key")
+            .with_invalid_value(*unknown));
+    }
     let now = sim.now();
     let mut data = serde_json::Map::new();
-    // Well-formed keys the simulator does not know are left out of the map.
     for inst in keys.iter().filter_map(|k| instruments::find(k)) {
         let price = inst.last_price_at(now);
         let entry = if v3 {

@@ -484,6 +484,34 @@ async fn funds_at_0400_ist_is_maintenance_and_works_after_0530() {
 }
 
 #[tokio::test]
+async fn ltp_with_one_unknown_key_fails_whole_and_names_the_key() {
+    let env = start().await;
+    let token = env.daily_token();
+    let err = env
+        .client
+        .ltp_v3(&token, &["NSE_EQ|INE848E01016", "NSE_EQ|INE000X00000"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(err.code(), Some("UDAPI1087"));
+    assert_eq!(err.invalid_value(), Some("NSE_EQ|INE000X00000"));
+    assert_eq!(
+        err.class(),
+        ErrorClass::Fatal,
+        "retrying the same keys will not help"
+    );
+    let shown = err.to_string();
+    assert!(shown.contains("NSE_EQ|INE000X00000"), "{shown}");
+    // Without the bad key the same call works.
+    let quotes = env
+        .client
+        .ltp_v3(&token, &["NSE_EQ|INE848E01016"])
+        .await
+        .unwrap();
+    assert_eq!(quotes.len(), 1);
+}
+
+#[tokio::test]
 async fn extended_token_may_read_quotes_but_not_the_profile() {
     let env = start().await;
     let extended = AccessToken::new(

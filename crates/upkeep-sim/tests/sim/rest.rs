@@ -35,12 +35,12 @@ async fn funds_are_locked_from_midnight_until_0530_ist() {
 }
 
 #[tokio::test]
-async fn ltp_v3_answers_by_trading_symbol_and_omits_unknown_keys() {
+async fn ltp_v3_answers_by_trading_symbol() {
     let sim = TestSim::start().await;
     let token = sim.daily_token();
     let (status, ct, body) = parts(
         sim.get_with(
-            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_INDEX|Nifty%2050,NSE_EQ|INE000X00000",
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_INDEX|Nifty%2050",
             &token,
         )
         .await,
@@ -73,6 +73,31 @@ async fn ltp_v3_answers_by_trading_symbol_and_omits_unknown_keys() {
 }
 
 #[tokio::test]
+async fn one_unknown_instrument_key_fails_the_whole_ltp_call_naming_that_key() {
+    let sim = TestSim::start().await;
+    let token = sim.daily_token();
+    for version in ["v2", "v3"] {
+        let (status, ct, body) = parts(
+            sim.get_with(
+                &format!(
+                    "/{version}/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_EQ|INE000X00000"
+                ),
+                &token,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, ct.as_str()), (400, "application/json"), "{body}");
+        assert_eq!(error_code(&body), "UDAPI1087");
+        let e = &body["errors"][0];
+        assert_eq!(e["message"], "Invalid Instrument key");
+        assert_eq!(e["invalidValue"], "NSE_EQ|INE000X00000");
+        assert_eq!(e["invalid_value"], "NSE_EQ|INE000X00000");
+        assert!(body.get("data").is_none(), "no partial answer: {body}");
+    }
+}
+
+#[tokio::test]
 async fn ltp_refuses_more_than_500_keys_and_bad_formats() {
     let sim = TestSim::start().await;
     let token = sim.daily_token();
@@ -82,7 +107,7 @@ async fn ltp_refuses_more_than_500_keys_and_bad_formats() {
     assert_eq!(status, 400);
     assert_eq!(error_code(&body), "UDAPI100043");
 
-    let keys: Vec<String> = (0..500).map(|i| format!("NSE_FO|{i}")).collect();
+    let keys = vec!["NSE_EQ|INE848E01016"; 500];
     let path = format!("/v3/market-quote/ltp?instrument_key={}", keys.join(","));
     let (status, _, _) = parts(sim.get_with(&path, &token).await).await;
     assert_eq!(status, 200, "500 keys are allowed");
