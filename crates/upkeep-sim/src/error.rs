@@ -123,6 +123,15 @@ impl ApiError {
         )
     }
 
+    /// 429 UDAPI100099: the token endpoints' own limit.
+    pub fn token_api_rate_limited() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "UDAPI100099",
+            "Token API rate limit exceeded",
+        )
+    }
+
     /// 500 UDAPI100500.
     pub fn internal() -> ApiError {
         ApiError::new(

@@ -336,6 +336,11 @@ pub(crate) async fn token(State(sim): State<Sim>, body: Bytes) -> Response {
 }
 
 fn exchange(sim: &Sim, form: &HashMap<String, String>) -> Result<serde_json::Value, ApiError> {
+    // The gateway's limit comes first: a refused call does not use up the code.
+    if !sim.admit_token_api(non_empty(form, "client_id").unwrap_or("")) {
+        bump(&sim.counters_raw().rate_limited);
+        return Err(ApiError::token_api_rate_limited());
+    }
     let now = sim.now();
     let mut st = sim.lock();
     // The code is single-use whether or not the exchange succeeds.

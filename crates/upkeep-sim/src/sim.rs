@@ -337,7 +337,6 @@ pub(crate) struct Inner {
     pub revoke_previous: bool,
     pub otp_limit: u32,
     pub login_errors_as_200: bool,
-    #[allow(dead_code)] // used by the next commits
     pub token_api_limit: Option<u32>,
     #[allow(dead_code)] // used by the next commits
     pub snapshot_type: config::SnapshotType,
@@ -644,13 +643,22 @@ impl Sim {
         }
     }
 
-    /// Admits one API call for the rate limiter, unless limits are off.
-    pub(crate) fn admit(&self, jti: &str, group: Group) -> bool {
+    /// Admits one call of `api` by user `ucc` for the rate limiter, unless limits are off.
+    pub(crate) fn admit(&self, ucc: &str, api: &str, group: Group) -> bool {
         if !self.inner.rate_limits {
             return true;
         }
         let now = self.now();
-        self.lock().rate.admit(jti, group, now)
+        self.lock().rate.admit(ucc, api, group, now)
+    }
+
+    /// Admits one call of a token endpoint by app `client_id`, when a limit is set.
+    pub(crate) fn admit_token_api(&self, client_id: &str) -> bool {
+        let Some(per_minute) = self.inner.token_api_limit else {
+            return true;
+        };
+        let now = self.now();
+        self.lock().rate.admit_token_api(client_id, per_minute, now)
     }
 
     /// Current faults.

@@ -450,6 +450,62 @@ async fn rate_limited_calls_are_transient() {
 }
 
 #[tokio::test]
+async fn two_bots_with_their_own_tokens_share_one_users_rate_limit() {
+    let env = start().await;
+    // Two programs of one Upstox user, each with its own token (and client).
+    let bot_a = env.daily_token();
+    let bot_b = env.daily_token();
+    let base = Url::parse(&env.sim.base_url()).unwrap();
+    let other_client = UpstoxClient::new(Hosts::all(&base)).unwrap();
+    for _ in 0..30 {
+        env.client.profile(&bot_a).await.unwrap();
+    }
+    for _ in 0..20 {
+        other_client.profile(&bot_b).await.unwrap();
+    }
+    // Bot B made only 20 calls, yet its 21st is refused: the bucket is the user's.
+    let err = other_client.profile(&bot_b).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(429), Some("UDAPI10005")));
+    assert_eq!(err.class(), ErrorClass::Transient);
+    // Quotes are another API with another bucket.
+    env.client
+        .ltp_v3(&bot_b, &["NSE_EQ|INE848E01016"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_token_api_limit_is_transient() {
+    let mut config = SimConfig::demo();
+    config.token_api_limit_per_minute = Some(1);
+    let env = start_with(config).await;
+    let secret = Secret::new(env.creds.client_secret.clone());
+    let first = env
+        .client
+        .exchange_code(
+            "nosuch",
+            &env.creds.client_id,
+            &secret,
+            &env.creds.redirect_uri,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(first.code(), Some("UDAPI100057"));
+    let err = env
+        .client
+        .exchange_code(
+            "nosuch",
+            &env.creds.client_id,
+            &secret,
+            &env.creds.redirect_uri,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(429), Some("UDAPI100099")));
+    assert_eq!(err.fault(), Fault::Transient);
+}
+
+#[tokio::test]
 async fn injected_server_errors_are_transient() {
     let env = start().await;
     let token = env.daily_token();

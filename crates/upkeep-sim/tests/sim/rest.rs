@@ -137,13 +137,111 @@ async fn fifty_first_request_in_a_second_gets_429() {
     assert_eq!(error_code(&body), "UDAPI10005");
     assert_eq!(body["errors"][0]["message"], "Too Many Request Sent");
 
-    // Another token has its own budget; the next second resets this one.
-    let other = sim.daily_token();
-    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &other).await).await;
-    assert_eq!(status, 200);
+    // The next second resets the budget.
     sim.clock().advance(SignedDuration::from_secs(1));
     let (status, _, _) = parts(sim.get_with("/v2/user/profile", &token).await).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_user_and_api_not_per_token() {
+    let sim = TestSim::start().await;
+    let (a, b) = (sim.daily_token(), sim.daily_token());
+    for i in 0..50 {
+        let token = if i % 2 == 0 { &a } else { &b };
+        let (status, _, _) = parts(sim.get_with("/v2/user/profile", token).await).await;
+        assert_eq!(status, 200, "request {i}");
+    }
+    // Both tokens of the one user share the bucket: the 51st is refused for either.
+    for token in [&a, &b] {
+        let (status, _, body) = parts(sim.get_with("/v2/user/profile", token).await).await;
+        assert_eq!(status, 429);
+        assert_eq!(error_code(&body), "UDAPI10005");
+    }
+    // Another API of the same user has its own bucket.
+    let (status, _, _) = parts(
+        sim.get_with(
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016",
+            &a,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Another user has their own.
+    let mut other = config().users[0].clone();
+    other.ucc = "OTHER1".into();
+    other.mobile = "9000000001".into();
+    sim.handle.state().add_user(other).unwrap();
+    let c = sim
+        .handle
+        .state()
+        .issue_token("OTHER1", upkeep_sim::TokenKind::Daily)
+        .unwrap();
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &c).await).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn token_endpoints_answer_udapi100099_over_their_optional_limit() {
+    let mut config = config();
+    config.token_api_limit_per_minute = Some(2);
+    let sim = TestSim::start_with(config).await;
+    let exchange = || {
+        sim.http
+            .post(sim.url("/v2/login/authorization/token"))
+            .form(&[
+                ("code", "nosuch"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("redirect_uri", REDIRECT_URI),
+                ("grant_type", "authorization_code"),
+            ])
+            .send()
+    };
+    for _ in 0..2 {
+        let (status, _, body) = parts(exchange().await.unwrap()).await;
+        assert_eq!((status, error_code(&body)), (400, "UDAPI100057"));
+    }
+    let (status, ct, body) = parts(exchange().await.unwrap()).await;
+    assert_eq!((status, ct.as_str()), (429, "application/json"));
+    assert_eq!(error_code(&body), "UDAPI100099");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "Token API rate limit exceeded"
+    );
+    // The token request endpoint counts in the same bucket of the app.
+    let (status, _, body) = parts(
+        sim.post_json(
+            &format!("/v3/login/auth/token/request/{CLIENT_ID}"),
+            &serde_json::json!({"client_secret": CLIENT_SECRET}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (429, "UDAPI100099"));
+    sim.clock().advance(SignedDuration::from_secs(60));
+    let (status, _, body) = parts(exchange().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "UDAPI100057"),
+        "a minute later"
+    );
+}
+
+#[tokio::test]
+async fn no_token_endpoint_limit_by_default() {
+    let sim = TestSim::start().await;
+    for _ in 0..60 {
+        let resp = sim
+            .http
+            .post(sim.url("/v2/login/authorization/token"))
+            .form(&[("code", "nosuch"), ("client_id", CLIENT_ID)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+    }
 }
 
 #[tokio::test]
