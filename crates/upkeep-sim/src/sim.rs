@@ -113,6 +113,8 @@ pub struct Counters {
     pub logouts: u64,
     /// Tokens revoked through the control API or `Sim::revoke`.
     pub revocations: u64,
+    /// Daily tokens revoked because a newer one was issued (`revoke_previous_tokens`).
+    pub superseded: u64,
     /// Authenticated API calls admitted (profile, funds, quotes, orders, logout).
     pub api_requests: u64,
     /// Calls refused with 429.
@@ -145,6 +147,7 @@ pub(crate) struct AtomicCounters {
     pub webhook_failures: AtomicU64,
     pub logouts: AtomicU64,
     pub revocations: AtomicU64,
+    pub superseded: AtomicU64,
     pub api_requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub injected_errors: AtomicU64,
@@ -174,6 +177,7 @@ impl AtomicCounters {
             webhook_failures: g(&self.webhook_failures),
             logouts: g(&self.logouts),
             revocations: g(&self.revocations),
+            superseded: g(&self.superseded),
             api_requests: g(&self.api_requests),
             rate_limited: g(&self.rate_limited),
             injected_errors: g(&self.injected_errors),
@@ -333,7 +337,6 @@ pub(crate) struct Inner {
     pub login_shortcut: bool,
     pub login_attempts: u32,
     pub code_ttl: SignedDuration,
-    #[allow(dead_code)] // used by the next commits
     pub revoke_previous: bool,
     pub otp_limit: u32,
     pub login_errors_as_200: bool,
@@ -575,6 +578,15 @@ impl Sim {
             expires_at,
             revoked: false,
         };
+        if kind == TokenKind::Daily && self.inner.revoke_previous {
+            // `revoke_previous_tokens`: the user's earlier daily tokens die now.
+            for old in st.tokens.values_mut() {
+                if old.kind == TokenKind::Daily && old.ucc == ucc && !old.revoked {
+                    old.revoked = true;
+                    bump(&self.inner.counters.superseded);
+                }
+            }
+        }
         st.tokens.insert(claims.jti, record.clone());
         bump(&self.inner.counters.tokens_issued);
         Ok(record)

@@ -383,3 +383,53 @@ async fn html_login_rejects_a_wrong_pin_and_the_demo_shortcut_approves() {
     assert!(back.contains_key("code"));
     assert!(!back.contains_key("state"), "no state was sent");
 }
+
+#[tokio::test]
+async fn a_new_daily_token_keeps_older_ones_alive_by_default() {
+    let sim = TestSim::start().await;
+    let old = sim.daily_token();
+    let code = login_via_browser(&sim, "s").await;
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &old).await).await;
+    assert_eq!(status, 200, "the older token still works");
+    assert_eq!(sim.handle.state().counters().superseded, 0);
+}
+
+#[tokio::test]
+async fn with_revoke_previous_tokens_a_new_daily_token_revokes_the_users_older_ones() {
+    let mut config = config();
+    config.revoke_previous_tokens = true;
+    let sim = TestSim::start_with(config).await;
+    let old = sim.daily_token();
+    let extended = sim
+        .handle
+        .state()
+        .issue_token(UCC, upkeep_sim::TokenKind::Extended)
+        .unwrap();
+    let code = login_via_browser(&sim, "s").await;
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["access_token"].as_str().unwrap().to_owned();
+
+    assert_invalid_token(sim.get_with("/v2/user/profile", &old).await).await;
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &new).await).await;
+    assert_eq!(status, 200);
+    // Only daily tokens are superseded.
+    let (status, _, _) = parts(
+        sim.get_with(
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016",
+            &extended,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.handle.state().counters().superseded, 1);
+
+    // Minting through the control API (the Developer Apps "Generate" button) counts too.
+    let newest = sim.daily_token();
+    assert_invalid_token(sim.get_with("/v2/user/profile", &new).await).await;
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &newest).await).await;
+    assert_eq!(status, 200);
+}
