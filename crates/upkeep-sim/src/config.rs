@@ -12,7 +12,7 @@
 //! otp_generate_limit = 20            # OTPs per user per 10 min, then 1017069
 //! login_errors_as_200 = false        # login-service errors with HTTP 200
 //! token_api_limit_per_minute = 30    # optional; 429 UDAPI100099 on the token endpoints
-//! feed_snapshot_type = "live_feed"   # or "initial_feed"
+//! feed_snapshot_type = "initial_feed" # or "live_feed"
 //! market_holidays = ["2026-03-03"]   # closed days besides weekends (feed market status)
 //!
 //! [[users]]
@@ -104,13 +104,13 @@ fn default_otp_limit() -> u32 {
 }
 
 /// The `type` of the feed's first snapshot after a subscription (Upstox has been seen
-/// sending either).
+/// sending either; the docs' sample says `live_feed`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotType {
     #[default]
-    LiveFeed,
     InitialFeed,
+    LiveFeed,
 }
 
 /// Longest feed tick interval accepted (one hour): the feed schedules `now + interval`,
@@ -167,7 +167,7 @@ pub struct SimConfig {
     /// request) before 429 `UDAPI100099`; none when absent (unpublished).
     #[serde(default)]
     pub token_api_limit_per_minute: Option<u32>,
-    /// `type` of the feed's first snapshot: `live_feed` or `initial_feed`.
+    /// `type` of the feed's first snapshot: `initial_feed` (default) or `live_feed`.
     #[serde(default)]
     pub feed_snapshot_type: SnapshotType,
     /// Days (IST) the exchanges are closed besides weekends, for the feed's market status.

@@ -341,9 +341,7 @@ pub(crate) struct Inner {
     pub otp_limit: u32,
     pub login_errors_as_200: bool,
     pub token_api_limit: Option<u32>,
-    #[allow(dead_code)] // used by the next commits
     pub snapshot_type: config::SnapshotType,
-    #[allow(dead_code)] // used by the next commits
     pub holidays: Vec<jiff::civil::Date>,
     pub counters: AtomicCounters,
     pub http: reqwest::Client,
@@ -862,6 +860,14 @@ impl FeedHost for Sim {
 
     fn tick_interval(&self) -> Duration {
         self.inner.tick
+    }
+
+    fn snapshot_type(&self) -> config::SnapshotType {
+        self.inner.snapshot_type
+    }
+
+    fn is_holiday(&self, date: jiff::civil::Date) -> bool {
+        self.inner.holidays.contains(&date)
     }
 
     fn base_ws_url(&self) -> String {
