@@ -15,7 +15,7 @@
 //! On the socket: the first frame is `market_info`; requests are JSON in binary frames
 //! (`sub` [default mode ltpc], `change_mode`, `unsub`; modes ltpc / full / option_greeks /
 //! full_d30, the last for Upstox Plus only); each accepted `sub` / `change_mode` is answered
-//! by an `initial_feed` snapshot of its keys; then a `live_feed` frame of every subscribed
+//! by a snapshot of its keys (`initial_feed`, or `live_feed` by setting); then a `live_feed` frame of every subscribed
 //! key every `tick_interval`, from a deterministic price walk; with nothing subscribed,
 //! WebSocket pings instead. Faults: `drop` ends connections without a close frame (and
 //! cuts new ones right after the upgrade); `stall` keeps them open with pings only.
