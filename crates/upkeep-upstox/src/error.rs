@@ -15,10 +15,12 @@ use crate::envelope::{self, ErrorDetail};
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Retrying will not help and may lock the account: bad credentials, wrong
-    /// PIN/TOTP, lockout, inactive client (`UDAPI100073`), no active segments
-    /// (`UDAPI100058`), wrong client id / redirect URI (`UDAPI100068`, `UDAPI100016`),
-    /// or a response this crate cannot read. A human has to act.
+    /// Retrying this request will not help and may lock the account: bad credentials,
+    /// wrong PIN/TOTP ("attempts left"), lockout, inactive client (`UDAPI100073`), no
+    /// active segments (`UDAPI100058`), wrong client id / secret / redirect URI
+    /// (`UDAPI100068`, `UDAPI100016`, `UDAPI100069`, `UDAPI100070`), a bad, used or
+    /// expired authorization code (`UDAPI100057`: a new login may work, see
+    /// [`UpstoxError::restarts_login`]), or a response this crate cannot read.
     Fatal,
     /// Network trouble, timeouts, 5xx, rate limiting (429, `UDAPI10005`): retry with backoff.
     Transient,
@@ -64,10 +66,13 @@ pub enum Fault {
     /// inactive app, a TOTP seed that is not base32. A human must change a setting.
     Configuration,
     /// Upstox refused this attempt for a reason retrying now will not fix but a later
-    /// attempt may (a token refused, a login page that went somewhere unexpected, an
-    /// answer this client cannot read).
+    /// attempt may (a token refused, a refused authorization code once the login's
+    /// restarts are used up, a login page that went somewhere unexpected, an answer
+    /// this client cannot read).
     Refusal,
-    /// Network, 5xx, rate limits, the maintenance window: retry with backoff.
+    /// Network, 5xx, rate limits (`UDAPI10005`, `UDAPI100099`), the maintenance window,
+    /// the login service's OTP limit (with a `Retry-After` of its 10 minutes): retry
+    /// after the wait.
     Transient,
 }
 
