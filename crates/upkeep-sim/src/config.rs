@@ -7,6 +7,13 @@
 //! start_at = "2026-02-05T00:19:27Z"   # optional; default: system time
 //! speed = 1.0                        # simulated seconds per real second; 0 = frozen
 //! login_shortcut = false             # show an "Approve" button on the HTML login page
+//! auth_code_ttl_secs = 120           # authorization code lifetime
+//! revoke_previous_tokens = false     # a new daily token revokes the user's older ones
+//! otp_generate_limit = 20            # OTPs per user per 10 min, then 1017069
+//! login_errors_as_200 = false        # login-service errors with HTTP 200
+//! token_api_limit_per_minute = 30    # optional; 429 UDAPI100099 on the token endpoints
+//! feed_snapshot_type = "initial_feed" # or "live_feed"
+//! market_holidays = ["2026-03-03"]   # closed days besides weekends (feed market status)
 //!
 //! [[users]]
 //! ucc = "2ZCDQ9"
@@ -89,10 +96,29 @@ fn default_speed() -> f64 {
 fn default_login_attempts() -> u32 {
     5
 }
+fn default_code_ttl_secs() -> u64 {
+    120
+}
+fn default_otp_limit() -> u32 {
+    20
+}
+
+/// The `type` of the feed's first snapshot after a subscription (Upstox has been seen
+/// sending either; the docs' sample says `live_feed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotType {
+    #[default]
+    InitialFeed,
+    LiveFeed,
+}
 
 /// Longest feed tick interval accepted (one hour): the feed schedules `now + interval`,
 /// which must not overflow.
 pub const MAX_FEED_TICK_MS: u64 = 3_600_000;
+
+/// Longest authorization-code lifetime accepted (one day).
+pub const MAX_CODE_TTL_SECS: u64 = 86_400;
 
 /// Everything the simulator needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +148,31 @@ pub struct SimConfig {
     /// Wrong TOTP/PIN entries allowed before the user is locked.
     #[serde(default = "default_login_attempts")]
     pub login_attempts: u32,
+    /// Lifetime of an authorization code, in seconds (unpublished; a public note says
+    /// about 1-2 minutes).
+    #[serde(default = "default_code_ttl_secs")]
+    pub auth_code_ttl_secs: u64,
+    /// A new daily token revokes the user's earlier daily tokens (unpublished either way).
+    #[serde(default)]
+    pub revoke_previous_tokens: bool,
+    /// OTP generations allowed per user in 10 minutes; the next one is refused with
+    /// 1017069 until the window has passed.
+    #[serde(default = "default_otp_limit")]
+    pub otp_generate_limit: u32,
+    /// Login-service errors (`{"success":false,...}`) are sent with HTTP 200 instead of
+    /// a 4xx/5xx status (Upstox's status for them is unknown).
+    #[serde(default)]
+    pub login_errors_as_200: bool,
+    /// Requests per minute per app on the token endpoints (code exchange, token
+    /// request) before 429 `UDAPI100099`; none when absent (unpublished).
+    #[serde(default)]
+    pub token_api_limit_per_minute: Option<u32>,
+    /// `type` of the feed's first snapshot: `initial_feed` (default) or `live_feed`.
+    #[serde(default)]
+    pub feed_snapshot_type: SnapshotType,
+    /// Days (IST) the exchanges are closed besides weekends, for the feed's market status.
+    #[serde(default)]
+    pub market_holidays: Vec<jiff::civil::Date>,
 }
 
 impl Default for SimConfig {
@@ -136,6 +187,13 @@ impl Default for SimConfig {
             speed: default_speed(),
             login_shortcut: false,
             login_attempts: default_login_attempts(),
+            auth_code_ttl_secs: default_code_ttl_secs(),
+            revoke_previous_tokens: false,
+            otp_generate_limit: default_otp_limit(),
+            login_errors_as_200: false,
+            token_api_limit_per_minute: None,
+            feed_snapshot_type: SnapshotType::default(),
+            market_holidays: Vec::new(),
         }
     }
 }
@@ -253,6 +311,21 @@ impl SimConfig {
             return Err(ConfigError::Invalid(format!(
                 "feed_tick_interval_ms must be between 1 and {MAX_FEED_TICK_MS} (one hour)"
             )));
+        }
+        if !(1..=MAX_CODE_TTL_SECS).contains(&self.auth_code_ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "auth_code_ttl_secs must be between 1 and {MAX_CODE_TTL_SECS} (one day)"
+            )));
+        }
+        if self.otp_generate_limit == 0 {
+            return Err(ConfigError::Invalid(
+                "otp_generate_limit must be at least 1".into(),
+            ));
+        }
+        if self.token_api_limit_per_minute == Some(0) {
+            return Err(ConfigError::Invalid(
+                "token_api_limit_per_minute must be at least 1 (leave it out for no limit)".into(),
+            ));
         }
         if self.login_attempts == 0 {
             return Err(ConfigError::Invalid(

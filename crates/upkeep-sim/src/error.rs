@@ -72,6 +72,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `invalidValue` / `invalid_value`: the value refused, when one is to blame.
+    pub invalid_value: Option<String>,
 }
 
 impl ApiError {
@@ -80,7 +82,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            invalid_value: None,
         }
+    }
+
+    /// Names the refused value in `invalidValue` / `invalid_value`.
+    pub fn with_invalid_value(mut self, value: impl Into<String>) -> ApiError {
+        self.invalid_value = Some(value.into());
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -114,6 +123,15 @@ impl ApiError {
         )
     }
 
+    /// 429 UDAPI100099: the token endpoints' own limit.
+    pub fn token_api_rate_limited() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "UDAPI100099",
+            "Token API rate limit exceeded",
+        )
+    }
+
     /// 500 UDAPI100500.
     pub fn internal() -> ApiError {
         ApiError::new(
@@ -135,10 +153,10 @@ impl ApiError {
                 errorCode: self.code,
                 message: &self.message,
                 propertyPath: None,
-                invalidValue: None,
+                invalidValue: self.invalid_value.as_deref(),
                 error_code: self.code,
                 property_path: None,
-                invalid_value: None,
+                invalid_value: self.invalid_value.as_deref(),
             }],
         }
     }
@@ -162,16 +180,28 @@ pub(crate) fn login_success(data: Value) -> Response {
     )
 }
 
-/// A login-service error: `{"success":false,"data":null,"error":{"code","message"}}`.
+/// Login-service error codes: integers in the 1017xxx range, like Upstox's. Only
+/// these three were seen in public captures; the simulator uses the generic one for
+/// every other refusal and tells them apart by the message, as Upstox does.
+pub(crate) mod login_code {
+    /// Generic refusal (seen for a rejected PIN).
+    pub const GENERIC: u32 = 1_017_016;
+    /// Too many OTPs generated; "try again after 10 mins".
+    pub const OTP_LIMIT: u32 = 1_017_069;
+    /// The session that validates the OTP has expired.
+    pub const OTP_SESSION_EXPIRED: u32 = 1_017_076;
+}
+
+/// A login-service error: `{"success":false,"data":null,"error":{"code":<integer>,"message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LoginError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: u32,
     pub message: String,
 }
 
 impl LoginError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> LoginError {
+    pub fn new(status: StatusCode, code: u32, message: impl Into<String>) -> LoginError {
         LoginError {
             status,
             code,
@@ -179,20 +209,28 @@ impl LoginError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> LoginError {
-        LoginError::new(StatusCode::BAD_REQUEST, code, message)
+    /// A 400 refusal with the generic code.
+    pub fn refused(message: impl Into<String>) -> LoginError {
+        LoginError::new(StatusCode::BAD_REQUEST, login_code::GENERIC, message)
     }
-}
 
-impl IntoResponse for LoginError {
-    fn into_response(self) -> Response {
+    /// The response, with HTTP 200 instead of the error status when `as_200` (the
+    /// `login_errors_as_200` setting: Upstox's status for these is unknown).
+    pub fn respond(self, as_200: bool) -> Response {
+        let status = if as_200 { StatusCode::OK } else { self.status };
         json_response(
-            self.status,
+            status,
             &LoginEnvelope {
                 success: false,
                 data: Value::Null,
                 error: Some(json!({"code": self.code, "message": self.message})),
             },
         )
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        self.respond(false)
     }
 }

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use crate::error::{ApiError, LoginError};
+use crate::error::{ApiError, LoginError, login_code};
 use crate::oauth2::OAuth2Error;
 use crate::sim::{Sim, bump};
 
@@ -33,7 +33,7 @@ pub(crate) async fn inject(State(sim): State<Sim>, req: Request, next: Next) -> 
         return if login_service {
             LoginError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
+                login_code::GENERIC,
                 "Login service is temporarily unavailable. Please try again later.",
             )
             .into_response()
@@ -53,7 +53,7 @@ pub(crate) async fn inject(State(sim): State<Sim>, req: Request, next: Next) -> 
         } else if login_service {
             LoginError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
+                login_code::GENERIC,
                 "Something went wrong... please contact us",
             )
             .into_response()

@@ -15,7 +15,7 @@
 //! On the socket: the first frame is `market_info`; requests are JSON in binary frames
 //! (`sub` [default mode ltpc], `change_mode`, `unsub`; modes ltpc / full / option_greeks /
 //! full_d30, the last for Upstox Plus only); each accepted `sub` / `change_mode` is answered
-//! by an `initial_feed` snapshot of its keys; then a `live_feed` frame of every subscribed
+//! by a snapshot of its keys (`initial_feed`, or `live_feed` by setting); then a `live_feed` frame of every subscribed
 //! key every `tick_interval`, from a deterministic price walk; with nothing subscribed,
 //! WebSocket pings instead. Faults: `drop` ends connections without a close frame (and
 //! cuts new ones right after the upgrade); `stall` keeps them open with pings only.
@@ -26,8 +26,11 @@
 //! (Upstox documents none), so a client never mistakes them for an invalid token; connections are counted live per
 //! user (2 normal, 5 plus); key limits are per connection; a request that breaks a rule
 //! (full_d30 without Plus, a key limit, an unknown mode) is ignored whole, with no reply;
-//! text frames are ignored; the snapshot is typed `initial_feed`; codes expire after
-//! [`CODE_TTL`] of simulator time; every segment reports `NORMAL_OPEN`.
+//! text frames are ignored; the snapshot is typed as [`FeedHost::snapshot_type`] says
+//! (Upstox has sent `initial_feed` and `live_feed`); codes expire after [`CODE_TTL`] of
+//! simulator time; segment status follows the host's clock and holidays with the
+//! session times in `market.rs` (exchange hours; the exact Upstox values per phase are
+//! unconfirmed).
 
 mod market;
 mod session;
@@ -55,6 +58,14 @@ pub trait FeedHost: Clone + Send + Sync + 'static {
     fn tick_interval(&self) -> Duration;
     /// `ws://host:port` under which the simulator is reachable.
     fn base_ws_url(&self) -> String;
+    /// The `type` of the snapshot that answers a subscription.
+    fn snapshot_type(&self) -> crate::config::SnapshotType {
+        crate::config::SnapshotType::InitialFeed
+    }
+    /// True if the exchanges are closed all day on `date` (IST), besides weekends.
+    fn is_holiday(&self, _date: jiff::civil::Date) -> bool {
+        false
+    }
 }
 
 /// The user a feed connection belongs to.

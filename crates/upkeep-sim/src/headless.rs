@@ -1,16 +1,18 @@
 //! The login-site service calls the upstox-totp client makes (reference 10.1, steps 2-5).
 //!
 //! Responses are `{"success":true,"data":{...}}`; errors are
-//! `{"success":false,"data":null,"error":{"code","message"}}` (shape chosen by the
-//! simulator; Upstox's real error bodies are not documented). Session state
-//! travels in the `sim_login` cookie set by the OTP-verify step.
+//! `{"success":false,"data":null,"error":{"code":<integer>,"message"}}` with 1017xxx
+//! codes (public captures: 1017069 OTP limit, 1017076 OTP session expired, 1017016
+//! generic; a wrong code says "attempts left"). The HTTP status is 4xx, or 200 with
+//! `login_errors_as_200`. Session state travels in the `sim_login` cookie set by the
+//! OTP-verify step.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use jiff::Timestamp;
@@ -19,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::config::Plan;
-use crate::error::{LoginError, login_success};
+use crate::error::{LoginError, login_code, login_success};
 use crate::oauth::{ATTEMPT_COOKIE, FactorFailure, USER_TYPE, code_redirect, next_rollover_ms};
 use crate::sim::{LOGIN_TTL, LoginSession, OtpChallenge, Sim, Stage, bump, random_token};
 use crate::totp;
@@ -37,12 +39,9 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LoginError> {
     serde_json::from_slice::<Envelope<T>>(body)
         .map(|e| e.data)
         .map_err(|e| {
-            LoginError::bad_request(
-                "INVALID_REQUEST",
-                format!(
-                    "request body must be {{\"data\":{{...}}}} with the documented fields: {e}"
-                ),
-            )
+            LoginError::refused(format!(
+                "request body must be {{\"data\":{{...}}}} with the documented fields: {e}"
+            ))
         })
 }
 
@@ -50,7 +49,7 @@ fn blocked(sim: &Sim) -> Result<(), LoginError> {
     if sim.faults().login_blocked {
         return Err(LoginError::new(
             StatusCode::FORBIDDEN,
-            "LOGIN_BLOCKED",
+            login_code::GENERIC,
             "Automated login is blocked for this account. Log in on the Upstox web page instead.",
         ));
     }
@@ -60,31 +59,50 @@ fn blocked(sim: &Sim) -> Result<(), LoginError> {
 fn locked_error() -> LoginError {
     LoginError::new(
         StatusCode::FORBIDDEN,
-        "ACCOUNT_LOCKED",
-        "Account locked after too many wrong attempts. 0 attempts remaining. Reset it in the simulator (POST /sim/users/{ucc}/unlock).",
+        login_code::GENERIC,
+        "Account locked after too many wrong attempts. 0 attempts left. Reset it in the simulator (POST /sim/users/{ucc}/unlock).",
     )
 }
 
-fn factor_error(f: FactorFailure, what: &'static str, code: &'static str) -> LoginError {
+fn factor_error(f: FactorFailure, what: &'static str) -> LoginError {
     match f {
         FactorFailure::Wrong { left } => {
-            LoginError::bad_request(code, format!("Invalid {what}. {left} attempts remaining."))
+            LoginError::refused(format!("Invalid {what}. You have {left} attempts left."))
         }
         FactorFailure::Locked => locked_error(),
-        FactorFailure::Unknown => LoginError::bad_request("USER_NOT_FOUND", "Unknown user."),
+        FactorFailure::Unknown => LoginError::refused("Unknown user."),
     }
 }
 
 fn session_error() -> LoginError {
     LoginError::new(
         StatusCode::UNAUTHORIZED,
-        "SESSION_EXPIRED",
+        login_code::GENERIC,
         "Login session missing or expired. Start again with OTP generate.",
     )
 }
 
-fn into_response(r: Result<Response, LoginError>) -> Response {
-    r.unwrap_or_else(IntoResponse::into_response)
+fn otp_session_expired() -> LoginError {
+    LoginError::new(
+        StatusCode::BAD_REQUEST,
+        login_code::OTP_SESSION_EXPIRED,
+        "The session to validate otp has expired. Please generate a new otp.",
+    )
+}
+
+fn otp_limit() -> LoginError {
+    LoginError::new(
+        StatusCode::BAD_REQUEST,
+        login_code::OTP_LIMIT,
+        "You have exceeded the maximum number of times you can generate an OTP. Please try again after 10 mins.",
+    )
+}
+
+/// The window the OTP-generation limit counts in.
+pub(crate) const OTP_LIMIT_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
+fn into_response(sim: &Sim, r: Result<Response, LoginError>) -> Response {
+    r.unwrap_or_else(|e| e.respond(sim.login_errors_as_200()))
 }
 
 fn split_name(name: &str) -> (String, String) {
@@ -116,7 +134,7 @@ pub(crate) async fn otp_generate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    into_response(otp_generate_inner(&sim, &headers, &body))
+    into_response(&sim, otp_generate_inner(&sim, &headers, &body))
 }
 
 fn otp_generate_inner(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Response, LoginError> {
@@ -129,23 +147,27 @@ fn otp_generate_inner(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Res
         .values()
         .find(|u| u.config.mobile == req.mobile_number.trim())
         .cloned()
-        .ok_or_else(|| {
-            LoginError::bad_request(
-                "USER_NOT_FOUND",
-                "No Upstox account with this mobile number.",
-            )
-        })?;
+        .ok_or_else(|| LoginError::refused("No Upstox account with this mobile number."))?;
     if let Some(id) = req.user_id.as_deref().filter(|s| !s.is_empty())
         && id != user.config.ucc
     {
-        return Err(LoginError::bad_request(
-            "USER_MISMATCH",
+        return Err(LoginError::refused(
             "userId does not belong to this mobile number.",
         ));
     }
     if user.locked() {
         return Err(locked_error());
     }
+    // The OTP-generation limit, per user, over the last 10 minutes of the sim clock.
+    let window_start = now.checked_sub(OTP_LIMIT_WINDOW).unwrap_or(Timestamp::MIN);
+    let limit = sim.otp_limit();
+    let history = st.otp_history.entry(user.config.ucc.clone()).or_default();
+    history.retain(|t| *t > window_start && *t <= now);
+    if history.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+        bump(&sim.counters_raw().otp_limited);
+        return Err(otp_limit());
+    }
+    history.push(now);
     let attempt_id = cookie(headers, ATTEMPT_COOKIE).filter(|id| st.attempts.contains_key(id));
     st.otps.retain(|_, c| now < c.expires_at);
     let token = uuid::Uuid::new_v4().to_string();
@@ -179,7 +201,7 @@ struct OtpVerify {
 
 /// `POST /login/open/v4/auth/1fa/otp-totp/verify`
 pub(crate) async fn otp_verify(State(sim): State<Sim>, body: Bytes) -> Response {
-    into_response(otp_verify_inner(&sim, &body))
+    into_response(&sim, otp_verify_inner(&sim, &body))
 }
 
 fn otp_verify_inner(sim: &Sim, body: &[u8]) -> Result<Response, LoginError> {
@@ -192,20 +214,15 @@ fn otp_verify_inner(sim: &Sim, body: &[u8]) -> Result<Response, LoginError> {
         .get(&req.validate_otp_token)
         .filter(|c| now < c.expires_at)
         .cloned()
-        .ok_or_else(|| {
-            LoginError::bad_request(
-                "OTP_TOKEN_INVALID",
-                "validateOtpToken is unknown or expired. Generate a new OTP.",
-            )
-        })?;
+        .ok_or_else(otp_session_expired)?;
     let user = st
         .users
         .get(&challenge.ucc)
         .map(|u| u.config.clone())
-        .ok_or_else(|| LoginError::bad_request("USER_NOT_FOUND", "Unknown user."))?;
+        .ok_or_else(|| LoginError::refused("Unknown user."))?;
     let ok = totp::verify(&user.totp_secret, req.otp.trim(), now);
     sim.record_factor(&mut st, &user.ucc, ok)
-        .map_err(|f| factor_error(f, "OTP", "INVALID_OTP"))?;
+        .map_err(|f| factor_error(f, "OTP"))?;
     st.otps.remove(&req.validate_otp_token);
     st.sessions.retain(|_, s| now < s.expires_at);
     let session_id = random_token(32);
@@ -252,7 +269,7 @@ pub(crate) async fn two_fa(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    into_response(two_fa_inner(&sim, &headers, &q, &body))
+    into_response(&sim, two_fa_inner(&sim, &headers, &q, &body))
 }
 
 fn two_fa_inner(
@@ -264,15 +281,12 @@ fn two_fa_inner(
     blocked(sim)?;
     let req: TwoFa = parse(body)?;
     if req.two_fa_method != "SECRET_PIN" {
-        return Err(LoginError::bad_request(
-            "INVALID_REQUEST",
-            "twoFAMethod must be SECRET_PIN.",
-        ));
+        return Err(LoginError::refused("twoFAMethod must be SECRET_PIN."));
     }
     let client_id = q
         .get("client_id")
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| LoginError::bad_request("INVALID_REQUEST", "client_id is required."))?;
+        .ok_or_else(|| LoginError::refused("client_id is required."))?;
     let session_id = cookie(headers, SESSION_COOKIE).ok_or_else(session_error)?;
     let now = sim.now();
     let mut st = sim.lock();
@@ -283,8 +297,7 @@ fn two_fa_inner(
         .cloned()
         .ok_or_else(session_error)?;
     if session.stage != Stage::OtpVerified {
-        return Err(LoginError::bad_request(
-            "INVALID_STATE",
+        return Err(LoginError::refused(
             "The PIN was already verified in this session; continue with authorize.",
         ));
     }
@@ -292,11 +305,11 @@ fn two_fa_inner(
         .apps
         .get(client_id)
         .cloned()
-        .ok_or_else(|| LoginError::bad_request("INVALID_CLIENT", "Unknown client_id."))?;
+        .ok_or_else(|| LoginError::refused("Unknown client_id."))?;
     if app.user != session.ucc {
         return Err(LoginError::new(
             StatusCode::FORBIDDEN,
-            "APP_USER_MISMATCH",
+            login_code::GENERIC,
             "This app belongs to another Upstox account.",
         ));
     }
@@ -306,8 +319,7 @@ fn two_fa_inner(
         .and_then(|id| st.attempts.get(id))
         && a.client_id != *client_id
     {
-        return Err(LoginError::bad_request(
-            "INVALID_CLIENT",
+        return Err(LoginError::refused(
             "client_id differs from the one the login started with.",
         ));
     }
@@ -315,7 +327,7 @@ fn two_fa_inner(
         .users
         .get(&session.ucc)
         .map(|u| u.config.clone())
-        .ok_or_else(|| LoginError::bad_request("USER_NOT_FOUND", "Unknown user."))?;
+        .ok_or_else(|| LoginError::refused("Unknown user."))?;
     let text = req.input_text.trim();
     let decoded = STANDARD
         .decode(text)
@@ -324,7 +336,7 @@ fn two_fa_inner(
         .and_then(|b| String::from_utf8(b).ok());
     let ok = decoded.as_deref() == Some(user.pin.as_str());
     sim.record_factor(&mut st, &user.ucc, ok)
-        .map_err(|f| factor_error(f, "PIN", "INVALID_PIN"))?;
+        .map_err(|f| factor_error(f, "PIN"))?;
     sim.login_succeeded(&mut st, &user.ucc);
     if let Some(s) = st.sessions.get_mut(&session_id) {
         s.stage = Stage::PinVerified;
@@ -357,7 +369,7 @@ pub(crate) async fn authorize(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    into_response(authorize_inner(&sim, &headers, &q, &body))
+    into_response(&sim, authorize_inner(&sim, &headers, &q, &body))
 }
 
 fn authorize_inner(
@@ -378,15 +390,13 @@ fn authorize_inner(
         .cloned()
         .ok_or_else(session_error)?;
     if session.stage != Stage::PinVerified {
-        return Err(LoginError::bad_request(
-            "PIN_REQUIRED",
+        return Err(LoginError::refused(
             "Verify the PIN (2fa) before authorizing.",
         ));
     }
     let client_id = session.client_id.clone().unwrap_or_default();
     if q.get("client_id") != Some(&client_id) {
-        return Err(LoginError::bad_request(
-            "INVALID_CLIENT",
+        return Err(LoginError::refused(
             "client_id differs from the one the PIN was verified for.",
         ));
     }
@@ -394,7 +404,7 @@ fn authorize_inner(
         .apps
         .get(&client_id)
         .cloned()
-        .ok_or_else(|| LoginError::bad_request("INVALID_CLIENT", "Unknown client_id."))?;
+        .ok_or_else(|| LoginError::refused("Unknown client_id."))?;
     st.sessions.remove(&session_id);
     let attempt = session
         .attempt_id

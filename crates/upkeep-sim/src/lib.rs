@@ -24,8 +24,8 @@
 //! |---|---|
 //! | `GET /v2/login/authorization/dialog` | `client_id`, `redirect_uri`, `state`; `response_type` optional. 302 to `/sim/login?...&user_id=&client_id=&user_type=` |
 //! | `GET/POST /sim/login` | HTML login page (mobile + TOTP + PIN, or the "Approve" shortcut when `login_shortcut`); 302 to `redirect_uri?code=&state=` |
-//! | `POST /v2/login/authorization/token` | form body (URL-encoded or not); single-use codes |
-//! | `POST /login/open/v6/auth/1fa/otp/generate` | headless login step 2 |
+//! | `POST /v2/login/authorization/token` | form body (URL-encoded or not); single-use codes living `auth_code_ttl_secs` (2 min); `UDAPI100057` bad/used/expired code, `UDAPI100069` bad client, `UDAPI100070` bad redirect URI |
+//! | `POST /login/open/v6/auth/1fa/otp/generate` | headless login step 2; `otp_generate_limit` per user per 10 min, then `1017069` |
 //! | `POST /login/open/v4/auth/1fa/otp-totp/verify` | step 3, sets the `sim_login` cookie |
 //! | `POST /login/open/v3/auth/2fa` | step 4 (base64 PIN) |
 //! | `POST /login/v2/oauth/authorize` | step 5, `data.redirectUri` carries the code |
@@ -33,7 +33,7 @@
 //! | `DELETE /v2/logout` | revokes the token |
 //! | `GET /v2/user/profile` | daily tokens only |
 //! | `GET /v2/user/get-funds-and-margin`, `GET /v3/user/get-funds-and-margin` | 423 UDAPI100072 00:00–05:30 IST |
-//! | `GET /v2/market-quote/ltp`, `GET /v3/market-quote/ltp` | ≤ 500 keys; unknown well-formed keys are omitted |
+//! | `GET /v2/market-quote/ltp`, `GET /v3/market-quote/ltp` | ≤ 500 keys; one unknown key fails the call with 400 `UDAPI1087` naming it in `invalidValue` |
 //! | `POST /v2/order/place`, `POST /v3/order/place`, `DELETE /v2/order/cancel`, `DELETE /v3/order/cancel` | 423 UDAPI100074 00:00–05:30 IST |
 //! | `POST /sim/oauth2/token` | a generic OAuth 2 token service in front of Upstox: refresh grant (RFC 6749 §6), rotating refresh tokens, RFC 6749 §5.2 errors |
 //! | `/sim/...` | control API, see [`control`](crate#control-api) below and the README |
@@ -72,7 +72,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use clock::SimClock;
-pub use config::{AppConfig, ConfigError, Plan, SimConfig, UserConfig};
+pub use config::{AppConfig, ConfigError, Plan, SimConfig, SnapshotType, UserConfig};
 pub use jwt::{Claims, TokenKind};
 pub use ratelimit::Group as RateLimitGroup;
 pub use sim::{

@@ -12,9 +12,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, json_response};
 use crate::jwt::TokenKind;
-use crate::sim::{
-    AuthCode, CODE_TTL, LOGIN_TTL, LoginAttempt, Sim, State as SimState, bump, random_token,
-};
+use crate::sim::{AuthCode, LOGIN_TTL, LoginAttempt, Sim, State as SimState, bump, random_token};
 use crate::util::{html_escape, parse_form, set_cookie, with_query};
 use crate::{ist, totp};
 
@@ -85,13 +83,21 @@ impl Sim {
                 break c;
             }
         };
+        // The `expired_codes` fault: this code is dead on arrival.
+        let expires_at = if st.faults.expired_codes > 0 {
+            st.faults.expired_codes -= 1;
+            now
+        } else {
+            now.checked_add(self.inner.code_ttl)
+                .unwrap_or(Timestamp::MAX)
+        };
         st.codes.insert(
             code.clone(),
             AuthCode {
                 client_id: client_id.to_string(),
                 redirect_uri: redirect_uri.to_string(),
                 ucc: ucc.to_string(),
-                expires_at: now.checked_add(CODE_TTL).unwrap_or(Timestamp::MAX),
+                expires_at,
             },
         );
         bump(&self.counters_raw().logins);
@@ -330,6 +336,11 @@ pub(crate) async fn token(State(sim): State<Sim>, body: Bytes) -> Response {
 }
 
 fn exchange(sim: &Sim, form: &HashMap<String, String>) -> Result<serde_json::Value, ApiError> {
+    // The gateway's limit comes first: a refused call does not use up the code.
+    if !sim.admit_token_api(non_empty(form, "client_id").unwrap_or("")) {
+        bump(&sim.counters_raw().rate_limited);
+        return Err(ApiError::token_api_rate_limited());
+    }
     let now = sim.now();
     let mut st = sim.lock();
     // The code is single-use whether or not the exchange succeeds.
@@ -361,18 +372,18 @@ fn exchange(sim: &Sim, form: &HashMap<String, String>) -> Result<serde_json::Val
         .filter(|a| a.client_secret == secret)
         .cloned()
     else {
-        return Err(ApiError::invalid_credentials(StatusCode::UNAUTHORIZED));
+        return Err(ApiError::bad_request(
+            "UDAPI100069",
+            "Invalid client credentials",
+        ));
     };
     if app.redirect_uri != redirect_uri {
-        return Err(ApiError::bad_request(
-            "UDAPI100068",
-            "Check your 'client_id' and 'redirect_uri'; one or both are incorrect.",
-        ));
+        return Err(ApiError::bad_request("UDAPI100070", "Invalid redirect_uri"));
     }
     let Some(code) = code.filter(|c| {
         now < c.expires_at && c.client_id == client_id && c.redirect_uri == redirect_uri
     }) else {
-        return Err(ApiError::invalid_credentials(StatusCode::BAD_REQUEST));
+        return Err(ApiError::bad_request("UDAPI100057", "Invalid Auth code"));
     };
     let refresh = form
         .get("refresh_extended_token")

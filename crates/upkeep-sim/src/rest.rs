@@ -13,7 +13,7 @@ use crate::instruments;
 use crate::ist;
 use crate::jwt::TokenKind;
 use crate::oauth::profile_json;
-use crate::ratelimit::Group;
+use crate::ratelimit::{Group, ORDERS};
 use crate::sim::{OrderRecord, Sim, TokenInfo, bump};
 use crate::util::bearer;
 
@@ -30,11 +30,12 @@ enum Access {
     Any,
 }
 
-/// Authenticates, checks the token kind, applies the rate limit.
+/// Authenticates, checks the token kind, applies the rate limit of (user, `api`).
 fn authorize(
     sim: &Sim,
     headers: &HeaderMap,
     access: Access,
+    api: &str,
     group: Group,
 ) -> Result<TokenInfo, ApiError> {
     let token = bearer(headers).ok_or_else(ApiError::invalid_token)?;
@@ -50,7 +51,7 @@ fn authorize(
         }
         _ => {}
     }
-    if !sim.admit(&info.jti, group) {
+    if !sim.admit(&info.ucc, api, group) {
         bump(&sim.counters_raw().rate_limited);
         return Err(ApiError::rate_limited());
     }
@@ -65,7 +66,7 @@ fn respond(r: Result<Response, ApiError>) -> Response {
 /// `DELETE /v2/logout`
 pub(crate) async fn logout(State(sim): State<Sim>, headers: HeaderMap) -> Response {
     respond((|| {
-        let info = authorize(&sim, &headers, Access::Any, Group::Standard)?;
+        let info = authorize(&sim, &headers, Access::Any, "/v2/logout", Group::Standard)?;
         if let Some(rec) = sim.lock().tokens.get_mut(&info.jti) {
             rec.revoked = true;
         }
@@ -77,7 +78,13 @@ pub(crate) async fn logout(State(sim): State<Sim>, headers: HeaderMap) -> Respon
 /// `GET /v2/user/profile`
 pub(crate) async fn profile(State(sim): State<Sim>, headers: HeaderMap) -> Response {
     respond((|| {
-        let info = authorize(&sim, &headers, Access::Account, Group::Standard)?;
+        let info = authorize(
+            &sim,
+            &headers,
+            Access::Account,
+            "/v2/user/profile",
+            Group::Standard,
+        )?;
         let user = sim
             .lock()
             .users
@@ -118,7 +125,13 @@ pub(crate) async fn funds_v2(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     respond((|| {
-        authorize(&sim, &headers, Access::Account, Group::Standard)?;
+        authorize(
+            &sim,
+            &headers,
+            Access::Account,
+            "/v2/user/get-funds-and-margin",
+            Group::Standard,
+        )?;
         funds_window(&sim)?;
         let data = match q.get("segment").map(String::as_str) {
             None | Some("") => json!({"equity": margin(100_000.0), "commodity": margin(0.0)}),
@@ -138,7 +151,13 @@ pub(crate) async fn funds_v2(
 /// `GET /v3/user/get-funds-and-margin`
 pub(crate) async fn funds_v3(State(sim): State<Sim>, headers: HeaderMap) -> Response {
     respond((|| {
-        authorize(&sim, &headers, Access::Account, Group::Standard)?;
+        authorize(
+            &sim,
+            &headers,
+            Access::Account,
+            "/v3/user/get-funds-and-margin",
+            Group::Standard,
+        )?;
         funds_window(&sim)?;
         let margin_used = json!({
             "total": 0.0, "mtf": 0.0,
@@ -180,7 +199,12 @@ fn ltp(
     q: &HashMap<String, String>,
     v3: bool,
 ) -> Result<Response, ApiError> {
-    authorize(sim, headers, Access::Market, Group::Standard)?;
+    let api = if v3 {
+        "/v3/market-quote/ltp"
+    } else {
+        "/v2/market-quote/ltp"
+    };
+    authorize(sim, headers, Access::Market, api, Group::Standard)?;
     let raw = q.get("instrument_key").map(String::as_str).unwrap_or("");
     if raw.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -201,9 +225,13 @@ fn ltp(
             "Invalid format of instrument_key",
         ));
     }
+    // One unknown (well-formed) key fails the whole request, naming that key.
+    if let Some(unknown) = keys.iter().find(|k| instruments::find(k).is_none()) {
+        return Err(ApiError::bad_request("UDAPI1087", "Invalid Instrument key")
+            .with_invalid_value(*unknown));
+    }
     let now = sim.now();
     let mut data = serde_json::Map::new();
-    // Well-formed keys the simulator does not know are left out of the map.
     for inst in keys.iter().filter_map(|k| instruments::find(k)) {
         let price = inst.last_price_at(now);
         let entry = if v3 {
@@ -296,7 +324,7 @@ fn validate_order(body: &[u8]) -> Result<(), ApiError> {
 
 fn place(sim: &Sim, headers: &HeaderMap, body: &[u8], v3: bool) -> Result<Response, ApiError> {
     let started = tokio::time::Instant::now();
-    let info = authorize(sim, headers, Access::Order, Group::Order)?;
+    let info = authorize(sim, headers, Access::Order, ORDERS, Group::Order)?;
     orders_window(sim)?;
     validate_order(body)?;
     let date = ist::to_ist(sim.now()).date();
@@ -348,7 +376,7 @@ fn cancel(
     v3: bool,
 ) -> Result<Response, ApiError> {
     let started = tokio::time::Instant::now();
-    let info = authorize(sim, headers, Access::Order, Group::Order)?;
+    let info = authorize(sim, headers, Access::Order, ORDERS, Group::Order)?;
     orders_window(sim)?;
     let order_id = q
         .get("order_id")

@@ -57,6 +57,9 @@ pub struct Faults {
     pub feed_drop: bool,
     /// Feed connections stay open but stop ticking.
     pub feed_stall: bool,
+    /// The next this many authorization codes are issued already expired (the code
+    /// exchange answers `UDAPI100057`); counts down as codes are issued.
+    pub expired_codes: u32,
 }
 
 /// A partial update of [`Faults`]; absent fields keep their value.
@@ -69,6 +72,7 @@ pub struct FaultsPatch {
     pub login_blocked: Option<bool>,
     pub feed_drop: Option<bool>,
     pub feed_stall: Option<bool>,
+    pub expired_codes: Option<u32>,
 }
 
 /// Login credentials of one app + its user, as printed by `--credentials-out`.
@@ -93,6 +97,8 @@ pub struct Counters {
     pub failed_logins: u64,
     /// OTP generate calls that succeeded.
     pub otp_requests: u64,
+    /// OTP generate calls refused by the generation limit (1017069).
+    pub otp_limited: u64,
     /// Successful `POST /v2/login/authorization/token` calls.
     pub token_exchanges: u64,
     /// Tokens minted (all kinds, all paths).
@@ -107,6 +113,8 @@ pub struct Counters {
     pub logouts: u64,
     /// Tokens revoked through the control API or `Sim::revoke`.
     pub revocations: u64,
+    /// Daily tokens revoked because a newer one was issued (`revoke_previous_tokens`).
+    pub superseded: u64,
     /// Authenticated API calls admitted (profile, funds, quotes, orders, logout).
     pub api_requests: u64,
     /// Calls refused with 429.
@@ -131,6 +139,7 @@ pub(crate) struct AtomicCounters {
     pub logins: AtomicU64,
     pub failed_logins: AtomicU64,
     pub otp_requests: AtomicU64,
+    pub otp_limited: AtomicU64,
     pub token_exchanges: AtomicU64,
     pub tokens_issued: AtomicU64,
     pub token_requests: AtomicU64,
@@ -138,6 +147,7 @@ pub(crate) struct AtomicCounters {
     pub webhook_failures: AtomicU64,
     pub logouts: AtomicU64,
     pub revocations: AtomicU64,
+    pub superseded: AtomicU64,
     pub api_requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub injected_errors: AtomicU64,
@@ -159,6 +169,7 @@ impl AtomicCounters {
             logins: g(&self.logins),
             failed_logins: g(&self.failed_logins),
             otp_requests: g(&self.otp_requests),
+            otp_limited: g(&self.otp_limited),
             token_exchanges: g(&self.token_exchanges),
             tokens_issued: g(&self.tokens_issued),
             token_requests: g(&self.token_requests),
@@ -166,6 +177,7 @@ impl AtomicCounters {
             webhook_failures: g(&self.webhook_failures),
             logouts: g(&self.logouts),
             revocations: g(&self.revocations),
+            superseded: g(&self.superseded),
             api_requests: g(&self.api_requests),
             rate_limited: g(&self.rate_limited),
             injected_errors: g(&self.injected_errors),
@@ -304,6 +316,8 @@ pub(crate) struct State {
     pub attempts: HashMap<String, LoginAttempt>,
     pub otps: HashMap<String, OtpChallenge>,
     pub sessions: HashMap<String, LoginSession>,
+    /// OTP generations per user (UCC) in the limit's window.
+    pub otp_history: HashMap<String, Vec<Timestamp>>,
     pub token_requests: BTreeMap<String, PendingTokenRequest>,
     pub faults: Faults,
     pub rate: RateLimiter,
@@ -322,6 +336,13 @@ pub(crate) struct Inner {
     pub tick: Duration,
     pub login_shortcut: bool,
     pub login_attempts: u32,
+    pub code_ttl: SignedDuration,
+    pub revoke_previous: bool,
+    pub otp_limit: u32,
+    pub login_errors_as_200: bool,
+    pub token_api_limit: Option<u32>,
+    pub snapshot_type: config::SnapshotType,
+    pub holidays: Vec<jiff::civil::Date>,
     pub counters: AtomicCounters,
     pub http: reqwest::Client,
     pub state: Mutex<State>,
@@ -342,8 +363,6 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-/// Lifetime of an authorization code.
-pub(crate) const CODE_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// Lifetime of a login attempt, OTP challenge or login session.
 pub(crate) const LOGIN_TTL: SignedDuration = SignedDuration::from_mins(15);
 
@@ -400,6 +419,15 @@ impl Sim {
                 tick: Duration::from_millis(config.feed_tick_interval_ms),
                 login_shortcut: config.login_shortcut,
                 login_attempts: config.login_attempts,
+                code_ttl: SignedDuration::from_secs(
+                    i64::try_from(config.auth_code_ttl_secs).unwrap_or(i64::MAX),
+                ),
+                revoke_previous: config.revoke_previous_tokens,
+                otp_limit: config.otp_generate_limit,
+                login_errors_as_200: config.login_errors_as_200,
+                token_api_limit: config.token_api_limit_per_minute,
+                snapshot_type: config.feed_snapshot_type,
+                holidays: config.market_holidays,
                 counters: AtomicCounters::default(),
                 http,
                 state: Mutex::new(state),
@@ -548,6 +576,15 @@ impl Sim {
             expires_at,
             revoked: false,
         };
+        if kind == TokenKind::Daily && self.inner.revoke_previous {
+            // `revoke_previous_tokens`: the user's earlier daily tokens die now.
+            for old in st.tokens.values_mut() {
+                if old.kind == TokenKind::Daily && old.ucc == ucc && !old.revoked {
+                    old.revoked = true;
+                    bump(&self.inner.counters.superseded);
+                }
+            }
+        }
         st.tokens.insert(claims.jti, record.clone());
         bump(&self.inner.counters.tokens_issued);
         Ok(record)
@@ -616,13 +653,22 @@ impl Sim {
         }
     }
 
-    /// Admits one API call for the rate limiter, unless limits are off.
-    pub(crate) fn admit(&self, jti: &str, group: Group) -> bool {
+    /// Admits one call of `api` by user `ucc` for the rate limiter, unless limits are off.
+    pub(crate) fn admit(&self, ucc: &str, api: &str, group: Group) -> bool {
         if !self.inner.rate_limits {
             return true;
         }
         let now = self.now();
-        self.lock().rate.admit(jti, group, now)
+        self.lock().rate.admit(ucc, api, group, now)
+    }
+
+    /// Admits one call of a token endpoint by app `client_id`, when a limit is set.
+    pub(crate) fn admit_token_api(&self, client_id: &str) -> bool {
+        let Some(per_minute) = self.inner.token_api_limit else {
+            return true;
+        };
+        let now = self.now();
+        self.lock().rate.admit_token_api(client_id, per_minute, now)
     }
 
     /// Current faults.
@@ -661,6 +707,9 @@ impl Sim {
         }
         if let Some(v) = patch.feed_stall {
             f.feed_stall = v;
+        }
+        if let Some(v) = patch.expired_codes {
+            f.expired_codes = v;
         }
         self.set_faults(f.clone())?;
         Ok(f)
@@ -774,6 +823,14 @@ impl Sim {
     pub(crate) fn login_attempts(&self) -> u32 {
         self.inner.login_attempts
     }
+
+    pub(crate) fn otp_limit(&self) -> u32 {
+        self.inner.otp_limit
+    }
+
+    pub(crate) fn login_errors_as_200(&self) -> bool {
+        self.inner.login_errors_as_200
+    }
 }
 
 impl FeedHost for Sim {
@@ -803,6 +860,14 @@ impl FeedHost for Sim {
 
     fn tick_interval(&self) -> Duration {
         self.inner.tick
+    }
+
+    fn snapshot_type(&self) -> config::SnapshotType {
+        self.inner.snapshot_type
+    }
+
+    fn is_holiday(&self, date: jiff::civil::Date) -> bool {
+        self.inner.holidays.contains(&date)
     }
 
     fn base_ws_url(&self) -> String {

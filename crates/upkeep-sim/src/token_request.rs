@@ -21,6 +21,10 @@ pub(crate) async fn request(
     Path(client_id): Path<String>,
     body: Bytes,
 ) -> Response {
+    if !sim.admit_token_api(&client_id) {
+        bump(&sim.counters_raw().rate_limited);
+        return ApiError::token_api_rate_limited().into_response();
+    }
     let secret = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {

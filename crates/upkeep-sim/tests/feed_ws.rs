@@ -245,8 +245,18 @@ async fn market_info_is_the_first_frame_with_every_segment() {
     assert!(first.current_ts >= 1_764_732_600_000);
     let mi = first.market_info.unwrap();
     assert_eq!(mi.segment_status.len(), 11);
+    // The host's clock reads Wednesday 09:00 IST: equity is in its pre-open, F&O opens
+    // at 09:15, commodities are open.
+    assert_eq!(
+        mi.segment_status["NSE_EQ"],
+        pb::MarketStatus::PreOpenStart as i32
+    );
     assert_eq!(
         mi.segment_status["NSE_FO"],
+        pb::MarketStatus::NormalClose as i32
+    );
+    assert_eq!(
+        mi.segment_status["MCX_FO"],
         pb::MarketStatus::NormalOpen as i32
     );
 }

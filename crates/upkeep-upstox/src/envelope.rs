@@ -18,6 +18,11 @@ use serde_json::Value;
 pub(crate) struct ErrorDetail {
     pub code: Option<String>,
     pub message: Option<String>,
+    /// The REST envelope's `invalid_value` / `invalidValue` (e.g. the unknown
+    /// instrument key of an LTP call), scrubbed.
+    pub invalid_value: Option<String>,
+    /// The body was the login service's `{"success":false,"error":{..}}`.
+    pub login_service: bool,
 }
 
 /// Takes the payload out of a success body, accepting the wrapped and unwrapped
@@ -73,14 +78,20 @@ pub(crate) fn error_detail(body: &Value) -> Option<ErrorDetail> {
         return Some(ErrorDetail {
             code: str_field(first, &["error_code", "errorCode", "code"]),
             message: str_field(first, &["message", "msg", "description"]),
+            invalid_value: str_field(first, &["invalid_value", "invalidValue"]),
+            login_service: false,
         });
     }
+    let login_failure = obj.get("success").and_then(Value::as_bool) == Some(false);
     match obj.get("error") {
-        // Login service: {"success":false,"error":{"code":..,"message":..}}
+        // Login service: {"success":false,"error":{"code":..,"message":..}}; the code
+        // comes as an integer (1017069) or a string.
         Some(err @ Value::Object(_)) => {
             return Some(ErrorDetail {
                 code: str_field(err, &["code", "errorCode", "error_code"]),
                 message: str_field(err, &["message", "description", "msg"]),
+                invalid_value: None,
+                login_service: true,
             });
         }
         // OAuth 2 (RFC 6749 section 5.2).
@@ -88,14 +99,18 @@ pub(crate) fn error_detail(body: &Value) -> Option<ErrorDetail> {
             return Some(ErrorDetail {
                 code: Some(scrub(code)),
                 message: str_field(body, &["error_description", "message"]),
+                invalid_value: None,
+                login_service: false,
             });
         }
         _ => {}
     }
-    if is_error_status(body) || obj.get("success").and_then(Value::as_bool) == Some(false) {
+    if is_error_status(body) || login_failure {
         return Some(ErrorDetail {
             code: str_field(body, &["error_code", "errorCode", "code"]),
             message: str_field(body, &["message", "msg"]),
+            invalid_value: None,
+            login_service: login_failure,
         });
     }
     None
@@ -165,6 +180,14 @@ mod tests {
         ErrorDetail {
             code: Some(code.into()),
             message: Some(message.into()),
+            ..ErrorDetail::default()
+        }
+    }
+
+    fn login(code: &str, message: &str) -> ErrorDetail {
+        ErrorDetail {
+            login_service: true,
+            ..detail(code, message)
         }
     }
 
@@ -189,10 +212,23 @@ mod tests {
                 r#"{"status":"error","errors":[{"errorCode":"UDAPI10005","message":"Too Many Request Sent"}]}"#,
                 detail("UDAPI10005", "Too Many Request Sent"),
             ),
-            // login service
+            // login service, string code
             (
                 r#"{"success":false,"error":{"code":"1017062","message":"Invalid OTP"},"data":null}"#,
-                detail("1017062", "Invalid OTP"),
+                login("1017062", "Invalid OTP"),
+            ),
+            // login service, integer code (what Upstox sends)
+            (
+                r#"{"success":false,"error":{"code":1017076,"message":"session to validate otp has expired"}}"#,
+                login("1017076", "session to validate otp has expired"),
+            ),
+            // LTP: the bad key is named in invalid_value
+            (
+                r#"{"status":"error","errors":[{"errorCode":"UDAPI1087","message":"Invalid Instrument key","propertyPath":null,"invalidValue":"NSE_EQ|NOPE","error_code":"UDAPI1087","property_path":null,"invalid_value":"NSE_EQ|NOPE"}]}"#,
+                ErrorDetail {
+                    invalid_value: Some("NSE_EQ|NOPE".into()),
+                    ..detail("UDAPI1087", "Invalid Instrument key")
+                },
             ),
             // login service, error inside data
             (

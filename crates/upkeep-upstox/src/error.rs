@@ -15,10 +15,12 @@ use crate::envelope::{self, ErrorDetail};
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Retrying will not help and may lock the account: bad credentials, wrong
-    /// PIN/TOTP, lockout, inactive client (`UDAPI100073`), no active segments
-    /// (`UDAPI100058`), wrong client id / redirect URI (`UDAPI100068`, `UDAPI100016`),
-    /// or a response this crate cannot read. A human has to act.
+    /// Retrying this request will not help and may lock the account: bad credentials,
+    /// wrong PIN/TOTP ("attempts left"), lockout, inactive client (`UDAPI100073`), no
+    /// active segments (`UDAPI100058`), wrong client id / secret / redirect URI
+    /// (`UDAPI100068`, `UDAPI100016`, `UDAPI100069`, `UDAPI100070`), a bad, used or
+    /// expired authorization code (`UDAPI100057`: a new login may work, see
+    /// [`UpstoxError::restarts_login`]), or a response this crate cannot read.
     Fatal,
     /// Network trouble, timeouts, 5xx, rate limiting (429, `UDAPI10005`): retry with backoff.
     Transient,
@@ -64,10 +66,13 @@ pub enum Fault {
     /// inactive app, a TOTP seed that is not base32. A human must change a setting.
     Configuration,
     /// Upstox refused this attempt for a reason retrying now will not fix but a later
-    /// attempt may (a token refused, a login page that went somewhere unexpected, an
-    /// answer this client cannot read).
+    /// attempt may (a token refused, a refused authorization code once the login's
+    /// restarts are used up, a login page that went somewhere unexpected, an answer
+    /// this client cannot read).
     Refusal,
-    /// Network, 5xx, rate limits, the maintenance window: retry with backoff.
+    /// Network, 5xx, rate limits (`UDAPI10005`, `UDAPI100099`), the maintenance window,
+    /// the login service's OTP limit (with a `Retry-After` of its 10 minutes): retry
+    /// after the wait.
     Transient,
 }
 
@@ -131,7 +136,31 @@ pub struct ApiError {
     /// Whether the request carried an access token (`Authorization: Bearer`). A bare
     /// 401/403 means "bad token" then, and "bad credentials" otherwise.
     pub bearer: bool,
+    /// The value the server refused (`invalid_value`), e.g. the unknown instrument key
+    /// of an LTP call (`UDAPI1087`), scrubbed.
+    pub invalid_value: Option<String>,
+    /// The body was the login service's `{"success":false,"error":{..}}` (any HTTP
+    /// status, 200 included): its message decides, see [`ApiError::login_refusal`].
+    pub login_service: bool,
 }
+
+/// What a login-service refusal (`{"success":false,"error":{"code","message"}}`) means.
+/// Upstox publishes neither the codes (seen: integers in the 1017xxx range) nor the
+/// HTTP status (possibly 200), so the message decides, with the few codes seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// Too many OTPs were generated (1017069, "... try again after 10 mins"): a long
+    /// wait, not a credential fault and not a tight retry.
+    OtpLimit,
+    /// The session that validates the OTP expired (1017076): start the login again.
+    SessionExpired,
+    /// A wrong TOTP or PIN ("... attempts left"): never retried (lockout).
+    WrongFactor,
+}
+
+/// How long Upstox asks a client to wait after the OTP-generation limit when its
+/// message names no duration ("try again after 10 mins").
+pub const OTP_LIMIT_WAIT: Duration = Duration::from_secs(10 * 60);
 
 impl ApiError {
     /// Builds the error for a response: reads the body in any Upstox error shape (or
@@ -162,18 +191,60 @@ impl ApiError {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(RetryAfter::parse);
-        Self {
+        let mut e = Self {
             endpoint,
             status,
             code: detail.code,
             message: detail.message,
             retry_after,
             bearer,
+            invalid_value: detail.invalid_value,
+            login_service: detail.login_service,
+        };
+        if e.retry_after.is_none() && e.login_refusal() == Some(LoginRefusal::OtpLimit) {
+            let wait = e
+                .message
+                .as_deref()
+                .and_then(minutes_named)
+                .unwrap_or(OTP_LIMIT_WAIT);
+            e.retry_after = Some(RetryAfter::Delay(wait.min(MAX_RETRY_AFTER)));
         }
+        e
     }
 
-    /// The classification: a known error code decides first, then the HTTP status.
+    /// What a login-service refusal means, read from its message and code; `None` for
+    /// other bodies and for refusals none of the known kinds.
+    pub fn login_refusal(&self) -> Option<LoginRefusal> {
+        if !self.login_service {
+            return None;
+        }
+        let message = self.message.as_deref().unwrap_or("").to_ascii_lowercase();
+        let code = self.code.as_deref().unwrap_or("").trim();
+        if message.contains("attempts left") || message.contains("attempts remaining") {
+            return Some(LoginRefusal::WrongFactor);
+        }
+        if code == "1017069"
+            || message.contains("maximum number of times")
+            || (message.contains("otp") && message.contains("try again after"))
+        {
+            return Some(LoginRefusal::OtpLimit);
+        }
+        if code == "1017076" || (message.contains("session") && message.contains("expired")) {
+            return Some(LoginRefusal::SessionExpired);
+        }
+        None
+    }
+
+    /// The classification: a login-service message decides first, then a known error
+    /// code, then the HTTP status.
     pub fn class(&self) -> ErrorClass {
+        match self.login_refusal() {
+            Some(LoginRefusal::OtpLimit | LoginRefusal::SessionExpired) => {
+                return ErrorClass::Transient;
+            }
+            Some(LoginRefusal::WrongFactor) => return ErrorClass::Fatal,
+            None => {}
+        }
         if let Some(class) = self.code.as_deref().and_then(class_of_code) {
             return class;
         }
@@ -188,6 +259,23 @@ impl ApiError {
     }
 }
 
+/// "after 10 mins" / "after 1 minute" in a message, as a duration.
+fn minutes_named(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    let rest = &lower[lower.find("after")? + "after".len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let after_digits = rest.trim_start()[digits.len()..].trim_start();
+    if !after_digits.starts_with("min") {
+        return None;
+    }
+    let minutes: u64 = digits.parse().ok()?;
+    Some(Duration::from_secs(minutes.saturating_mul(60)))
+}
+
 /// The class a known error code implies, whatever the HTTP status.
 fn class_of_code(code: &str) -> Option<ErrorClass> {
     let code = code.trim().to_ascii_uppercase();
@@ -198,11 +286,11 @@ fn class_of_code(code: &str) -> Option<ErrorClass> {
         // rate limits and "something went wrong"
         "UDAPI10005" | "UDAPI100099" | "UDAPI100500" => ErrorClass::Transient,
         // inactive client, no active segments, wrong client/redirect, invalid
-        // credentials, missing login parameters
-        "UDAPI100073" | "UDAPI100058" | "UDAPI100068" | "UDAPI100016" | "UDAPI1017"
-        | "UDAPI1018" | "UDAPI1022" | "UDAPI1023" | "UDAPI1024" | "UDAPI100015" => {
-            ErrorClass::Fatal
-        }
+        // credentials, a bad/used/expired code (that code will not work again),
+        // missing login parameters
+        "UDAPI100073" | "UDAPI100058" | "UDAPI100068" | "UDAPI100016" | "UDAPI100057"
+        | "UDAPI100069" | "UDAPI100070" | "UDAPI1017" | "UDAPI1018" | "UDAPI1022" | "UDAPI1023"
+        | "UDAPI1024" | "UDAPI100015" => ErrorClass::Fatal,
         // OAuth 2 (RFC 6749 5.2)
         "INVALID_GRANT"
         | "INVALID_CLIENT"
@@ -222,9 +310,42 @@ impl fmt::Display for ApiError {
             write!(f, " {code}")?;
         }
         if let Some(message) = &self.message {
-            write!(f, " ({message})")?;
+            write!(f, " ({message}")?;
+            if let Some(value) = &self.invalid_value {
+                write!(f, ": {value}")?;
+            }
+            f.write_str(")")?;
+        } else if let Some(value) = &self.invalid_value {
+            write!(f, " (invalid value {value})")?;
         }
-        write!(f, "; {}", self.class().advice())
+        write!(f, "; {}", self.advice())
+    }
+}
+
+impl ApiError {
+    /// What to do, for the codes that name a setting, else the class's advice.
+    fn advice(&self) -> &'static str {
+        if self.login_refusal() == Some(LoginRefusal::OtpLimit) {
+            return "Upstox limits OTP requests; wait before logging in again";
+        }
+        let code = self
+            .code
+            .as_deref()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase();
+        match code.as_str() {
+            "UDAPI100057" => {
+                "the authorization code is wrong, used or expired (codes live minutes); log in again"
+            }
+            "UDAPI100069" => {
+                "set the account's client_id and client_secret to the app's API key and secret"
+            }
+            "UDAPI100070" => {
+                "set the account's redirect_uri to the app's registered redirect URL exactly"
+            }
+            _ => self.class().advice(),
+        }
     }
 }
 
@@ -337,7 +458,12 @@ impl UpstoxError {
                 let code = e.code.as_deref().unwrap_or_default().to_ascii_uppercase();
                 match code.as_str() {
                     "INVALID_GRANT" => Fault::Credential,
+                    // A bad, used or expired authorization code: the login is worth
+                    // starting again; nothing is wrong with the credentials.
+                    "UDAPI100057" => Fault::Refusal,
                     "UDAPI100016"
+                    | "UDAPI100069"
+                    | "UDAPI100070"
                     | "UDAPI100068"
                     | "UDAPI100073"
                     | "UDAPI1017"
@@ -367,6 +493,30 @@ impl UpstoxError {
                 Fault::Configuration
             }
             UpstoxError::Decode { .. } | UpstoxError::Network { .. } => Fault::Refusal,
+        }
+    }
+
+    /// Whether starting the login again may succeed where this attempt failed: the
+    /// authorization code was refused as bad, used or expired (`UDAPI100057`), or the
+    /// login service's OTP session expired (1017076).
+    pub fn restarts_login(&self) -> bool {
+        match self {
+            UpstoxError::Api(e) => {
+                e.code
+                    .as_deref()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("UDAPI100057"))
+                    || e.login_refusal() == Some(LoginRefusal::SessionExpired)
+            }
+            _ => false,
+        }
+    }
+
+    /// The value the server named as invalid (`invalid_value`), e.g. an LTP call's
+    /// unknown instrument key.
+    pub fn invalid_value(&self) -> Option<&str> {
+        match self {
+            UpstoxError::Api(e) => e.invalid_value.as_deref(),
+            _ => None,
         }
     }
 
@@ -446,6 +596,8 @@ mod fault_tests {
             message: None,
             retry_after: None,
             bearer,
+            invalid_value: None,
+            login_service: false,
         })
     }
 
@@ -470,6 +622,18 @@ mod fault_tests {
             (
                 api(exchange, 400, Some("UDAPI100068"), false),
                 Fault::Configuration,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100069"), false),
+                Fault::Configuration,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100070"), false),
+                Fault::Configuration,
+            ),
+            (
+                api(exchange, 400, Some("UDAPI100057"), false),
+                Fault::Refusal,
             ),
             (
                 api(exchange, 400, Some("UDAPI100073"), false),
@@ -584,6 +748,73 @@ mod tests {
                 "{status} {body}"
             );
         }
+    }
+
+    #[test]
+    fn login_service_refusals_are_read_from_the_message_whatever_the_status_or_code_type() {
+        let pin = "POST /login/open/v3/auth/2fa";
+        let otp = "POST /login/open/v6/auth/1fa/otp/generate";
+        let read = |ep: &'static str, status: u16, body: &str| {
+            UpstoxError::from(ApiError::from_response(
+                ep,
+                status,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                false,
+            ))
+        };
+        let limit = r#"{"success":false,"error":{"code":1017069,"message":"You have exceeded the maximum number of times you can generate an OTP. Please try again after 10 mins."}}"#;
+        for status in [200, 400, 429, 500] {
+            let e = read(otp, status, limit);
+            assert_eq!(e.fault(), Fault::Transient, "{status}: {e}");
+            assert_eq!(
+                e.retry_after(),
+                Some(RetryAfter::Delay(Duration::from_secs(600))),
+                "{status}"
+            );
+        }
+        // A string code and another duration in the message.
+        let e = read(
+            otp,
+            200,
+            r#"{"success":false,"error":{"code":"1017069","message":"try again after 3 mins to generate an OTP"}}"#,
+        );
+        assert_eq!(
+            e.retry_after(),
+            Some(RetryAfter::Delay(Duration::from_secs(180)))
+        );
+        // A wrong TOTP, whatever the status.
+        for status in [200, 400, 500] {
+            let e = read(
+                "POST /login/open/v4/auth/1fa/otp-totp/verify",
+                status,
+                r#"{"success":false,"error":{"code":1017016,"message":"Invalid OTP. You have 2 attempts left."}}"#,
+            );
+            assert_eq!(e.fault(), Fault::Credential, "{status}: {e}");
+            assert!(!e.restarts_login());
+        }
+        // The OTP session expired: start again.
+        let e = read(
+            pin,
+            200,
+            r#"{"success":false,"error":{"code":1017076,"message":"session to validate otp has expired"}}"#,
+        );
+        assert_eq!(e.fault(), Fault::Transient);
+        assert!(e.restarts_login());
+        // The generic code on the PIN step with HTTP 200: a credential fault.
+        let e = read(
+            pin,
+            200,
+            r#"{"success":false,"error":{"code":1017016,"message":"Something about your PIN"}}"#,
+        );
+        assert_eq!(e.fault(), Fault::Credential, "{e}");
+        // A login service that is down stays transient.
+        let e = read(
+            otp,
+            503,
+            r#"{"success":false,"error":{"code":1017016,"message":"temporarily unavailable"}}"#,
+        );
+        assert_eq!(e.fault(), Fault::Transient);
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub mod webhook;
 
 pub use client::{ClientConfig, MAX_LTP_KEYS, UpstoxClient};
 pub use error::{
-    ApiError, ErrorClass, Fault, LoginStep, MAX_RETRY_AFTER, NetworkErrorKind, RetryAfter,
-    UpstoxError,
+    ApiError, ErrorClass, Fault, LoginRefusal, LoginStep, MAX_RETRY_AFTER, NetworkErrorKind,
+    OTP_LIMIT_WAIT, RetryAfter, UpstoxError,
 };
 pub use hosts::Hosts;
 pub use models::{

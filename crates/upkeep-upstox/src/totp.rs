@@ -31,6 +31,10 @@ const MIN_TOTP_LIFE_MS: i64 = 3_000;
 /// How far into the next step to wake up, so the code is computed inside it.
 const STEP_WAKE_MARGIN_MS: i64 = 250;
 const MAX_REDIRECTS: usize = 10;
+/// How many times one call to [`UpstoxClient::totp_login`] runs the login: a refused
+/// authorization code (`UDAPI100057`) or an expired OTP session starts it again, at
+/// most this many times in all.
+pub const MAX_LOGIN_RUNS: usize = 3;
 
 /// What a headless login needs. Every secret is a [`Secret`]; `Debug` redacts them.
 #[derive(Debug, Clone)]
@@ -109,11 +113,30 @@ impl UpstoxClient {
     /// decides which TOTP code is sent.
     ///
     /// Errors: a wrong PIN/TOTP or a blocked account is `ErrorClass::Fatal`; do not
-    /// retry those automatically.
+    /// retry those automatically. A refused authorization code (`UDAPI100057`: used or
+    /// expired, codes live minutes) or an expired OTP session starts the whole login
+    /// again, up to [`MAX_LOGIN_RUNS`] runs; the last error is returned after that.
     pub async fn totp_login(
         &self,
         login: &TotpLogin,
         now: impl Fn() -> Timestamp,
+    ) -> Result<TokenGrant, UpstoxError> {
+        let mut run = 1;
+        loop {
+            match self.totp_login_once(login, &now).await {
+                Err(e) if run < MAX_LOGIN_RUNS && e.restarts_login() => {
+                    tracing::warn!(run, error = %e, "TOTP login: starting the login again");
+                    run += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn totp_login_once(
+        &self,
+        login: &TotpLogin,
+        now: &impl Fn() -> Timestamp,
     ) -> Result<TokenGrant, UpstoxError> {
         // Validate everything before the first request.
         let totp = TotpCode::from_base32(&login.totp_secret)?;
@@ -139,7 +162,7 @@ impl UpstoxClient {
         let otp_token = session
             .otp_generate(login.mobile.trim(), &landing.user_id)
             .await?;
-        let code = totp.fresh(&now).await?;
+        let code = totp.fresh(now).await?;
         session.totp_verify(&code, &otp_token).await?;
         session.pin(&landing.client_id, &login.pin).await?;
         let auth_code = session.authorize(&landing.client_id).await?;

@@ -6,8 +6,10 @@
 
 use jiff::{SignedDuration, Timestamp, civil};
 use upkeep_core::{AccessToken, Secret};
-use upkeep_sim::{Credentials, Faults, SimClock, SimConfig, SimHandle, TokenKind};
-use upkeep_upstox::{ErrorClass, Hosts, TotpLogin, UpstoxClient, UpstoxError, parse_notifier};
+use upkeep_sim::{Credentials, Faults, FaultsPatch, SimClock, SimConfig, SimHandle, TokenKind};
+use upkeep_upstox::{
+    ErrorClass, Fault, Hosts, TotpLogin, UpstoxClient, UpstoxError, parse_notifier,
+};
 use url::Url;
 
 /// 2026-02-05 11:30:10 IST: a weekday morning, 10 s into a 30 s TOTP step, outside the
@@ -145,7 +147,11 @@ async fn authorization_code_cannot_be_exchanged_twice() {
     exchange().await.unwrap();
     let err = exchange().await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Fatal, "{err}");
-    assert_eq!(err.code(), Some("UDAPI100016"));
+    assert_eq!(err.code(), Some("UDAPI100057"));
+    // Not the credentials: the strategy is not disabled, a new login may work.
+    assert_eq!(err.fault(), Fault::Refusal, "{err}");
+    assert!(err.restarts_login());
+    assert!(err.to_string().contains("log in again"), "{err}");
 }
 
 #[tokio::test]
@@ -163,7 +169,76 @@ async fn exchange_with_a_wrong_client_secret_is_fatal_and_never_shows_the_secret
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Fatal, "{err}");
-    assert!(!err.to_string().contains("wrong-secret-value"));
+    assert_eq!(err.code(), Some("UDAPI100069"));
+    assert_eq!(err.fault(), Fault::Configuration);
+    let shown = err.to_string();
+    assert!(!shown.contains("wrong-secret-value"));
+    assert!(
+        shown.contains("client_id") && shown.contains("client_secret"),
+        "names the config keys to fix: {shown}"
+    );
+}
+
+#[tokio::test]
+async fn exchange_with_another_redirect_uri_is_a_configuration_fault_naming_redirect_uri() {
+    let env = start().await;
+    let code = query(&env.browser_approves("s").await, "code").unwrap();
+    let err = env
+        .client
+        .exchange_code(
+            &code,
+            &env.creds.client_id,
+            &Secret::new(env.creds.client_secret.clone()),
+            "http://127.0.0.1:9/elsewhere",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("UDAPI100070"));
+    assert_eq!(err.fault(), Fault::Configuration);
+    assert!(err.to_string().contains("redirect_uri"), "{err}");
+}
+
+#[tokio::test]
+async fn totp_login_whose_code_expired_starts_again_and_succeeds() {
+    let env = start().await;
+    env.sim
+        .state()
+        .patch_faults(FaultsPatch {
+            expired_codes: Some(1),
+            ..FaultsPatch::default()
+        })
+        .unwrap();
+    let grant = env
+        .client
+        .totp_login(&env.login(), env.clock())
+        .await
+        .unwrap();
+    env.client.profile(&grant.access_token).await.unwrap();
+    let c = env.sim.state().counters();
+    assert_eq!((c.logins, c.token_exchanges), (2, 1), "one login run more");
+    assert_eq!(c.failed_logins, 0);
+}
+
+#[tokio::test]
+async fn totp_login_restarts_a_bounded_number_of_times_and_is_not_a_credential_fault() {
+    let env = start().await;
+    env.sim
+        .state()
+        .patch_faults(FaultsPatch {
+            expired_codes: Some(100),
+            ..FaultsPatch::default()
+        })
+        .unwrap();
+    let err = env
+        .client
+        .totp_login(&env.login(), env.clock())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("UDAPI100057"));
+    assert_eq!(err.fault(), Fault::Refusal, "{err}");
+    let c = env.sim.state().counters();
+    assert_eq!(c.logins as usize, upkeep_upstox::totp::MAX_LOGIN_RUNS);
+    assert_eq!(c.token_exchanges, 0);
 }
 
 #[tokio::test]
@@ -297,7 +372,55 @@ async fn totp_login_refused_for_automation_is_fatal() {
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Fatal, "{err}");
-    assert_eq!(err.code(), Some("LOGIN_BLOCKED"));
+    assert_eq!(
+        err.code(),
+        Some("1017016"),
+        "the integer code, read as text"
+    );
+    assert_eq!(err.fault(), Fault::Credential);
+}
+
+#[tokio::test]
+async fn totp_login_over_the_otp_limit_is_a_ten_minute_transient_wait() {
+    let mut config = SimConfig::demo();
+    config.otp_generate_limit = 1;
+    let env = start_with(config).await;
+    env.client
+        .totp_login(&env.login(), env.clock())
+        .await
+        .unwrap();
+    let err = env
+        .client
+        .totp_login(&env.login(), env.clock())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("1017069"));
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(err.fault(), Fault::Transient);
+    assert_eq!(
+        err.retry_after(),
+        Some(upkeep_upstox::RetryAfter::Delay(
+            std::time::Duration::from_secs(600)
+        ))
+    );
+    assert_eq!(env.sim.state().counters().otp_limited, 1, "asked once");
+}
+
+#[tokio::test]
+async fn a_wrong_totp_answered_with_http_200_is_still_a_credential_fault() {
+    let mut config = SimConfig::demo();
+    config.login_errors_as_200 = true;
+    let env = start_with(config).await;
+    let mut login = env.login();
+    login.totp_secret = Secret::new("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+    let err = env
+        .client
+        .totp_login(&login, env.clock())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(200));
+    assert_eq!(err.fault(), Fault::Credential, "{err}");
+    assert_eq!(env.sim.state().counters().failed_logins, 1, "not retried");
 }
 
 #[tokio::test]
@@ -324,6 +447,62 @@ async fn rate_limited_calls_are_transient() {
     let err = env.client.profile(&token).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     assert_eq!((err.status(), err.code()), (Some(429), Some("UDAPI10005")));
+}
+
+#[tokio::test]
+async fn two_bots_with_their_own_tokens_share_one_users_rate_limit() {
+    let env = start().await;
+    // Two programs of one Upstox user, each with its own token (and client).
+    let bot_a = env.daily_token();
+    let bot_b = env.daily_token();
+    let base = Url::parse(&env.sim.base_url()).unwrap();
+    let other_client = UpstoxClient::new(Hosts::all(&base)).unwrap();
+    for _ in 0..30 {
+        env.client.profile(&bot_a).await.unwrap();
+    }
+    for _ in 0..20 {
+        other_client.profile(&bot_b).await.unwrap();
+    }
+    // Bot B made only 20 calls, yet its 21st is refused: the bucket is the user's.
+    let err = other_client.profile(&bot_b).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(429), Some("UDAPI10005")));
+    assert_eq!(err.class(), ErrorClass::Transient);
+    // Quotes are another API with another bucket.
+    env.client
+        .ltp_v3(&bot_b, &["NSE_EQ|INE848E01016"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_token_api_limit_is_transient() {
+    let mut config = SimConfig::demo();
+    config.token_api_limit_per_minute = Some(1);
+    let env = start_with(config).await;
+    let secret = Secret::new(env.creds.client_secret.clone());
+    let first = env
+        .client
+        .exchange_code(
+            "nosuch",
+            &env.creds.client_id,
+            &secret,
+            &env.creds.redirect_uri,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(first.code(), Some("UDAPI100057"));
+    let err = env
+        .client
+        .exchange_code(
+            "nosuch",
+            &env.creds.client_id,
+            &secret,
+            &env.creds.redirect_uri,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(429), Some("UDAPI100099")));
+    assert_eq!(err.fault(), Fault::Transient);
 }
 
 #[tokio::test]
@@ -358,6 +537,34 @@ async fn funds_at_0400_ist_is_maintenance_and_works_after_0530() {
         .jump_to_ist(civil::date(2026, 2, 6).at(5, 30, 1, 0));
     let funds = env.client.funds(&token).await.unwrap();
     assert!(funds.equity.is_some());
+}
+
+#[tokio::test]
+async fn ltp_with_one_unknown_key_fails_whole_and_names_the_key() {
+    let env = start().await;
+    let token = env.daily_token();
+    let err = env
+        .client
+        .ltp_v3(&token, &["NSE_EQ|INE848E01016", "NSE_EQ|INE000X00000"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(err.code(), Some("UDAPI1087"));
+    assert_eq!(err.invalid_value(), Some("NSE_EQ|INE000X00000"));
+    assert_eq!(
+        err.class(),
+        ErrorClass::Fatal,
+        "retrying the same keys will not help"
+    );
+    let shown = err.to_string();
+    assert!(shown.contains("NSE_EQ|INE000X00000"), "{shown}");
+    // Without the bad key the same call works.
+    let quotes = env
+        .client
+        .ltp_v3(&token, &["NSE_EQ|INE848E01016"])
+        .await
+        .unwrap();
+    assert_eq!(quotes.len(), 1);
 }
 
 #[tokio::test]

@@ -38,7 +38,8 @@ Control API (JSON in and out):
                                            approve POSTs the token to the app's notifier URL
   POST /sim/refresh-tokens                 {\"client_id\"} -> refresh token for POST /sim/oauth2/token
   GET  /sim/faults, POST /sim/faults       {\"latency_ms\", \"error_rate\", \"login_down\",
-                                           \"login_blocked\", \"feed_drop\", \"feed_stall\"}
+                                           \"login_blocked\", \"feed_drop\", \"feed_stall\",
+                                           \"expired_codes\"}
   GET  /sim/state, GET /sim/credentials    counters, users, apps / demo credentials
 
 Full reference: crates/upkeep-sim/README.md";
@@ -143,8 +144,10 @@ pub struct SimArgs {
     /// served on this one listener.
     #[arg(long, default_value = "127.0.0.1:7879", value_name = "ADDR")]
     pub listen: String,
-    /// Simulator config (TOML or JSON: users, apps, auto-approve, tick rate). Without
-    /// it one demo user and app are created.
+    /// Simulator config (TOML or JSON: users, apps, auto-approve, tick rate, code
+    /// lifetime, OTP limit, token-endpoint limit, revoke_previous_tokens, feed snapshot
+    /// type, market holidays; see crates/upkeep-sim/README.md). Without it one demo
+    /// user and app are created.
     #[arg(long = "sim-config", value_name = "FILE")]
     pub sim_config: Option<PathBuf>,
     /// Redirect URI of the demo app (default http://127.0.0.1:8400/oauth/callback). To
@@ -160,6 +163,10 @@ pub struct SimArgs {
     /// client_secret, redirect_uri, plan, base_url) so a script can configure upkeep.
     #[arg(long, value_name = "FILE")]
     pub credentials_out: Option<PathBuf>,
+    /// A new daily token revokes the user's older ones (Upstox publishes neither way;
+    /// overrides revoke_previous_tokens of --sim-config).
+    #[arg(long)]
+    pub revoke_previous_tokens: bool,
 }
 
 #[derive(Debug, Args)]

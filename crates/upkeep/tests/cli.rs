@@ -1733,3 +1733,30 @@ fn serve_with_no_accounts_says_there_is_nothing_to_renew() {
         "{seen}"
     );
 }
+
+#[test]
+fn sim_config_refuses_a_bad_fidelity_setting_naming_it() {
+    let env = Env::new();
+    let path = env.path("sim.toml");
+    std::fs::write(
+        &path,
+        "auth_code_ttl_secs = 0\nrevoke_previous_tokens = true\nfeed_snapshot_type = \"live_feed\"\n",
+    )
+    .unwrap();
+    env.cmd()
+        .args(["sim", "--listen", "127.0.0.1:0", "--sim-config"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("auth_code_ttl_secs"));
+    std::fs::write(&path, "feed_snapshot_type = \"first_feed\"\n").unwrap();
+    env.cmd()
+        .args(["sim", "--listen", "127.0.0.1:0", "--sim-config"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("feed_snapshot_type")
+                .or(predicate::str::contains("first_feed")),
+        );
+}

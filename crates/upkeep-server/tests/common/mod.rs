@@ -59,6 +59,8 @@ pub fn ist(date: Date, h: i8, m: i8, s: i8) -> Timestamp {
 
 /// A change to the daemon's settings.
 type Tweak = Box<dyn FnOnce(&mut DaemonSettings) + Send>;
+/// A change to the simulator's configuration.
+type SimTweak = Box<dyn FnOnce(&mut SimConfig) + Send>;
 
 /// What the harness sets up.
 pub struct Setup {
@@ -72,6 +74,7 @@ pub struct Setup {
     user_known: bool,
     busy_timeout: Option<Duration>,
     tweaks: Vec<Tweak>,
+    sim_tweaks: Vec<SimTweak>,
 }
 
 impl Setup {
@@ -89,6 +92,7 @@ impl Setup {
             user_known: true,
             busy_timeout: None,
             tweaks: Vec::new(),
+            sim_tweaks: Vec::new(),
         }
     }
 
@@ -142,6 +146,12 @@ impl Setup {
 
     pub fn settings(mut self, f: impl FnOnce(&mut DaemonSettings) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(f));
+        self
+    }
+
+    /// Change the simulator's configuration (applied after the harness's own).
+    pub fn sim(mut self, f: impl FnOnce(&mut SimConfig) + Send + 'static) -> Self {
+        self.sim_tweaks.push(Box::new(f));
         self
     }
 }
@@ -234,6 +244,9 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
     }
     config.apps[0].redirect_uri = format!("{daemon_url}/auth/upstox/callback");
     config.apps[0].notifier_url = Some(format!("{daemon_url}/webhooks/upstox/token"));
+    for tweak in setup.sim_tweaks {
+        tweak(&mut config);
+    }
     let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = upkeep_sim::spawn_with_clock(config, clock.clone(), sim_listener)
         .await

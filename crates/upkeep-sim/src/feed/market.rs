@@ -67,16 +67,72 @@ pub(crate) fn valid_key(key: &str) -> bool {
     }
 }
 
-/// The first message of every connection: every segment open.
-pub(crate) fn market_info(now_ms: i64) -> pb::FeedResponse {
+/// True if `now` falls on a day the exchanges are closed (IST): a weekend, or a day
+/// `is_holiday` names.
+pub(crate) fn closed_day(
+    now: jiff::Timestamp,
+    is_holiday: impl Fn(jiff::civil::Date) -> bool,
+) -> bool {
+    let date = crate::ist::to_ist(now).date();
+    matches!(
+        date.weekday(),
+        jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+    ) || is_holiday(date)
+}
+
+/// A segment's status at `seconds` into the IST day of a trading day. Exchange session
+/// times: equity pre-open 09:00-09:08 (order entry), 09:08-09:15 (matching), normal
+/// market 09:15-15:30, closing session 15:40-16:00; F&O and indices 09:15-15:30;
+/// currency 09:00-17:00; commodity 09:00-23:30. Outside its hours a segment is
+/// `NORMAL_CLOSE` (`CLOSING_END` after the equity closing session).
+pub(crate) fn segment_status(segment: &str, seconds: i64) -> pb::MarketStatus {
+    use pb::MarketStatus as S;
+    const fn hm(h: i64, m: i64) -> i64 {
+        h * 3600 + m * 60
+    }
+    let open = |from: i64, to: i64| {
+        if (from..to).contains(&seconds) {
+            S::NormalOpen
+        } else {
+            S::NormalClose
+        }
+    };
+    match segment {
+        "NSE_EQ" | "BSE_EQ" => match seconds {
+            s if s < hm(9, 0) => S::NormalClose,
+            s if s < hm(9, 8) => S::PreOpenStart,
+            s if s < hm(9, 15) => S::PreOpenEnd,
+            s if s < hm(15, 30) => S::NormalOpen,
+            s if s < hm(15, 40) => S::NormalClose,
+            s if s < hm(16, 0) => S::ClosingStart,
+            _ => S::ClosingEnd,
+        },
+        "NCD_FO" | "BCD_FO" => open(hm(9, 0), hm(17, 0)),
+        "MCX_FO" | "MCX_INDEX" | "NSE_COM" => open(hm(9, 0), hm(23, 30)),
+        // NSE_FO, BSE_FO, NSE_INDEX, BSE_INDEX
+        _ => open(hm(9, 15), hm(15, 30)),
+    }
+}
+
+/// The first message of every connection: each segment's status at `now`, all
+/// `NORMAL_CLOSE` on a `closed` day.
+pub(crate) fn market_info(now: jiff::Timestamp, closed: bool) -> pb::FeedResponse {
+    let seconds = crate::ist::seconds_of_ist_day(now);
     let segment_status = SEGMENTS
         .iter()
-        .map(|s| ((*s).to_owned(), pb::MarketStatus::NormalOpen as i32))
+        .map(|s| {
+            let status = if closed {
+                pb::MarketStatus::NormalClose
+            } else {
+                segment_status(s, seconds)
+            };
+            ((*s).to_owned(), status as i32)
+        })
         .collect();
     pb::FeedResponse {
         r#type: pb::Type::MarketInfo as i32,
         feeds: HashMap::new(),
-        current_ts: now_ms,
+        current_ts: now.as_millisecond(),
         market_info: Some(pb::MarketInfo {
             segment_status,
             cas_market_status: HashMap::new(),
@@ -406,6 +462,59 @@ mod tests {
             assert!(depth.iter().all(|q| q.bid_p < q.ask_p));
             assert!(m.option_greeks.is_some());
         }
+    }
+
+    #[test]
+    fn segment_status_follows_the_session_times() {
+        use pb::MarketStatus as S;
+        let at = |h: i64, m: i64, s: i64| h * 3600 + m * 60 + s;
+        let cases = [
+            ("NSE_EQ", at(8, 59, 59), S::NormalClose),
+            ("NSE_EQ", at(9, 0, 0), S::PreOpenStart),
+            ("NSE_EQ", at(9, 7, 59), S::PreOpenStart),
+            ("NSE_EQ", at(9, 8, 0), S::PreOpenEnd),
+            ("NSE_EQ", at(9, 14, 59), S::PreOpenEnd),
+            ("NSE_EQ", at(9, 15, 0), S::NormalOpen),
+            ("NSE_EQ", at(15, 29, 59), S::NormalOpen),
+            ("NSE_EQ", at(15, 30, 0), S::NormalClose),
+            ("NSE_EQ", at(15, 40, 0), S::ClosingStart),
+            ("NSE_EQ", at(16, 0, 0), S::ClosingEnd),
+            ("NSE_FO", at(9, 14, 59), S::NormalClose),
+            ("NSE_FO", at(9, 15, 0), S::NormalOpen),
+            ("NSE_INDEX", at(15, 30, 0), S::NormalClose),
+            ("NCD_FO", at(16, 59, 59), S::NormalOpen),
+            ("NCD_FO", at(17, 0, 0), S::NormalClose),
+            ("MCX_FO", at(23, 29, 59), S::NormalOpen),
+            ("MCX_FO", at(23, 30, 0), S::NormalClose),
+        ];
+        for (segment, seconds, want) in cases {
+            assert_eq!(
+                segment_status(segment, seconds),
+                want,
+                "{segment} {seconds}"
+            );
+        }
+    }
+
+    #[test]
+    fn weekends_and_holidays_are_closed_days_and_close_every_segment() {
+        // Thursday 2026-02-05 10:00 IST; Saturday 2026-02-07.
+        let thursday = crate::ist::from_ist(jiff::civil::date(2026, 2, 5).at(10, 0, 0, 0));
+        let saturday = crate::ist::from_ist(jiff::civil::date(2026, 2, 7).at(10, 0, 0, 0));
+        assert!(!closed_day(thursday, |_| false));
+        assert!(closed_day(saturday, |_| false));
+        assert!(closed_day(thursday, |d| d == jiff::civil::date(2026, 2, 5)));
+        let info = market_info(thursday, true).market_info.unwrap();
+        assert!(
+            info.segment_status
+                .values()
+                .all(|s| *s == pb::MarketStatus::NormalClose as i32)
+        );
+        let open = market_info(thursday, false).market_info.unwrap();
+        assert_eq!(
+            open.segment_status["NSE_EQ"],
+            pb::MarketStatus::NormalOpen as i32
+        );
     }
 
     #[test]

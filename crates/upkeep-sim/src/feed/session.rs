@@ -148,9 +148,10 @@ pub(crate) async fn run<S: FeedHost>(mut socket: WebSocket, host: S, user: FeedU
     if host.faults().drop {
         return;
     }
-    let now_ms = host.now().as_millisecond();
+    let now = host.now();
+    let closed = market::closed_day(now, |d| host.is_holiday(d));
     if socket
-        .send(binary(&market::market_info(now_ms)))
+        .send(binary(&market::market_info(now, closed)))
         .await
         .is_err()
     {
@@ -186,8 +187,12 @@ pub(crate) async fn run<S: FeedHost>(mut socket: WebSocket, host: S, user: FeedU
                             continue;
                         }
                         let now_ms = host.now().as_millisecond();
+                        let kind = match host.snapshot_type() {
+                            crate::config::SnapshotType::InitialFeed => pb::Type::InitialFeed,
+                            crate::config::SnapshotType::LiveFeed => pb::Type::LiveFeed,
+                        };
                         let snapshot = market::feed_frame(
-                            pb::Type::InitialFeed,
+                            kind,
                             keys.iter().filter_map(|k| subs.mode_of(k).map(|m| (k.as_str(), m))),
                             now_ms,
                         );

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod control;
+mod feed;
 mod oauth;
 mod oauth2;
 mod rest;

@@ -111,7 +111,8 @@ async fn oauth_round_trip_issues_working_tokens_and_code_is_single_use() {
     // The same code again fails, even with the right secret.
     let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
     assert_eq!(status, 400);
-    assert_eq!(error_code(&body), "UDAPI100016");
+    assert_eq!(error_code(&body), "UDAPI100057");
+    assert_eq!(body["errors"][0]["message"], "Invalid Auth code");
     assert_eq!(sim.handle.state().token_exchanges(), 1);
     assert_eq!(sim.handle.state().logins(), 1);
 }
@@ -121,20 +122,80 @@ async fn failed_exchange_with_wrong_secret_still_burns_the_code() {
     let sim = TestSim::start().await;
     let code = login_via_browser(&sim, "s").await;
     let (status, _, body) = parts(exchange(&sim, &code, "wrong").await).await;
-    assert_eq!(status, 401);
-    assert_eq!(error_code(&body), "UDAPI100016");
-    let (status, _, _) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
     assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100069");
+    assert_eq!(body["errors"][0]["message"], "Invalid client credentials");
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100057");
 }
 
 #[tokio::test]
-async fn expired_code_is_refused() {
+async fn exchange_with_another_redirect_uri_answers_udapi100070_not_the_dialog_code() {
     let sim = TestSim::start().await;
     let code = login_via_browser(&sim, "s").await;
-    sim.clock().advance(SignedDuration::from_mins(11));
-    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    let resp = sim
+        .http
+        .post(sim.url("/v2/login/authorization/token"))
+        .form(&[
+            ("code", code.as_str()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("grant_type", "authorization_code"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = parts(resp).await;
     assert_eq!(status, 400);
-    assert_eq!(error_code(&body), "UDAPI100016");
+    assert_eq!(error_code(&body), "UDAPI100070");
+    assert_eq!(body["errors"][0]["message"], "Invalid redirect_uri");
+}
+
+#[tokio::test]
+async fn a_code_lives_two_minutes_by_default() {
+    let sim = TestSim::start().await;
+    let issued = sim.clock().now();
+    let fresh = login_via_browser(&sim, "a").await;
+    let stale = login_via_browser(&sim, "b").await;
+    sim.clock().set(issued + SignedDuration::from_secs(119));
+    let (status, _, body) = parts(exchange(&sim, &fresh, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "alive at 1:59: {body}");
+    sim.clock().set(issued + SignedDuration::from_secs(120));
+    let (status, _, body) = parts(exchange(&sim, &stale, CLIENT_SECRET).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "UDAPI100057", "dead at 2:00");
+}
+
+#[tokio::test]
+async fn the_code_lifetime_is_a_setting() {
+    let mut config = config();
+    config.auth_code_ttl_secs = 600;
+    let sim = TestSim::start_with(config).await;
+    let code = login_via_browser(&sim, "s").await;
+    sim.clock().advance(SignedDuration::from_secs(599));
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_expired_codes_fault_hands_out_dead_codes_then_good_ones() {
+    let sim = TestSim::start().await;
+    sim.handle
+        .state()
+        .patch_faults(upkeep_sim::FaultsPatch {
+            expired_codes: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let dead = login_via_browser(&sim, "a").await;
+    let (status, _, body) = parts(exchange(&sim, &dead, CLIENT_SECRET).await).await;
+    assert_eq!((status, error_code(&body)), (400, "UDAPI100057"));
+    assert_eq!(sim.handle.state().faults().expired_codes, 0);
+    let good = login_via_browser(&sim, "b").await;
+    let (status, _, body) = parts(exchange(&sim, &good, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -321,4 +382,54 @@ async fn html_login_rejects_a_wrong_pin_and_the_demo_shortcut_approves() {
     let back = query(resp.headers()["location"].to_str().unwrap());
     assert!(back.contains_key("code"));
     assert!(!back.contains_key("state"), "no state was sent");
+}
+
+#[tokio::test]
+async fn a_new_daily_token_keeps_older_ones_alive_by_default() {
+    let sim = TestSim::start().await;
+    let old = sim.daily_token();
+    let code = login_via_browser(&sim, "s").await;
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &old).await).await;
+    assert_eq!(status, 200, "the older token still works");
+    assert_eq!(sim.handle.state().counters().superseded, 0);
+}
+
+#[tokio::test]
+async fn with_revoke_previous_tokens_a_new_daily_token_revokes_the_users_older_ones() {
+    let mut config = config();
+    config.revoke_previous_tokens = true;
+    let sim = TestSim::start_with(config).await;
+    let old = sim.daily_token();
+    let extended = sim
+        .handle
+        .state()
+        .issue_token(UCC, upkeep_sim::TokenKind::Extended)
+        .unwrap();
+    let code = login_via_browser(&sim, "s").await;
+    let (status, _, body) = parts(exchange(&sim, &code, CLIENT_SECRET).await).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["access_token"].as_str().unwrap().to_owned();
+
+    assert_invalid_token(sim.get_with("/v2/user/profile", &old).await).await;
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &new).await).await;
+    assert_eq!(status, 200);
+    // Only daily tokens are superseded.
+    let (status, _, _) = parts(
+        sim.get_with(
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016",
+            &extended,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.handle.state().counters().superseded, 1);
+
+    // Minting through the control API (the Developer Apps "Generate" button) counts too.
+    let newest = sim.daily_token();
+    assert_invalid_token(sim.get_with("/v2/user/profile", &new).await).await;
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &newest).await).await;
+    assert_eq!(status, 200);
 }

@@ -35,12 +35,12 @@ async fn funds_are_locked_from_midnight_until_0530_ist() {
 }
 
 #[tokio::test]
-async fn ltp_v3_answers_by_trading_symbol_and_omits_unknown_keys() {
+async fn ltp_v3_answers_by_trading_symbol() {
     let sim = TestSim::start().await;
     let token = sim.daily_token();
     let (status, ct, body) = parts(
         sim.get_with(
-            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_INDEX|Nifty%2050,NSE_EQ|INE000X00000",
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_INDEX|Nifty%2050",
             &token,
         )
         .await,
@@ -73,6 +73,31 @@ async fn ltp_v3_answers_by_trading_symbol_and_omits_unknown_keys() {
 }
 
 #[tokio::test]
+async fn one_unknown_instrument_key_fails_the_whole_ltp_call_naming_that_key() {
+    let sim = TestSim::start().await;
+    let token = sim.daily_token();
+    for version in ["v2", "v3"] {
+        let (status, ct, body) = parts(
+            sim.get_with(
+                &format!(
+                    "/{version}/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016,NSE_EQ|INE000X00000"
+                ),
+                &token,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, ct.as_str()), (400, "application/json"), "{body}");
+        assert_eq!(error_code(&body), "UDAPI1087");
+        let e = &body["errors"][0];
+        assert_eq!(e["message"], "Invalid Instrument key");
+        assert_eq!(e["invalidValue"], "NSE_EQ|INE000X00000");
+        assert_eq!(e["invalid_value"], "NSE_EQ|INE000X00000");
+        assert!(body.get("data").is_none(), "no partial answer: {body}");
+    }
+}
+
+#[tokio::test]
 async fn ltp_refuses_more_than_500_keys_and_bad_formats() {
     let sim = TestSim::start().await;
     let token = sim.daily_token();
@@ -82,7 +107,7 @@ async fn ltp_refuses_more_than_500_keys_and_bad_formats() {
     assert_eq!(status, 400);
     assert_eq!(error_code(&body), "UDAPI100043");
 
-    let keys: Vec<String> = (0..500).map(|i| format!("NSE_FO|{i}")).collect();
+    let keys = vec!["NSE_EQ|INE848E01016"; 500];
     let path = format!("/v3/market-quote/ltp?instrument_key={}", keys.join(","));
     let (status, _, _) = parts(sim.get_with(&path, &token).await).await;
     assert_eq!(status, 200, "500 keys are allowed");
@@ -112,13 +137,111 @@ async fn fifty_first_request_in_a_second_gets_429() {
     assert_eq!(error_code(&body), "UDAPI10005");
     assert_eq!(body["errors"][0]["message"], "Too Many Request Sent");
 
-    // Another token has its own budget; the next second resets this one.
-    let other = sim.daily_token();
-    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &other).await).await;
-    assert_eq!(status, 200);
+    // The next second resets the budget.
     sim.clock().advance(SignedDuration::from_secs(1));
     let (status, _, _) = parts(sim.get_with("/v2/user/profile", &token).await).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_user_and_api_not_per_token() {
+    let sim = TestSim::start().await;
+    let (a, b) = (sim.daily_token(), sim.daily_token());
+    for i in 0..50 {
+        let token = if i % 2 == 0 { &a } else { &b };
+        let (status, _, _) = parts(sim.get_with("/v2/user/profile", token).await).await;
+        assert_eq!(status, 200, "request {i}");
+    }
+    // Both tokens of the one user share the bucket: the 51st is refused for either.
+    for token in [&a, &b] {
+        let (status, _, body) = parts(sim.get_with("/v2/user/profile", token).await).await;
+        assert_eq!(status, 429);
+        assert_eq!(error_code(&body), "UDAPI10005");
+    }
+    // Another API of the same user has its own bucket.
+    let (status, _, _) = parts(
+        sim.get_with(
+            "/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016",
+            &a,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Another user has their own.
+    let mut other = config().users[0].clone();
+    other.ucc = "OTHER1".into();
+    other.mobile = "9000000001".into();
+    sim.handle.state().add_user(other).unwrap();
+    let c = sim
+        .handle
+        .state()
+        .issue_token("OTHER1", upkeep_sim::TokenKind::Daily)
+        .unwrap();
+    let (status, _, _) = parts(sim.get_with("/v2/user/profile", &c).await).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn token_endpoints_answer_udapi100099_over_their_optional_limit() {
+    let mut config = config();
+    config.token_api_limit_per_minute = Some(2);
+    let sim = TestSim::start_with(config).await;
+    let exchange = || {
+        sim.http
+            .post(sim.url("/v2/login/authorization/token"))
+            .form(&[
+                ("code", "nosuch"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("redirect_uri", REDIRECT_URI),
+                ("grant_type", "authorization_code"),
+            ])
+            .send()
+    };
+    for _ in 0..2 {
+        let (status, _, body) = parts(exchange().await.unwrap()).await;
+        assert_eq!((status, error_code(&body)), (400, "UDAPI100057"));
+    }
+    let (status, ct, body) = parts(exchange().await.unwrap()).await;
+    assert_eq!((status, ct.as_str()), (429, "application/json"));
+    assert_eq!(error_code(&body), "UDAPI100099");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "Token API rate limit exceeded"
+    );
+    // The token request endpoint counts in the same bucket of the app.
+    let (status, _, body) = parts(
+        sim.post_json(
+            &format!("/v3/login/auth/token/request/{CLIENT_ID}"),
+            &serde_json::json!({"client_secret": CLIENT_SECRET}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (429, "UDAPI100099"));
+    sim.clock().advance(SignedDuration::from_secs(60));
+    let (status, _, body) = parts(exchange().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "UDAPI100057"),
+        "a minute later"
+    );
+}
+
+#[tokio::test]
+async fn no_token_endpoint_limit_by_default() {
+    let sim = TestSim::start().await;
+    for _ in 0..60 {
+        let resp = sim
+            .http
+            .post(sim.url("/v2/login/authorization/token"))
+            .form(&[("code", "nosuch"), ("client_id", CLIENT_ID)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+    }
 }
 
 #[tokio::test]

@@ -208,20 +208,28 @@ async fn wrong_totp_counts_down_attempts_then_locks_the_user() {
         let (status, ct, body) = verify_otp(&sim, &client, &wrong, &otp_token).await;
         assert_eq!((status, ct.as_str()), (400, "application/json"));
         assert_eq!(body["success"], false);
-        assert_eq!(body["error"]["code"], "INVALID_OTP");
+        assert_eq!(body["error"]["code"], 1_017_016, "an integer code");
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(&format!("{left} attempts remaining")), "{msg}");
+        assert!(msg.contains(&format!("{left} attempts left")), "{msg}");
     }
     let (status, _, body) = verify_otp(&sim, &client, &wrong, &otp_token).await;
     assert_eq!(status, 403);
-    assert_eq!(body["error"]["code"], "ACCOUNT_LOCKED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked")
+    );
 
     // Locked: even the right code is refused, and new OTPs too.
     let right = totp_code(sim.clock().now());
     let (status, _, body) = verify_otp(&sim, &client, &right, &otp_token).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("ACCOUNT_LOCKED"))
+    assert_eq!(status, 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked")
     );
     let (status, _, _) = generate_otp(&sim, &client, &step1.user_id).await;
     assert_eq!(status, 403);
@@ -255,12 +263,12 @@ async fn wrong_pin_counts_down_attempts() {
     assert_eq!(status, 200);
     let (status, _, body) = submit_pin(&sim, &client, CLIENT_ID, "000000").await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"]["code"], "INVALID_PIN");
+    assert_eq!(body["error"]["code"], 1_017_016);
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("4 attempts remaining")
+            .contains("4 attempts left")
     );
     let (status, _, _) = submit_pin(&sim, &client, CLIENT_ID, PIN).await;
     assert_eq!(status, 200);
@@ -271,7 +279,94 @@ async fn pin_step_without_otp_session_is_refused() {
     let sim = TestSim::start().await;
     let (status, _, body) = submit_pin(&sim, &session(false), CLIENT_ID, PIN).await;
     assert_eq!(status, 401);
-    assert_eq!(body["error"]["code"], "SESSION_EXPIRED");
+    assert_eq!(body["error"]["code"], 1_017_016);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+}
+
+#[tokio::test]
+async fn an_expired_otp_session_answers_1017076() {
+    let sim = TestSim::start().await;
+    let client = session(true);
+    let step1 = open_dialog(&sim, &client).await;
+    let (_, _, body) = generate_otp(&sim, &client, &step1.user_id).await;
+    let otp_token = body["data"]["validateOTPToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.clock().advance(jiff::SignedDuration::from_mins(16));
+    let (status, _, body) =
+        verify_otp(&sim, &client, &totp_code(sim.clock().now()), &otp_token).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"]["code"], 1_017_076);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session to validate otp has expired")
+    );
+}
+
+#[tokio::test]
+async fn otp_generation_is_limited_per_user_for_ten_minutes() {
+    let mut config = config();
+    config.otp_generate_limit = 2;
+    let sim = TestSim::start_with(config).await;
+    let client = session(true);
+    let step1 = open_dialog(&sim, &client).await;
+    let started = sim.clock().now();
+    for _ in 0..2 {
+        let (status, _, body) = generate_otp(&sim, &client, &step1.user_id).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _, body) = generate_otp(&sim, &client, &step1.user_id).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"]["code"], 1_017_069);
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("maximum number of times you can generate an OTP")
+            && msg.contains("try again after 10 mins"),
+        "{msg}"
+    );
+    assert_eq!(sim.handle.state().counters().otp_limited, 1);
+    sim.clock()
+        .set(started + jiff::SignedDuration::from_secs(599));
+    let (status, _, _) = generate_otp(&sim, &client, &step1.user_id).await;
+    assert_eq!(status, 400, "still limited at 9:59");
+    sim.clock()
+        .set(started + jiff::SignedDuration::from_secs(600));
+    let (status, _, body) = generate_otp(&sim, &client, &step1.user_id).await;
+    assert_eq!(status, 200, "free again at 10:00: {body}");
+}
+
+#[tokio::test]
+async fn login_errors_can_come_with_http_200() {
+    let mut config = config();
+    config.login_errors_as_200 = true;
+    let sim = TestSim::start_with(config).await;
+    let client = session(true);
+    let step1 = open_dialog(&sim, &client).await;
+    let (_, _, body) = generate_otp(&sim, &client, &step1.user_id).await;
+    let otp_token = body["data"]["validateOTPToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = wrong_totp_code(sim.clock().now());
+    let (status, _, body) = verify_otp(&sim, &client, &wrong, &otp_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], false);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("attempts left")
+    );
 }
 
 #[tokio::test]
@@ -281,7 +376,13 @@ async fn login_blocked_fault_refuses_headless_login() {
         .await;
     let (status, ct, body) = generate_otp(&sim, &session(false), UCC).await;
     assert_eq!((status, ct.as_str()), (403, "application/json"));
-    assert_eq!(body["error"]["code"], "LOGIN_BLOCKED");
+    assert_eq!(body["error"]["code"], 1_017_016);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked")
+    );
 }
 
 #[tokio::test]

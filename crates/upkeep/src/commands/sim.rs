@@ -13,6 +13,9 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         Some(path) => SimConfig::from_file(path).map_err(|e| UsageError(e.to_string()))?,
         None => SimConfig::demo(),
     };
+    if args.revoke_previous_tokens {
+        config.revoke_previous_tokens = true;
+    }
     if let Some(app) = config.apps.first_mut() {
         if let Some(uri) = &args.redirect_uri {
             app.redirect_uri = uri.clone();
