@@ -37,6 +37,7 @@ pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 pub struct App {
     engine: Engine,
     listener: tokio::net::TcpListener,
+    local_key: Option<[u8; 32]>,
 }
 
 impl App {
@@ -46,7 +47,18 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> Result<Self, upkeep_store::StoreError> {
         let engine = Engine::new(deps).await?;
-        Ok(Self { engine, listener })
+        Ok(Self {
+            engine,
+            listener,
+            local_key: None,
+        })
+    }
+
+    /// Accepts the key whose SHA-256 digest is `digest` as an `admin` API key for this
+    /// run only (the CLI's local credential; see docs/security.md). It is not stored.
+    pub fn with_local_key(mut self, digest: [u8; 32]) -> Self {
+        self.local_key = Some(digest);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -102,6 +114,9 @@ impl App {
         }
         api::install_metrics_recorder();
         let keys = api::keys::KeyCache::start(&engine).await;
+        if let Some(digest) = self.local_key {
+            keys.set_local(digest);
+        }
         let sessions = dashboard::Sessions::default();
         let router = http::router(engine.clone())
             .merge(api::router(api::ApiState {

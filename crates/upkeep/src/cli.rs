@@ -75,9 +75,12 @@ pub enum Command {
     /// Run the Upstox simulator (a faithful local Upstox for testing bots offline).
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
-    /// Show each account's token: environment, kind, expiry (IST), time left, state.
+    /// Show each account's token: environment, kind, expiry (IST), time left, state, last
+    /// health check, conditions, disabled strategies, next action. Asks the running
+    /// daemon (no key needed on its host); without one, reads the store and says so.
     Status(StatusArgs),
-    /// Print a valid access token for scripts (exit 1 if none is valid), or import one.
+    /// Print a valid access token for scripts (exit 1 with the reason if none is valid or
+    /// Upstox refused it), or import one. Asks the running daemon, else reads the store.
     Token(TokenArgs),
     /// Decode an access token's claims (no signature check) and its real expiry.
     Decode(DecodeArgs),

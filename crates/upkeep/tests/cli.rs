@@ -1483,3 +1483,144 @@ fn restore_refuses_while_a_daemon_answers_unless_forced() {
         .assert()
         .success();
 }
+
+/// `upkeep serve` against the simulator (TOTP renewal), waiting until it has a token.
+fn serve_with_token(env: &Env) -> (Child, Child, serde_json::Value, PathBuf, u16) {
+    let daemon_port = free_port();
+    let (sim, c) = start_sim(env, daemon_port);
+    write_serve_config(env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let serve = spawn_serve(&config, false);
+    wait_for("a token from the daemon", || {
+        env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    (sim, serve, c, config, daemon_port)
+}
+
+#[test]
+fn status_token_and_exec_ask_the_running_daemon_with_a_local_credential() {
+    let env = Env::new();
+    let (_sim, mut serve, _c, config, port) = serve_with_token(&env);
+    // The daemon wrote its local credential beside the master key, for this user only.
+    let credential = env.path("serve.daemon.key");
+    assert_eq!(mode(&credential), 0o600);
+
+    let out = env
+        .cmd_with(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("no daemon"),
+        "the daemon answers"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["from"], "daemon");
+    assert_eq!(v[0]["state"], "healthy");
+    assert_eq!(v[0]["valid"], true);
+    assert_eq!(v[0]["source"], "totp");
+    // What only the daemon knows: the plan it follows.
+    assert_eq!(v[0]["next_action"]["action"], "renew_at", "{v}");
+    assert_eq!(v[0]["disabled_strategies"], serde_json::json!([]));
+
+    let out = env.cmd_with(&config).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("(as the daemon on 127.0.0.1:{port} sees it)")),
+        "{text}"
+    );
+    assert!(text.contains("main: next: renew_at"), "{text}");
+
+    let token =
+        String::from_utf8(env.cmd_with(&config).arg("token").output().unwrap().stdout).unwrap();
+    env.cmd_with(&config)
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$UPSTOX_ACCESS_TOKEN\"",
+        ])
+        .assert()
+        .success()
+        .stdout(token.trim().to_owned());
+
+    // The credential is no stored API key, and its name cannot be taken by one.
+    env.cmd_with(&config)
+        .args(["apikey", "list"])
+        .assert()
+        .success()
+        .stdout("(no API keys)\n");
+    env.cmd_with(&config)
+        .args([
+            "apikey",
+            "create",
+            "--name",
+            "local-cli",
+            "--scope",
+            "admin",
+        ])
+        .assert()
+        .code(2);
+
+    // Stopped, the daemon takes its credential away; the CLI says it reads the store.
+    let pid = serve.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    serve.0.wait().unwrap();
+    assert!(!credential.exists(), "the credential outlived the daemon");
+    let out = env
+        .cmd_with(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("no daemon running").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains("reading the store"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["from"], "store");
+    assert_eq!(v[0]["valid"], true);
+    env.cmd_with(&config).arg("token").assert().success();
+}
+
+#[test]
+fn a_local_credential_others_can_read_or_naming_a_foreign_address_is_refused() {
+    let env = Env::new();
+    let credential = env.path("upkeep.daemon.key");
+    let write = |address: &str, mode: u32| {
+        std::fs::write(
+            &credential,
+            serde_json::json!({"address": address, "pid": std::process::id(), "key": "upkl_x"})
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("127.0.0.1:9", 0o644);
+    env.cmd()
+        .arg("status")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "refusing to read the local credential",
+        ));
+    // Not loopback and not [server] listen: the key is not sent there.
+    write("192.0.2.1:7878", 0o600);
+    env.cmd()
+        .arg("token")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not sending the credential there"));
+}

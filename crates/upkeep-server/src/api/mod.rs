@@ -347,13 +347,20 @@ async fn renew_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
-        return r.into_response();
-    }
+    let holder = match require_change(&state, &headers, Scope::Admin) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
     if state.engine.account_settings(&id).is_none() {
         return unknown_account(&id);
     }
-    outcome_response(&id, state.engine.renew(&id, Actor::Api).await)
+    // `upkeep renew` on the host comes with the local credential: audited as the CLI.
+    let actor = if holder.name == keys::LOCAL_KEY_NAME {
+        Actor::Cli
+    } else {
+        Actor::Api
+    };
+    outcome_response(&id, state.engine.renew(&id, actor).await)
 }
 
 /// The current valid token, for consumer programs. 409 when there is none (missing,
@@ -372,10 +379,8 @@ async fn get_token(
         return unknown_account(&id);
     }
     let now = state.engine.clock().now();
-    let refused = state
-        .engine
-        .status(&id)
-        .is_some_and(|s| s.api_validated == Some(false));
+    let status = state.engine.status(&id).unwrap_or_default();
+    let refused = status.api_validated == Some(false);
     match state.engine.current(&id) {
         Some(c) if c.is_valid_at(now) && !refused => {
             tracing::debug!(account = %id, key = %holder.name, token_fp = %c.fingerprint, "token read");
@@ -400,8 +405,13 @@ async fn get_token(
             StatusCode::CONFLICT,
             "token_refused",
             format!(
-                "Upstox refused account `{id}`'s token at the last health check; a renewal \
-                 is due (POST /api/v1/accounts/{id}/renew)"
+                "Upstox refused account `{id}`'s token at the health check at {} ({}); a \
+                 renewal is due (POST /api/v1/accounts/{id}/renew)",
+                status
+                    .last_check
+                    .map(format_ist)
+                    .unwrap_or_else(|| "?".into()),
+                status.last_check_problem.as_deref().unwrap_or("refused"),
             ),
         ),
         Some(c) => error(

@@ -65,6 +65,13 @@ impl Engine {
         p
     }
 
+    /// What the account's plan says now (for a process that runs no supervisor: the
+    /// CLI reading the store).
+    pub fn plan_now(&self, account: &str) -> Option<Plan> {
+        let a = self.account(account)?;
+        Some(self.plan_for(a, self.inner.clock.now()))
+    }
+
     pub(super) fn plan_for(&self, a: &AccountRuntime, now: Timestamp) -> Plan {
         let current = a.current.borrow().clone();
         let usable = a

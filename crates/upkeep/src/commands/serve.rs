@@ -10,7 +10,7 @@ use upkeep_server::{App, SystemClock};
 
 use crate::cli::ServeArgs;
 use crate::commands::{UsageError, seed_initial_tokens, sim::shutdown_signal};
-use crate::context;
+use crate::{context, daemon};
 
 pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     // First: a SIGTERM during start-up then stops the daemon cleanly too.
@@ -35,14 +35,21 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         tracing::warn!(%addr, "listening on a non-loopback address");
     }
     remove_crash_leftovers(config);
+    let addr = listener.local_addr()?;
+    // The CLI's way in (status, token, renew, reload): a key only this user can read,
+    // valid while this daemon runs.
+    let (credential, digest) =
+        daemon::LocalCredential::create(&daemon::credential_path(config), addr)?;
     let app = App::build(deps, listener)
         .await
-        .context("cannot start the daemon")?;
+        .context("cannot start the daemon")?
+        .with_local_key(digest);
     seed_initial_tokens(&loaded, app.engine()).await;
-    let addr = app.local_addr()?;
-    tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
+    tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), credential = %credential.path().display(), "upkeep serving");
     eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
-    app.run_until_stopped(stop).await?;
+    let result = app.run_until_stopped(stop).await;
+    credential.remove();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
