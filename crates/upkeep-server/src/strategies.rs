@@ -321,6 +321,8 @@ async fn wait_for_delivery(
             .max(std::time::Duration::from_millis(1));
         tokio::select! {
             _ = shutdown.cancelled() => return Err(Failure::Cancelled),
+            // `upkeep renew`: the forced renewal replaces this wait.
+            _ = engine.interrupted(id) => return Err(Failure::Cancelled),
             _ = rx.changed() => {}
             _ = tokio::time::sleep(chunk) => {}
         }

@@ -89,7 +89,9 @@ pub enum Command {
     /// Print a single-use link (10 minutes) that signs a browser into the running
     /// daemon's dashboard, with no key to paste.
     DashboardLink,
-    /// Force a renewal now, with the account's non-interactive strategies.
+    /// Force a renewal now and wait for its outcome. The running daemon does it
+    /// (re-enabling strategies a credential or configuration fault stopped); with no
+    /// daemon, this process renews with the non-interactive strategies.
     Renew(RenewArgs),
     /// List, add or remove accounts in the store.
     Accounts {

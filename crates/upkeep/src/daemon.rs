@@ -296,6 +296,11 @@ impl DaemonClient {
         self.call(reqwest::Method::GET, path, Some(Duration::from_secs(15)))
             .await
     }
+
+    /// A POST that may take long (a renewal answers with its outcome).
+    pub async fn post(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, None).await
+    }
 }
 
 /// The API error inside `e`, if the daemon answered with one.

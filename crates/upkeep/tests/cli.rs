@@ -1624,3 +1624,66 @@ fn a_local_credential_others_can_read_or_naming_a_foreign_address_is_refused() {
         .code(2)
         .stderr(predicate::str::contains("not sending the credential there"));
 }
+
+/// `upkeep status --json` of the first account, with where it came from on stderr.
+fn status_json(env: &Env, config: &Path) -> serde_json::Value {
+    let out = env
+        .cmd_with(config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn renew_asks_the_daemon_which_re_enables_the_stopped_strategy_and_renews_at_once() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    // Upstox blocks headless logins: the daemon's TOTP login fails on the credentials
+    // and the strategy is stopped (never retried blindly).
+    post_json(
+        &format!("{base}/sim/faults"),
+        &serde_json::json!({"login_blocked": true}),
+    );
+    write_serve_config(&env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let _serve = spawn_serve(&config, false);
+    wait_for("the daemon to stop the totp strategy", || {
+        env.path("serve.daemon.key").exists()
+            && status_json(&env, &config)["disabled_strategies"] == serde_json::json!(["totp"])
+    });
+
+    // The operator fixes it at Upstox and runs the command the alert prescribes.
+    post_json(
+        &format!("{base}/sim/faults"),
+        &serde_json::json!({"login_blocked": false}),
+    );
+    let out = env
+        .cmd_with(&config)
+        .args(["renew", "--account", "main"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("main: renewed by the daemon with totp"),
+        "{err}"
+    );
+    // The daemon itself renewed: its strategy is enabled again and it holds the token
+    // now, not after its next pass.
+    let s = status_json(&env, &config);
+    assert_eq!(s["from"], "daemon");
+    assert_eq!(s["disabled_strategies"], serde_json::json!([]), "{s}");
+    assert_eq!(s["valid"], true, "{s}");
+    assert_eq!(s["source"], "totp", "{s}");
+    let fp = err
+        .split("fingerprint ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap();
+    assert_eq!(s["fingerprint"], fp, "{s}");
+}

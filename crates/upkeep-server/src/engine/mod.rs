@@ -257,6 +257,9 @@ pub(crate) struct AccountRuntime {
     /// Completed passes of the supervisor's loop (each one read the clock, planned,
     /// and acted on what was due).
     passes: std::sync::atomic::AtomicU64,
+    /// A human asked for a renewal: a strategy waiting for a login or an approval gives
+    /// up its wait, so the forced renewal starts now instead of queueing behind it.
+    interrupt: tokio::sync::Notify,
 }
 
 impl AccountRuntime {
@@ -425,6 +428,7 @@ impl Engine {
                     unsaved: Mutex::new(None),
                     pending_refresh: Mutex::new(None),
                     passes: std::sync::atomic::AtomicU64::new(0),
+                    interrupt: tokio::sync::Notify::new(),
                 }),
             );
         }
@@ -611,9 +615,22 @@ impl Engine {
         self.run_renewal_with(&a, actor, deadline, false).await
     }
 
-    /// Asks for a renewal now. Concurrent calls share one renewal.
+    /// Asks for a renewal now. Concurrent calls share one renewal. A renewal that is
+    /// waiting for a human (a login link, an approval in the Upstox app) is cut short
+    /// and a new one started with the latches cleared: the human's fix may be in.
     pub async fn renew(&self, account: &str, actor: Actor) -> RenewOutcome {
+        if let Some(a) = self.account(account) {
+            a.interrupt.notify_waiters();
+        }
         self.send_trigger(account, TriggerKind::Force, actor).await
+    }
+
+    /// Resolves when a human forces a renewal of `account` (see [`Engine::renew`]).
+    pub(crate) async fn interrupted(&self, account: &str) {
+        match self.account(account) {
+            Some(a) => a.interrupt.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Makes the account's supervisor panic (feature `testing`, for tests of the

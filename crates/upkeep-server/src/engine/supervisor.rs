@@ -135,7 +135,7 @@ impl Engine {
                         let deadline = deadline.max(now + SignedDuration::from_mins(30));
                         let outcome =
                             Box::pin(self.run_renewal(&a, Actor::Schedule, deadline)).await;
-                        self.answer_queued(rx, &outcome);
+                        self.answer_queued_unless_interrupted(rx, &outcome);
                         cooldown_until = match outcome {
                             RenewOutcome::Renewed { .. } => None,
                             _ => Some(
@@ -184,7 +184,7 @@ impl Engine {
                     // Found invalid early: renew now.
                     let deadline = now + SignedDuration::from_hours(1);
                     let outcome = Box::pin(self.run_renewal(&a, Actor::Health, deadline)).await;
-                    self.answer_queued(rx, &outcome);
+                    self.answer_queued_unless_interrupted(rx, &outcome);
                     continue;
                 }
             }
@@ -219,6 +219,19 @@ impl Engine {
             let _ = t.reply.send(RenewOutcome::Cancelled);
         }
         tracing::info!(account = %id, "supervisor stopped");
+    }
+
+    /// After a renewal the supervisor started: queued triggers share its outcome, unless
+    /// a forced renewal cut it short (then the queued trigger is served next, as a
+    /// renewal of its own; at shutdown the loop refuses the queue).
+    fn answer_queued_unless_interrupted(
+        &self,
+        rx: &mut mpsc::Receiver<Trigger>,
+        outcome: &RenewOutcome,
+    ) {
+        if *outcome != RenewOutcome::Cancelled {
+            self.answer_queued(rx, outcome);
+        }
     }
 
     /// Triggers that arrived while a renewal ran share its outcome (single-flight).

@@ -638,6 +638,9 @@ async fn renew(
     } else {
         vec![context::pick_account(&loaded.config, account)?]
     };
+    if let Some(d) = ask_daemon(&loaded).await? {
+        return renew_via_daemon(&d, &ids).await;
+    }
     let engine = engine_for(&loaded).await?;
     let mut failed = false;
     for id in ids {
@@ -676,6 +679,55 @@ async fn renew(
         }
     }
     engine.store().close().await;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `upkeep renew` with a daemon running: the daemon renews (sharing the flight with its
+/// own triggers and re-enabling strategies a fault stopped) and answers with the outcome.
+async fn renew_via_daemon(d: &daemon::DaemonClient, ids: &[String]) -> Result<ExitCode> {
+    let mut failed = false;
+    for id in ids {
+        let spinner = spinner(format!("the daemon on {} is renewing {id}", d.address()));
+        let result = d.post(&format!("/api/v1/accounts/{id}/renew")).await;
+        spinner.abort();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K");
+        }
+        match result {
+            Ok(v) if v["status"] == "renewed" => {
+                let until = d
+                    .get(&format!("/api/v1/accounts/{id}"))
+                    .await
+                    .ok()
+                    .and_then(|a| a["token"]["expires_at"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                eprintln!(
+                    "{id}: renewed by the daemon with {} (fingerprint {}), valid until {until}",
+                    v["strategy"].as_str().unwrap_or("?"),
+                    v["fingerprint"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(v) => eprintln!("{id}: {}", v["status"].as_str().unwrap_or("done")),
+            Err(e) => {
+                failed = true;
+                match daemon::api_error(&e) {
+                    Some(a) if a.status == 404 => eprintln!(
+                        "{id}: the running daemon has no such account (changed upkeep.toml? run `upkeep reload`)"
+                    ),
+                    Some(a) if a.status == 409 => eprintln!("{id}: {}", a.message),
+                    Some(a) => {
+                        eprintln!("{id}: renewal failed: {}", a.message);
+                        eprintln!("{id}: log in by hand with `upkeep login --account {id}`");
+                    }
+                    None => return Err(e),
+                }
+            }
+        }
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {
