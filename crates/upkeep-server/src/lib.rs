@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use clock::SystemClock;
 pub use engine::{
     Actor, CurrentToken, Engine, EngineDeps, EngineEvent, RecordedCheck, RecordedView,
-    RejectReason, RenewOutcome,
+    RejectReason, ReloadSummary, Reloader, RenewOutcome,
 };
 pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 
@@ -79,17 +79,22 @@ impl App {
         let engine = self.engine.clone();
         let mut supervisors = engine.start();
         let stop = engine.shutdown_token();
-        if let Some(alerter) = engine.alerter().cloned() {
-            // Alerts held back by the rate limit go out as one summary once there is room.
-            let stop = stop.clone();
+        {
+            // Alerts held back by the rate limit go out as one summary once there is room
+            // (through the channels configured now: a reload may change them).
+            let (e, stop) = (engine.clone(), stop.clone());
             supervisors.push(engine.spawn_supervised("alert flusher", None, move || {
-                let (alerter, stop) = (alerter.clone(), stop.clone());
+                let (engine, stop) = (e.clone(), stop.clone());
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(60));
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            _ = tick.tick() => { alerter.flush_suppressed().await; }
+                            _ = tick.tick() => {
+                                if let Some(alerter) = engine.alerter() {
+                                    alerter.flush_suppressed().await;
+                                }
+                            }
                         }
                     }
                 }
@@ -141,7 +146,7 @@ impl App {
         // The supervisors were told to stop when the shutdown began, alongside the
         // connections' drain; give them a little longer, not a second full deadline.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        for h in supervisors {
+        for h in supervisors.into_iter().chain(engine.take_late_tasks()) {
             if tokio::time::timeout_at(deadline, h).await.is_err() {
                 tracing::warn!("a supervisor did not stop in time");
             }

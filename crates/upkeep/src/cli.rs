@@ -67,7 +67,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: scheduled renewals, health checks, alerts, the notifier webhook
-    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz.
+    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz. SIGHUP re-reads
+    /// the configuration (`upkeep reload`); SIGTERM stops it.
     Serve(ServeArgs),
     /// Start the simulator and the daemon together, jump the simulated clock over the
     /// 03:30 IST rollover and watch the token get renewed. Needs no Upstox account.
@@ -93,6 +94,10 @@ pub enum Command {
     /// (re-enabling strategies a credential or configuration fault stopped); with no
     /// daemon, this process renews with the non-interactive strategies.
     Renew(RenewArgs),
+    /// Make the running daemon re-read its configuration (accounts, strategies, alerts,
+    /// token files) without a restart, like SIGHUP. An invalid configuration is refused
+    /// (exit 1 with the reason) and the daemon keeps the running one.
+    Reload,
     /// List, add or remove accounts in the store.
     Accounts {
         #[command(subcommand)]

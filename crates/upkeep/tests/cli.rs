@@ -1687,3 +1687,124 @@ fn renew_asks_the_daemon_which_re_enables_the_stopped_strategy_and_renews_at_onc
         .unwrap();
     assert_eq!(s["fingerprint"], fp, "{s}");
 }
+
+/// The account ids the running daemon supervises (`upkeep status --json`).
+fn daemon_accounts(env: &Env, config: &Path) -> Vec<String> {
+    let out = env
+        .cmd_with(config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .inspect(|r| assert_eq!(r["from"], "daemon", "{r}"))
+        .map(|r| r["account"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn reload_and_sighup_apply_a_valid_config_without_a_restart_and_refuse_an_invalid_one() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    write_serve_config(&env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let mut serve = spawn_serve(&config, true);
+    wait_for("a token from the daemon", || {
+        env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let pid = serve.0.id().to_string();
+    // The daemon's log, line by line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = serve.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for_log = |what: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with `{what}`"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+
+    // A second account added to the file: `upkeep reload` makes the daemon supervise it.
+    let paper = format!(
+        "{original}\n[[account]]\nid = \"paper\"\nenv = \"sandbox\"\nrenew = [\"static\"]\n"
+    );
+    std::fs::write(&config, &paper).unwrap();
+    let out = env.cmd_with(&config).arg("reload").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("added paper"), "{err}");
+    assert_eq!(daemon_accounts(&env, &config), ["main", "paper"]);
+
+    // Another file with the same store and key, for asking the daemon while serve.toml
+    // is broken.
+    let probe = env.path("probe.toml");
+    std::fs::write(&probe, &paper).unwrap();
+
+    // An invalid config: exit 1 with the reason; the daemon keeps both accounts.
+    std::fs::write(
+        &config,
+        format!("{paper}\n[[alert.webhook]]\nurl = \"not a url\"\nformat = \"generic\"\n"),
+    )
+    .unwrap();
+    let out = env.cmd_with(&config).arg("reload").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not reloaded"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(daemon_accounts(&env, &probe), ["main", "paper"]);
+
+    // SIGHUP with a file that does not even parse: refused, logged, nothing changes.
+    std::fs::write(
+        &config,
+        format!("{paper}\n[[account]]\nid = \"x\"\nrenew = [\"totpp\"]\n"),
+    )
+    .unwrap();
+    let hup = || {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    hup();
+    let refused = wait_for_log("reload refused");
+    assert!(refused.contains("totpp"), "{refused}");
+    assert_eq!(daemon_accounts(&env, &probe), ["main", "paper"]);
+    // SIGHUP with the account removed again: the daemon stops supervising it.
+    std::fs::write(&config, &original).unwrap();
+    hup();
+    let reloaded = wait_for_log("configuration reloaded");
+    assert!(reloaded.contains("paper"), "{reloaded}");
+    assert_eq!(daemon_accounts(&env, &config), ["main"]);
+    env.cmd_with(&config).arg("token").assert().success();
+
+    // Still the same process, stopping cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(serve.0.wait().unwrap().success());
+}

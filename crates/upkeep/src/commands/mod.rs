@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Login(args) => login(config_path, args.account.as_deref()).await,
         Command::DashboardLink => dashboard_link(config_path).await,
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
+        Command::Reload => reload(config_path).await,
         Command::Accounts { command } => accounts(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
@@ -733,6 +734,49 @@ async fn renew_via_daemon(d: &daemon::DaemonClient, ids: &[String]) -> Result<Ex
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `upkeep reload`: the running daemon re-reads its configuration.
+async fn reload(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    // An invalid file would be refused by the daemon too: say why, exit 1, leave it be.
+    let loaded = context::load_config(path).map_err(|e| {
+        anyhow::anyhow!("{e:#}; not reloaded: the daemon keeps its running configuration")
+    })?;
+    let found = daemon::find(&loaded.config).await?;
+    let d = match found {
+        daemon::Found::Running(d) => d,
+        daemon::Found::NotRunning(why) => bail!("{why}: nothing to reload"),
+    };
+    match d.post("/api/v1/reload").await {
+        Ok(v) => {
+            let list = |k: &str| {
+                let ids: Vec<&str> = v[k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                if ids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            };
+            eprintln!(
+                "the daemon on {} reloaded its configuration: added {}, removed {}, changed {}",
+                d.address(),
+                list("added"),
+                list("removed"),
+                list("changed")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => match daemon::api_error(&e) {
+            Some(a) => bail!(
+                "not reloaded: {}; the daemon keeps its running configuration",
+                a.message
+            ),
+            None => Err(e),
+        },
+    }
 }
 
 /// A progress indicator on stderr (only on a terminal).
