@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use clock::SystemClock;
 pub use engine::{
     Actor, CurrentToken, Engine, EngineDeps, EngineEvent, RecordedCheck, RecordedView,
-    RejectReason, RenewOutcome,
+    RejectReason, ReloadSummary, Reloader, RenewOutcome,
 };
 pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 
@@ -37,6 +37,7 @@ pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 pub struct App {
     engine: Engine,
     listener: tokio::net::TcpListener,
+    local_key: Option<[u8; 32]>,
 }
 
 impl App {
@@ -46,7 +47,18 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> Result<Self, upkeep_store::StoreError> {
         let engine = Engine::new(deps).await?;
-        Ok(Self { engine, listener })
+        Ok(Self {
+            engine,
+            listener,
+            local_key: None,
+        })
+    }
+
+    /// Accepts the key whose SHA-256 digest is `digest` as an `admin` API key for this
+    /// run only (the CLI's local credential; see docs/security.md). It is not stored.
+    pub fn with_local_key(mut self, digest: [u8; 32]) -> Self {
+        self.local_key = Some(digest);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -67,17 +79,22 @@ impl App {
         let engine = self.engine.clone();
         let mut supervisors = engine.start();
         let stop = engine.shutdown_token();
-        if let Some(alerter) = engine.alerter().cloned() {
-            // Alerts held back by the rate limit go out as one summary once there is room.
-            let stop = stop.clone();
+        {
+            // Alerts held back by the rate limit go out as one summary once there is room
+            // (through the channels configured now: a reload may change them).
+            let (e, stop) = (engine.clone(), stop.clone());
             supervisors.push(engine.spawn_supervised("alert flusher", None, move || {
-                let (alerter, stop) = (alerter.clone(), stop.clone());
+                let (engine, stop) = (e.clone(), stop.clone());
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(60));
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            _ = tick.tick() => { alerter.flush_suppressed().await; }
+                            _ = tick.tick() => {
+                                if let Some(alerter) = engine.alerter() {
+                                    alerter.flush_suppressed().await;
+                                }
+                            }
                         }
                     }
                 }
@@ -102,6 +119,9 @@ impl App {
         }
         api::install_metrics_recorder();
         let keys = api::keys::KeyCache::start(&engine).await;
+        if let Some(digest) = self.local_key {
+            keys.set_local(digest);
+        }
         let sessions = dashboard::Sessions::default();
         let router = http::router(engine.clone())
             .merge(api::router(api::ApiState {
@@ -126,7 +146,7 @@ impl App {
         // The supervisors were told to stop when the shutdown began, alongside the
         // connections' drain; give them a little longer, not a second full deadline.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        for h in supervisors {
+        for h in supervisors.into_iter().chain(engine.take_late_tasks()) {
             if tokio::time::timeout_at(deadline, h).await.is_err() {
                 tracing::warn!("a supervisor did not stop in time");
             }

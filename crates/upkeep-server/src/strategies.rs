@@ -102,7 +102,7 @@ pub(crate) async fn obtain(
 }
 
 async fn totp(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, Failure> {
-    let s = &a.settings;
+    let s = a.settings();
     let Some(t) = &s.totp else {
         return Err(Failure::NotApplicable(
             "no [account.totp] mobile/pin/secret configured".into(),
@@ -136,7 +136,7 @@ async fn token_request(
     a: &AccountRuntime,
     deadline: Timestamp,
 ) -> Result<Obtained, Failure> {
-    let s = &a.settings;
+    let s = a.settings();
     if s.client_id.is_empty() || s.client_secret.is_empty() {
         return Err(Failure::NotApplicable(
             "client_id and client_secret are needed".into(),
@@ -196,7 +196,7 @@ async fn oauth(
     a: &AccountRuntime,
     deadline: Timestamp,
 ) -> Result<Obtained, Failure> {
-    let s = &a.settings;
+    let s = a.settings();
     if s.client_id.is_empty() || s.redirect_uri.is_empty() {
         return Err(Failure::NotApplicable(
             "client_id and redirect_uri are needed".into(),
@@ -229,7 +229,7 @@ async fn oauth(
 }
 
 async fn refresh_token(engine: &Engine, a: &AccountRuntime) -> Result<Obtained, Failure> {
-    let s = &a.settings;
+    let s = a.settings();
     let Some(r) = &s.refresh else {
         return Err(Failure::NotApplicable(
             "no [account.refresh_token] configured".into(),
@@ -345,6 +345,8 @@ async fn wait_for_delivery(
             .max(std::time::Duration::from_millis(1));
         tokio::select! {
             _ = shutdown.cancelled() => return Err(Failure::Cancelled),
+            // `upkeep renew`: the forced renewal replaces this wait.
+            _ = engine.interrupted(id) => return Err(Failure::Cancelled),
             _ = rx.changed() => {}
             _ = tokio::time::sleep(chunk) => {}
         }

@@ -84,7 +84,7 @@ fn day() -> jiff::civil::Date {
 #[tokio::test]
 async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_json_error() {
     let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
-    let routes: [(Method, &str, &str); 11] = [
+    let routes: [(Method, &str, &str); 12] = [
         (Method::GET, "/api/token/status", "status:read"),
         (Method::POST, "/api/token/force-refresh", "admin"),
         (Method::POST, "/api/upstox/token/refresh", "admin"),
@@ -93,6 +93,7 @@ async fn every_route_refuses_no_key_and_unknown_keys_and_weaker_scopes_with_a_js
         (Method::POST, "/api/v1/accounts/main/renew", "admin"),
         (Method::GET, "/api/v1/accounts/main/token", "token:read"),
         (Method::GET, "/api/v1/scheduler", "status:read"),
+        (Method::POST, "/api/v1/reload", "admin"),
         (Method::GET, "/api/v1/events", "status:read"),
         (Method::GET, "/metrics", "status:read"),
         (Method::GET, "/api/openapi.json", "status:read"),
@@ -527,4 +528,50 @@ async fn an_events_watcher_gets_a_snapshot_then_the_renewal_as_it_happens() {
         !seen.contains(token.token.expose()),
         "no token in the stream"
     );
+}
+
+#[tokio::test]
+async fn reload_applies_a_valid_configuration_and_refuses_an_invalid_one_keeping_the_running_one() {
+    let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
+    // The configuration as the binary would read it: first broken, then with an account
+    // more.
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut next = (*h.engine.settings()).clone();
+    let mut paper = next.accounts[0].clone();
+    paper.id = "paper".into();
+    paper.strategies = vec![StrategyKind::Static];
+    next.accounts.push(paper);
+    let flag = broken.clone();
+    h.engine.set_reloader(std::sync::Arc::new(move || {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(
+                "invalid configuration (upkeep.toml): account[1].renew: unknown strategy `totpp`"
+                    .into(),
+            )
+        } else {
+            Ok((next.clone(), None))
+        }
+    }));
+
+    let (status, v) = call(&h, Method::POST, "/api/v1/reload", Some(ADMIN), None).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_config");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("totpp"),
+        "{v}"
+    );
+    assert_eq!(h.engine.account_ids(), [ACCOUNT]);
+
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, v) = call(&h, Method::POST, "/api/v1/reload", Some(ADMIN), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["added"], json!(["paper"]));
+    let (_, v) = call(&h, Method::GET, "/api/v1/accounts", Some(STATUS), None).await;
+    let ids: Vec<&str> = v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ACCOUNT, "paper"]);
 }

@@ -274,14 +274,6 @@ async fn a_wrong_totp_secret_fails_once_without_retry_or_lockout_and_the_fixed_o
     assert!(h.current().is_none());
     assert_eq!(h.engine.status(ACCOUNT).unwrap().disabled, vec!["totp"]);
 
-    eprintln!(
-        "DEBUG test sees {:?}",
-        h.engine
-            .store()
-            .get_secret(ACCOUNT, "latch:totp")
-            .await
-            .map(|s| s.map(|s| s.expose().to_owned()))
-    );
     // A crash loop: the daemon restarts with the same wrong seed, again and again. The
     // stored latch keeps the strategy off, so no restart spends a login attempt.
     for _ in 0..3 {
@@ -1189,4 +1181,59 @@ async fn a_refusal_that_is_not_the_credentials_fails_the_attempt_without_disabli
         "{outcome:?}"
     );
     assert!(h.engine.status(ACCOUNT).unwrap().disabled.is_empty());
+}
+
+#[tokio::test]
+async fn a_reload_with_the_fixed_totp_secret_re_enables_the_strategy_and_renews_without_a_restart()
+{
+    let tue = tuesday();
+    let h = spawn_app(Setup::at(ist(tue, 10, 0, 0)).wrong_totp().alerts()).await;
+    h.alerts().wait_for("renewal_fatal", |_| true).await;
+    eventually("totp stopped", || {
+        (h.engine.status(ACCOUNT).unwrap().disabled == ["totp"]).then_some(())
+    })
+    .await;
+    h.let_daemon_run().await;
+    assert!(h.current().is_none());
+
+    // The operator fixes the secret in the file and reloads: same daemon, same engine.
+    let mut fixed = (*h.engine.settings()).clone();
+    fixed.accounts[0].totp.as_mut().unwrap().secret = Secret::new(h.creds.totp_secret.clone());
+    let summary = h
+        .engine
+        .apply_settings(fixed, h.engine.alerter())
+        .await
+        .unwrap();
+    assert_eq!(summary.changed, [ACCOUNT]);
+    assert!(summary.added.is_empty() && summary.removed.is_empty());
+    let token = h.wait_for_new_token(None).await;
+    assert_eq!(token.source, "totp");
+    assert!(h.engine.status(ACCOUNT).unwrap().disabled.is_empty());
+    let c = h.counters();
+    assert_eq!((c.logins, c.failed_logins), (1, 1));
+}
+
+#[tokio::test]
+async fn a_reload_supervises_an_added_account_and_stops_a_removed_one() {
+    let tue = tuesday();
+    let h = spawn_app(Setup::at(ist(tue, 10, 0, 0))).await;
+    let first = h.wait_for_new_token(None).await;
+    let mut more = (*h.engine.settings()).clone();
+    let mut second = more.accounts[0].clone();
+    second.id = "second".into();
+    more.accounts.push(second);
+    let summary = h.engine.apply_settings(more.clone(), None).await.unwrap();
+    assert_eq!(summary.added, ["second"]);
+    assert_eq!(h.engine.account_ids(), [ACCOUNT, "second"]);
+    // Its supervisor runs: it renews the missing token at once.
+    eventually("the added account's token", || h.engine.current("second")).await;
+    assert!(h.engine.status("second").unwrap().supervisor_alive);
+
+    more.accounts.pop();
+    let summary = h.engine.apply_settings(more, None).await.unwrap();
+    assert_eq!(summary.removed, ["second"]);
+    assert_eq!(h.engine.account_ids(), [ACCOUNT]);
+    assert!(h.engine.status("second").is_none());
+    // The first account was not touched.
+    assert_eq!(h.current().unwrap().fingerprint, first.fingerprint);
 }

@@ -68,7 +68,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: scheduled renewals, health checks, alerts, the notifier webhook
-    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz.
+    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz. SIGHUP re-reads
+    /// the configuration (`upkeep reload`); SIGTERM stops it.
     Serve(ServeArgs),
     /// Start the simulator and the daemon together, jump the simulated clock over the
     /// 03:30 IST rollover and watch the token get renewed. Needs no Upstox account.
@@ -76,9 +77,12 @@ pub enum Command {
     /// Run the Upstox simulator (a faithful local Upstox for testing bots offline).
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
-    /// Show each account's token: environment, kind, expiry (IST), time left, state.
+    /// Show each account's token: environment, kind, expiry (IST), time left, state, last
+    /// health check, conditions, disabled strategies, next action. Asks the running
+    /// daemon (no key needed on its host); without one, reads the store and says so.
     Status(StatusArgs),
-    /// Print a valid access token for scripts (exit 1 if none is valid), or import one.
+    /// Print a valid access token for scripts (exit 1 with the reason if none is valid or
+    /// Upstox refused it), or import one. Asks the running daemon, else reads the store.
     Token(TokenArgs),
     /// Decode an access token's claims (no signature check) and its real expiry.
     Decode(DecodeArgs),
@@ -87,8 +91,14 @@ pub enum Command {
     /// Print a single-use link (10 minutes) that signs a browser into the running
     /// daemon's dashboard, with no key to paste.
     DashboardLink,
-    /// Force a renewal now, with the account's non-interactive strategies.
+    /// Force a renewal now and wait for its outcome. The running daemon does it
+    /// (re-enabling strategies a credential or configuration fault stopped); with no
+    /// daemon, this process renews with the non-interactive strategies.
     Renew(RenewArgs),
+    /// Make the running daemon re-read its configuration (accounts, strategies, alerts,
+    /// token files) without a restart, like SIGHUP. An invalid configuration is refused
+    /// (exit 1 with the reason) and the daemon keeps the running one.
+    Reload,
     /// List, add or remove accounts in the store.
     Accounts {
         #[command(subcommand)]

@@ -1760,3 +1760,330 @@ fn sim_config_refuses_a_bad_fidelity_setting_naming_it() {
                 .or(predicate::str::contains("first_feed")),
         );
 }
+
+/// `upkeep serve` against the simulator (TOTP renewal), waiting until it has a token.
+fn serve_with_token(env: &Env) -> (Child, Child, serde_json::Value, PathBuf, u16) {
+    let daemon_port = free_port();
+    let (sim, c) = start_sim(env, daemon_port);
+    write_serve_config(env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let serve = spawn_serve(&config, false);
+    wait_for("a token from the daemon", || {
+        env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    (sim, serve, c, config, daemon_port)
+}
+
+#[test]
+fn status_token_and_exec_ask_the_running_daemon_with_a_local_credential() {
+    let env = Env::new();
+    let (_sim, mut serve, _c, config, port) = serve_with_token(&env);
+    // The daemon wrote its local credential beside the master key, for this user only.
+    let credential = env.path("serve.daemon.key");
+    assert_eq!(mode(&credential), 0o600);
+
+    let out = env
+        .cmd_with(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("no daemon"),
+        "the daemon answers"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["from"], "daemon");
+    assert_eq!(v[0]["state"], "healthy");
+    assert_eq!(v[0]["valid"], true);
+    assert_eq!(v[0]["source"], "totp");
+    // What only the daemon knows: the plan it follows.
+    // (Which action depends on the day the test runs: weekends plan differently.)
+    assert!(v[0]["next_action"]["action"].is_string(), "{v}");
+    assert!(v[0]["next_action"]["reason"].is_string(), "{v}");
+    assert_eq!(v[0]["disabled_strategies"], serde_json::json!([]));
+
+    let out = env.cmd_with(&config).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("(as the daemon on 127.0.0.1:{port} sees it)")),
+        "{text}"
+    );
+    assert!(text.contains("main: next: "), "{text}");
+
+    let token =
+        String::from_utf8(env.cmd_with(&config).arg("token").output().unwrap().stdout).unwrap();
+    env.cmd_with(&config)
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$UPSTOX_ACCESS_TOKEN\"",
+        ])
+        .assert()
+        .success()
+        .stdout(token.trim().to_owned());
+
+    // The credential is no stored API key, and its name cannot be taken by one.
+    env.cmd_with(&config)
+        .args(["apikey", "list"])
+        .assert()
+        .success()
+        .stdout("(no API keys)\n");
+    env.cmd_with(&config)
+        .args([
+            "apikey",
+            "create",
+            "--name",
+            "local-cli",
+            "--scope",
+            "admin",
+        ])
+        .assert()
+        .code(2);
+
+    // Stopped, the daemon takes its credential away; the CLI says it reads the store.
+    let pid = serve.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    serve.0.wait().unwrap();
+    assert!(!credential.exists(), "the credential outlived the daemon");
+    let out = env
+        .cmd_with(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("no daemon running").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains("reading the store"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["from"], "store");
+    assert_eq!(v[0]["valid"], true);
+    env.cmd_with(&config).arg("token").assert().success();
+}
+
+#[test]
+fn a_local_credential_others_can_read_or_naming_a_foreign_address_is_refused() {
+    let env = Env::new();
+    let credential = env.path("upkeep.daemon.key");
+    let write = |address: &str, mode: u32| {
+        std::fs::write(
+            &credential,
+            serde_json::json!({"address": address, "pid": std::process::id(), "key": "upkl_x"})
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("127.0.0.1:9", 0o644);
+    env.cmd()
+        .arg("status")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "refusing to read the local credential",
+        ));
+    // Not loopback and not [server] listen: the key is not sent there.
+    write("192.0.2.1:7878", 0o600);
+    env.cmd()
+        .arg("token")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not sending the credential there"));
+}
+
+/// `upkeep status --json` of the first account, with where it came from on stderr.
+fn status_json(env: &Env, config: &Path) -> serde_json::Value {
+    let out = env
+        .cmd_with(config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn renew_asks_the_daemon_which_re_enables_the_stopped_strategy_and_renews_at_once() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    // Upstox blocks headless logins: the daemon's TOTP login fails on the credentials
+    // and the strategy is stopped (never retried blindly).
+    post_json(
+        &format!("{base}/sim/faults"),
+        &serde_json::json!({"login_blocked": true}),
+    );
+    write_serve_config(&env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let _serve = spawn_serve(&config, false);
+    wait_for("the daemon to stop the totp strategy", || {
+        env.path("serve.daemon.key").exists()
+            && status_json(&env, &config)["disabled_strategies"] == serde_json::json!(["totp"])
+    });
+
+    // The operator fixes it at Upstox and runs the command the alert prescribes.
+    post_json(
+        &format!("{base}/sim/faults"),
+        &serde_json::json!({"login_blocked": false}),
+    );
+    let out = env
+        .cmd_with(&config)
+        .args(["renew", "--account", "main"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("main: renewed by the daemon with totp"),
+        "{err}"
+    );
+    // The daemon itself renewed: its strategy is enabled again and it holds the token
+    // now, not after its next pass.
+    let s = status_json(&env, &config);
+    assert_eq!(s["from"], "daemon");
+    assert_eq!(s["disabled_strategies"], serde_json::json!([]), "{s}");
+    assert_eq!(s["valid"], true, "{s}");
+    assert_eq!(s["source"], "totp", "{s}");
+    let fp = err
+        .split("fingerprint ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap();
+    assert_eq!(s["fingerprint"], fp, "{s}");
+}
+
+/// The account ids the running daemon supervises (`upkeep status --json`).
+fn daemon_accounts(env: &Env, config: &Path) -> Vec<String> {
+    let out = env
+        .cmd_with(config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .inspect(|r| assert_eq!(r["from"], "daemon", "{r}"))
+        .map(|r| r["account"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn reload_and_sighup_apply_a_valid_config_without_a_restart_and_refuse_an_invalid_one() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    write_serve_config(&env, &c, daemon_port, "", "");
+    let config = env.path("serve.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let mut serve = spawn_serve(&config, true);
+    wait_for("a token from the daemon", || {
+        env.cmd_with(&config)
+            .arg("token")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let pid = serve.0.id().to_string();
+    // The daemon's log, line by line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = serve.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for_log = |what: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with `{what}`"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+
+    // A second account added to the file: `upkeep reload` makes the daemon supervise it.
+    let paper = format!(
+        "{original}\n[[account]]\nid = \"paper\"\nenv = \"sandbox\"\nrenew = [\"static\"]\n"
+    );
+    std::fs::write(&config, &paper).unwrap();
+    let out = env.cmd_with(&config).arg("reload").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("added paper"), "{err}");
+    assert_eq!(daemon_accounts(&env, &config), ["main", "paper"]);
+
+    // Another file with the same store and key, for asking the daemon while serve.toml
+    // is broken.
+    let probe = env.path("probe.toml");
+    std::fs::write(&probe, &paper).unwrap();
+
+    // An invalid config: exit 1 with the reason; the daemon keeps both accounts.
+    std::fs::write(
+        &config,
+        format!("{paper}\n[[alert.webhook]]\nurl = \"not a url\"\nformat = \"generic\"\n"),
+    )
+    .unwrap();
+    let out = env.cmd_with(&config).arg("reload").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not reloaded"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(daemon_accounts(&env, &probe), ["main", "paper"]);
+
+    // SIGHUP with a file that does not even parse: refused, logged, nothing changes.
+    std::fs::write(
+        &config,
+        format!("{paper}\n[[account]]\nid = \"x\"\nrenew = [\"totpp\"]\n"),
+    )
+    .unwrap();
+    let hup = || {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    hup();
+    let refused = wait_for_log("reload refused");
+    assert!(refused.contains("totpp"), "{refused}");
+    assert_eq!(daemon_accounts(&env, &probe), ["main", "paper"]);
+    // SIGHUP with the account removed again: the daemon stops supervising it.
+    std::fs::write(&config, &original).unwrap();
+    hup();
+    let reloaded = wait_for_log("configuration reloaded");
+    assert!(reloaded.contains("paper"), "{reloaded}");
+    assert_eq!(daemon_accounts(&env, &config), ["main"]);
+    env.cmd_with(&config).arg("token").assert().success();
+
+    // Still the same process, stopping cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(serve.0.wait().unwrap().success());
+}

@@ -16,6 +16,10 @@ use crate::engine::Engine;
 /// How often the live keys are re-read from the store.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// The name requests made with the daemon's local credential carry (in logs and audit
+/// lines). `upkeep apikey create` refuses it, so it never names a stored key.
+pub const LOCAL_KEY_NAME: &str = "local-cli";
+
 /// Scopes, from least to most powerful. `admin` may do everything; `token:read` also
 /// reads status (it could read the raw token anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +79,9 @@ pub struct KeyHolder {
 #[derive(Clone, Default)]
 pub struct KeyCache {
     live: Arc<RwLock<Vec<Live>>>,
+    /// The digest of the daemon's local credential (admin, in memory only: it dies with
+    /// the daemon and is never a stored key).
+    local: Arc<RwLock<Option<[u8; 32]>>>,
     loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -129,11 +136,25 @@ impl KeyCache {
         }
     }
 
+    /// Registers the digest of the daemon's local credential (scope admin).
+    pub fn set_local(&self, digest: [u8; 32]) {
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = Some(digest);
+    }
+
     /// The holder of `key`, comparing its digest with every live one in constant time.
     pub fn check(&self, key: &str) -> Option<KeyHolder> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let mut found = None;
+        if let Some(local) = *self.local.read().unwrap_or_else(|e| e.into_inner())
+            && bool::from(local.ct_eq(&digest))
+        {
+            found = Some(KeyHolder {
+                name: LOCAL_KEY_NAME.into(),
+                scope: Scope::Admin,
+                via_session: false,
+            });
+        }
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         for k in live.iter() {
             if bool::from(k.digest.ct_eq(&digest)) {
                 found = Some(KeyHolder {

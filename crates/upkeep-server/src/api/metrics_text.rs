@@ -55,7 +55,7 @@ pub(crate) fn render(engine: &Engine) -> String {
     for (i, (name, help)) in gauges.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
-        for id in engine.account_ids() {
+        for id in &engine.account_ids() {
             let status = engine.status(id).unwrap_or_default();
             let current = engine.current(id);
             let value = match i {

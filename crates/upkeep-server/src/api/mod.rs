@@ -12,6 +12,7 @@
 //! | `GET /api/v1/accounts/{id}/token` | `token:read` |
 //! | `PUT /api/v1/accounts/{id}/token` | `admin` |
 //! | `GET /api/v1/scheduler` | `status:read` |
+//! | `POST /api/v1/reload` | `admin` |
 //! | `GET /metrics` | `status:read` |
 //!
 //! `admin` may do everything; `token:read` also reads status. Errors are
@@ -60,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/accounts/{id}/login-link", post(account_login_link))
         .route("/api/v1/accounts/{id}/token", get(get_token).put(put_token))
         .route("/api/v1/scheduler", get(scheduler))
+        .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi_json))
@@ -202,7 +204,7 @@ pub(crate) fn account_json(engine: &Engine, id: &str) -> Option<Value> {
 }
 
 fn default_account(engine: &Engine) -> Result<String, Refusal> {
-    engine.default_account().map(str::to_owned).ok_or_else(|| {
+    engine.default_account().ok_or_else(|| {
         Refusal(
             StatusCode::NOT_FOUND,
             "no_account",
@@ -347,13 +349,20 @@ async fn renew_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
-        return r.into_response();
-    }
+    let holder = match require_change(&state, &headers, Scope::Admin) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
     if state.engine.account_settings(&id).is_none() {
         return unknown_account(&id);
     }
-    outcome_response(&id, state.engine.renew(&id, Actor::Api).await)
+    // `upkeep renew` on the host comes with the local credential: audited as the CLI.
+    let actor = if holder.name == keys::LOCAL_KEY_NAME {
+        Actor::Cli
+    } else {
+        Actor::Api
+    };
+    outcome_response(&id, state.engine.renew(&id, actor).await)
 }
 
 /// The current valid token, for consumer programs. 409 when there is none (missing,
@@ -372,10 +381,8 @@ async fn get_token(
         return unknown_account(&id);
     }
     let now = state.engine.clock().now();
-    let refused = state
-        .engine
-        .status(&id)
-        .is_some_and(|s| s.api_validated == Some(false));
+    let status = state.engine.status(&id).unwrap_or_default();
+    let refused = status.api_validated == Some(false);
     match state.engine.current(&id) {
         Some(c) if c.is_valid_at(now) && !refused => {
             tracing::debug!(account = %id, key = %holder.name, token_fp = %c.fingerprint, "token read");
@@ -400,8 +407,13 @@ async fn get_token(
             StatusCode::CONFLICT,
             "token_refused",
             format!(
-                "Upstox refused account `{id}`'s token at the last health check; a renewal \
-                 is due (POST /api/v1/accounts/{id}/renew)"
+                "Upstox refused account `{id}`'s token at the health check at {} ({}); a \
+                 renewal is due (POST /api/v1/accounts/{id}/renew)",
+                status
+                    .last_check
+                    .map(format_ist)
+                    .unwrap_or_else(|| "?".into()),
+                status.last_check_problem.as_deref().unwrap_or("refused"),
             ),
         ),
         Some(c) => error(
@@ -563,6 +575,25 @@ async fn scheduler(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+/// Re-reads the daemon's configuration file (like SIGHUP). An invalid configuration is
+/// refused and the running one kept.
+#[utoipa::path(post, path = "/api/v1/reload", tag = "upkeep", summary = "Reload the configuration (accounts, strategies, alerts, token files) without a restart; an invalid one is refused and the running one kept", description = "Scope: admin.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "reloaded: the accounts added, removed and changed"), (status = 422, description = "the configuration is invalid (the reason in the error); nothing changed"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
+async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require_change(&state, &headers, Scope::Admin) {
+        return r.into_response();
+    }
+    match state.engine.reload().await {
+        Ok(summary) => Json(json!({
+            "status": "reloaded",
+            "added": summary.added,
+            "removed": summary.removed,
+            "changed": summary.changed,
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", e),
+    }
+}
+
 #[utoipa::path(get, path = "/metrics", tag = "upkeep", summary = "Prometheus text", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "text/plain; version=0.0.4"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&state, &headers, Scope::StatusRead) {
@@ -584,7 +615,8 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
     info(title = "upkeep API", description = "Keeps Upstox access tokens alive; status, renewals and the token for consumer programs. Authenticate with `Authorization: Bearer <API key>` (scopes admin, status:read, token:read) or the dashboard's session cookie."),
     paths(
         seed_status, seed_force_refresh, seed_login_link, list_accounts, get_account,
-        renew_account, account_login_link, get_token, put_token, scheduler, events, metrics
+        renew_account, account_login_link, get_token, put_token, scheduler, reload, events,
+        metrics
     ),
     modifiers(&Security)
 )]

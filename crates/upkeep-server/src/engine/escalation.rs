@@ -99,7 +99,7 @@ impl Engine {
                 return;
             }
         }
-        let policy = self.policy_for(&a.settings);
+        let policy = self.policy_for(&a.settings());
         let mut incident = match self.restore_incident(a, now).await {
             Some(i) => i,
             None => Incident {
@@ -115,7 +115,7 @@ impl Engine {
         match g.as_mut() {
             Some(i) => i.reason = reason.to_owned(),
             None => {
-                tracing::warn!(account = %a.settings.id, since = %format_ist(since), "no working token and renewing fails: alerting by the ladder");
+                tracing::warn!(account = %a.id, since = %format_ist(since), "no working token and renewing fails: alerting by the ladder");
                 *g = Some(Box::new(incident));
             }
         }
@@ -126,7 +126,7 @@ impl Engine {
     /// not wait for its minute. Returns whether a recovery alert went out.
     pub(super) async fn escalate(&self, a: &AccountRuntime, gave_up: bool) -> bool {
         let now = self.inner.clock.now();
-        let id = &a.settings.id;
+        let id = &a.id;
         if self.has_working_token(a, now) {
             let taken = {
                 let mut g = a.incident.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +185,7 @@ impl Engine {
             let Some(i) = g.as_mut() else {
                 return false;
             };
-            climb_again_if_done(i, &self.policy_for(&a.settings));
+            climb_again_if_done(i, &self.policy_for(&a.settings()));
             let mut due = i.ladder.due_rungs(now, &i.handled);
             if gave_up && !i.alerted && !due.contains(&Rung::First) {
                 due.insert(0, Rung::First);
@@ -217,8 +217,9 @@ impl Engine {
     /// daemon's life (one task for all accounts).
     pub(super) async fn escalation_loop(self) {
         loop {
-            for id in &self.inner.order {
-                if let Some(a) = self.inner.accounts.get(id)
+            let accounts = self.accounts();
+            for id in &accounts.order {
+                if let Some(a) = accounts.map.get(id)
                     && self.incident_open(a)
                 {
                     self.escalate(a, false).await;
@@ -229,7 +230,7 @@ impl Engine {
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.inner.settings.poll) => {}
+                _ = tokio::time::sleep(self.settings().poll) => {}
             }
         }
     }
@@ -245,7 +246,7 @@ impl Engine {
     /// The open incident of a previous process, from the audit log: rungs it sent and
     /// no recovery after them, no token stored since, not older than three days.
     async fn restore_incident(&self, a: &AccountRuntime, now: Timestamp) -> Option<Incident> {
-        let id = &a.settings.id;
+        let id = &a.id;
         let events = match self.inner.store.events(Some(id), 200).await {
             Ok(e) => e,
             Err(e) => {
@@ -288,12 +289,12 @@ impl Engine {
             return None;
         }
         tracing::info!(account = %id, since = %format_ist(since), "continuing the alert ladder of an earlier run");
-        if let Some(alerter) = &self.inner.alerter {
+        if let Some(alerter) = self.alerter() {
             // Its alerts went out: the recovery is owed.
             alerter.note_troubled(id);
         }
         let mut incident = Incident {
-            ladder: Ladder::new(since, &self.policy_for(&a.settings)),
+            ladder: Ladder::new(since, &self.policy_for(&a.settings())),
             handled,
             alerted: true,
             reason: String::new(),
@@ -303,7 +304,7 @@ impl Engine {
         if incident.ladder.next(&incident.handled).is_none()
             && let Some(next) = incident
                 .ladder
-                .next_morning(last_at, &self.policy_for(&a.settings))
+                .next_morning(last_at, &self.policy_for(&a.settings()))
         {
             incident.ladder = next;
             incident.handled.clear();
@@ -318,7 +319,7 @@ impl Engine {
         incident: &Incident,
         now: Timestamp,
     ) -> Alert {
-        let id = &a.settings.id;
+        let id = &a.id;
         let ladder = &incident.ladder;
         let since = when(ladder.since, now);
         let deadline = ladder.deadline.map(|d| when(d, now)).unwrap_or_default();
@@ -378,7 +379,7 @@ impl Engine {
 
     /// Why the account's token does not work, as a sentence without a full stop.
     fn token_problem(&self, a: &AccountRuntime, now: Timestamp) -> String {
-        let id = &a.settings.id;
+        let id = &a.id;
         let current = a.current.borrow().clone();
         let Some(c) = current else {
             return format!("Account {id} has no token");

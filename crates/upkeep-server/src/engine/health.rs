@@ -24,7 +24,7 @@ impl Engine {
     /// Adopts the store's current token if another process stored a newer valid one.
     /// Returns whether the in-memory token changed.
     pub(super) async fn adopt_from_store(&self, a: &AccountRuntime) -> bool {
-        let id = &a.settings.id;
+        let id = &a.id;
         let stored = match self.inner.store.current_token(id).await {
             Ok(Some(t)) => t,
             Ok(None) => return false,
@@ -57,7 +57,7 @@ impl Engine {
     /// Profile call with the current token. Returns true when the token is found
     /// invalid (expired early or revoked) and should be replaced.
     pub(super) async fn health_check(&self, a: &AccountRuntime, c: &CurrentToken) -> bool {
-        if a.settings.env == "sandbox" || c.kind == TokenKind::Sandbox {
+        if a.settings().env == "sandbox" || c.kind == TokenKind::Sandbox {
             // Sandbox tokens only work on the sandbox order APIs; profile is not one (a
             // live endpoint's 401 would read as "revoked").
             a.status_mut(|s| {
@@ -96,7 +96,7 @@ impl Engine {
                     (
                         Some(false),
                         Some(why.to_owned()),
-                        !expired && a.settings.can_renew_daily(),
+                        !expired && a.settings().can_renew_daily(),
                     )
                 }
                 ErrorClass::NotPermitted => (
@@ -120,7 +120,7 @@ impl Engine {
             s.last_check_problem = problem.clone();
             changed
         });
-        let id = &a.settings.id;
+        let id = &a.id;
         // (upkeep_token_api_validated is rendered from the status at scrape time.)
         if let Some(p) = &problem
             && validated == Some(false)

@@ -96,24 +96,24 @@ impl Engine {
         let value = format!(
             "{}|{}|{reason}",
             latch.as_str(),
-            credentials_digest(&a.settings, kind, latch)
+            credentials_digest(&a.settings(), kind, latch)
         );
         if let Err(e) = self
             .inner
             .store
-            .put_secret(&a.settings.id, &latch_name(kind), &Secret::new(value))
+            .put_secret(&a.id, &latch_name(kind), &Secret::new(value))
             .await
         {
             // Still disabled in memory; a restart would try once more.
-            tracing::error!(account = %a.settings.id, strategy = kind.as_str(), error = %e, "could not store the lockout latch");
+            tracing::error!(account = %a.id, strategy = kind.as_str(), error = %e, "could not store the lockout latch");
         }
     }
 
     /// Loads the stored latches at start: those for the credentials configured now
     /// disable their strategy; those for older credentials are cleared.
     pub(super) async fn load_latches(&self, a: &AccountRuntime) {
-        let id = &a.settings.id;
-        for &kind in &a.settings.strategies {
+        let id = &a.id;
+        for &kind in &a.settings().strategies {
             let name = latch_name(kind);
             let stored = match self.inner.store.get_secret(id, &name).await {
                 Ok(Some(v)) => v,
@@ -133,7 +133,7 @@ impl Engine {
                 "credential" => LatchKind::Credential,
                 _ => LatchKind::Configuration,
             };
-            if digest == credentials_digest(&a.settings, kind, latch) {
+            if digest == credentials_digest(&a.settings(), kind, latch) {
                 tracing::warn!(account = %id, strategy = kind.as_str(), %reason, "strategy stays disabled after a credential or configuration fault; fix it and run `upkeep renew` or `upkeep accounts reset-strategy`");
                 a.disabled
                     .lock()
@@ -160,13 +160,8 @@ impl Engine {
             .copied()
             .collect();
         for kind in disabled {
-            if let Ok(None) = self
-                .inner
-                .store
-                .get_secret(&a.settings.id, &latch_name(kind))
-                .await
-            {
-                tracing::info!(account = %a.settings.id, strategy = kind.as_str(), "the lockout latch was cleared; the strategy is enabled again");
+            if let Ok(None) = self.inner.store.get_secret(&a.id, &latch_name(kind)).await {
+                tracing::info!(account = %a.id, strategy = kind.as_str(), "the lockout latch was cleared; the strategy is enabled again");
                 a.disabled
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -188,7 +183,7 @@ impl Engine {
             return Ok(Vec::new());
         };
         let mut cleared = Vec::new();
-        for &kind in &a.settings.strategies {
+        for &kind in &a.settings().strategies {
             if only.is_some_and(|o| o != kind) {
                 continue;
             }

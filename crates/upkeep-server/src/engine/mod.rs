@@ -37,6 +37,8 @@ mod latch;
 pub use latch::latch_name;
 mod lease;
 mod publish;
+mod reload;
+pub use reload::{ReloadSummary, Reloader};
 mod renewal;
 mod supervisor;
 mod tasks;
@@ -241,7 +243,14 @@ pub const CONDITION_STORE: &str = "store_write_failing";
 pub const CONDITION_SINK: &str = "sink_write_failing";
 
 pub(crate) struct AccountRuntime {
-    pub(crate) settings: AccountSettings,
+    pub(crate) id: String,
+    /// Swapped whole by a reload (`upkeep reload`, SIGHUP).
+    settings: Mutex<Arc<AccountSettings>>,
+    /// Stops this account's supervisor (the account left the configuration, or the
+    /// daemon stops: a child of the engine's shutdown).
+    pub(crate) stop: CancellationToken,
+    /// Wakes the supervisor to plan again at once (its settings changed).
+    pub(crate) replan: tokio::sync::Notify,
     current: watch::Sender<Option<Arc<CurrentToken>>>,
     triggers: mpsc::Sender<Trigger>,
     /// The supervisor holds the lock while it runs; a restarted one takes it over.
@@ -270,9 +279,22 @@ pub(crate) struct AccountRuntime {
     /// (set under the `incident` lock, so a renewal that brought that token knows its
     /// recovery alert is the ladder's).
     resolved_by: Mutex<Option<String>>,
+    /// A human asked for a renewal: a strategy waiting for a login or an approval gives
+    /// up its wait, so the forced renewal starts now instead of queueing behind it.
+    interrupt: tokio::sync::Notify,
 }
 
 impl AccountRuntime {
+    /// The account's settings now (a reload may swap them).
+    pub(crate) fn settings(&self) -> Arc<AccountSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    fn set_settings(&self, settings: AccountSettings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
     fn status_mut<R>(&self, f: impl FnOnce(&mut AccountStatus) -> R) -> R {
         let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
@@ -340,23 +362,37 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    pub(crate) settings: DaemonSettings,
+    /// Swapped whole by a reload.
+    settings: Mutex<Arc<DaemonSettings>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) upstox: UpstoxClient,
-    pub(crate) alerter: Option<Alerter>,
+    alerter: Mutex<Option<Alerter>>,
     pub(crate) master_key: MasterKey,
     pub(crate) states: StateBook,
     /// Single-use sign-in links of the dashboard (`upkeep dashboard-link`).
     pub(crate) signins: StateBook,
-    pub(crate) accounts: HashMap<String, Arc<AccountRuntime>>,
-    pub(crate) order: Vec<String>,
+    /// The supervised accounts; a reload replaces the set.
+    accounts: Mutex<Arc<Accounts>>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
+    /// Re-reads the configuration for a reload (set by the binary).
+    reloader: Mutex<Option<reload::Reloader>>,
+    /// Supervisors started by a reload (awaited at shutdown like the first ones).
+    pub(crate) late_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) shutdown: CancellationToken,
     /// Every audit event and alert, for live watchers (`GET /api/v1/events`).
     pub(crate) events: tokio::sync::broadcast::Sender<EngineEvent>,
     pub(crate) holder: String,
     /// Completed rounds of the alert ladder's task.
     pub(crate) escalation_passes: std::sync::atomic::AtomicU64,
+}
+
+/// The accounts, by id and in configuration order.
+#[derive(Default)]
+pub(crate) struct Accounts {
+    pub(crate) map: HashMap<String, Arc<AccountRuntime>>,
+    pub(crate) order: Vec<String>,
 }
 
 /// The account's user as the store knows it: the remembered proven user, else the
@@ -400,6 +436,46 @@ fn sinks_behind(sinks: &crate::settings::SinkSettings, token: &AccessToken) -> b
         })
 }
 
+/// An account's runtime with its current token from the store (latches not loaded).
+async fn new_runtime(
+    store: &dyn TokenStore,
+    a: AccountSettings,
+    stop: CancellationToken,
+    now: Timestamp,
+) -> Result<AccountRuntime, upkeep_store::StoreError> {
+    store.upsert_account(&a.id, &a.env, now).await?;
+    let current = store
+        .current_token(&a.id)
+        .await?
+        .map(|t| Arc::new(CurrentToken::from_stored(t)));
+    let expected = match &a.user_id {
+        Some(u) => Some(u.clone()),
+        None => known_user_from_store(store, &a.id, current.as_deref()).await?,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let (current_tx, _) = watch::channel(current);
+    Ok(AccountRuntime {
+        id: a.id.clone(),
+        settings: Mutex::new(Arc::new(a)),
+        stop,
+        replan: tokio::sync::Notify::new(),
+        current: current_tx,
+        triggers: tx,
+        triggers_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        status: Mutex::new(AccountStatus::default()),
+        disabled: Mutex::new(HashSet::new()),
+        expected_user: Mutex::new(expected),
+        publishing: tokio::sync::Mutex::new(()),
+        sinks_pending: std::sync::atomic::AtomicBool::new(false),
+        unsaved: Mutex::new(None),
+        pending_refresh: Mutex::new(None),
+        passes: std::sync::atomic::AtomicU64::new(0),
+        incident: Mutex::new(None),
+        resolved_by: Mutex::new(None),
+        interrupt: tokio::sync::Notify::new(),
+    })
+}
+
 /// The `source` of tokens delivered by Upstox's notifier webhook.
 pub(crate) const WEBHOOK_SOURCE: &str = "token_request";
 
@@ -409,41 +485,12 @@ impl Engine {
         let now = deps.clock.now();
         let mut accounts = HashMap::new();
         let mut order = Vec::new();
+        let shutdown = CancellationToken::new();
         for a in &deps.settings.accounts {
-            deps.store.upsert_account(&a.id, &a.env, now).await?;
-            let current = deps
-                .store
-                .current_token(&a.id)
-                .await?
-                .map(|t| Arc::new(CurrentToken::from_stored(t)));
-            let expected = match &a.user_id {
-                Some(u) => Some(u.clone()),
-                None => {
-                    known_user_from_store(deps.store.as_ref(), &a.id, current.as_deref()).await?
-                }
-            };
-            let (tx, rx) = mpsc::channel(64);
-            let (current_tx, _) = watch::channel(current);
+            let runtime =
+                new_runtime(deps.store.as_ref(), a.clone(), shutdown.child_token(), now).await?;
             order.push(a.id.clone());
-            accounts.insert(
-                a.id.clone(),
-                Arc::new(AccountRuntime {
-                    settings: a.clone(),
-                    current: current_tx,
-                    triggers: tx,
-                    triggers_rx: Arc::new(tokio::sync::Mutex::new(rx)),
-                    status: Mutex::new(AccountStatus::default()),
-                    disabled: Mutex::new(HashSet::new()),
-                    expected_user: Mutex::new(expected),
-                    publishing: tokio::sync::Mutex::new(()),
-                    sinks_pending: std::sync::atomic::AtomicBool::new(false),
-                    unsaved: Mutex::new(None),
-                    pending_refresh: Mutex::new(None),
-                    passes: std::sync::atomic::AtomicU64::new(0),
-                    incident: Mutex::new(None),
-                    resolved_by: Mutex::new(None),
-                }),
-            );
+            accounts.insert(a.id.clone(), Arc::new(runtime));
         }
         // A daemon killed between storing a token and writing the token files leaves
         // them behind the store: check them once at start (the supervisor rewrites them).
@@ -451,7 +498,7 @@ impl Engine {
             && let Some(c) = a.current.borrow().as_ref()
             && sinks_behind(&deps.settings.sinks, &c.token)
         {
-            tracing::warn!(account = %a.settings.id, "the token files do not hold the current token; rewriting them");
+            tracing::warn!(account = %a.id, "the token files do not hold the current token; rewriting them");
             a.sinks_pending
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -464,23 +511,28 @@ impl Engine {
         let holder = lease::holder_id();
         let engine = Self {
             inner: Arc::new(Inner {
-                settings: deps.settings,
+                settings: Mutex::new(Arc::new(deps.settings)),
                 clock: deps.clock,
                 store: deps.store,
                 upstox: deps.upstox,
-                alerter: deps.alerter,
+                alerter: Mutex::new(deps.alerter),
                 master_key: deps.master_key,
                 states,
                 signins,
-                accounts,
-                order,
-                shutdown: CancellationToken::new(),
+                accounts: Mutex::new(Arc::new(Accounts {
+                    map: accounts,
+                    order,
+                })),
+                reloading: tokio::sync::Mutex::new(()),
+                reloader: Mutex::new(None),
+                late_tasks: Mutex::new(Vec::new()),
+                shutdown,
                 holder,
                 events: tokio::sync::broadcast::channel(256).0,
                 escalation_passes: std::sync::atomic::AtomicU64::new(0),
             }),
         };
-        for a in engine.inner.accounts.values() {
+        for a in engine.accounts().map.values() {
             engine.load_latches(a).await;
         }
         Ok(engine)
@@ -489,8 +541,20 @@ impl Engine {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
-    pub fn settings(&self) -> &DaemonSettings {
-        &self.inner.settings
+    /// The daemon's settings now (a reload may swap them).
+    pub fn settings(&self) -> Arc<DaemonSettings> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    pub(crate) fn accounts(&self) -> Arc<Accounts> {
+        self.inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         &self.inner.store
@@ -498,38 +562,43 @@ impl Engine {
     pub fn upstox(&self) -> &UpstoxClient {
         &self.inner.upstox
     }
-    pub fn alerter(&self) -> Option<&Alerter> {
-        self.inner.alerter.as_ref()
+    pub fn alerter(&self) -> Option<Alerter> {
+        self.inner
+            .alerter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     pub(crate) fn states(&self) -> &StateBook {
         &self.inner.states
     }
     /// Account ids in configuration order.
-    pub fn account_ids(&self) -> &[String] {
-        &self.inner.order
+    pub fn account_ids(&self) -> Vec<String> {
+        self.accounts().order.clone()
     }
     /// The default account: the first configured one.
-    pub fn default_account(&self) -> Option<&str> {
-        self.inner.order.first().map(String::as_str)
+    pub fn default_account(&self) -> Option<String> {
+        self.accounts().order.first().cloned()
     }
-    pub(crate) fn account(&self, id: &str) -> Option<&Arc<AccountRuntime>> {
-        self.inner.accounts.get(id)
+    pub(crate) fn account(&self, id: &str) -> Option<Arc<AccountRuntime>> {
+        self.accounts().map.get(id).cloned()
     }
-    pub fn account_settings(&self, id: &str) -> Option<&AccountSettings> {
-        self.account(id).map(|a| &a.settings)
+    pub fn account_settings(&self, id: &str) -> Option<Arc<AccountSettings>> {
+        self.account(id).map(|a| a.settings())
     }
     /// Finds the account an app's client id belongs to.
-    pub fn account_for_client(&self, client_id: &str) -> Option<&str> {
-        self.inner
+    pub fn account_for_client(&self, client_id: &str) -> Option<String> {
+        let accounts = self.accounts();
+        accounts
             .order
             .iter()
             .find(|id| {
-                self.inner
-                    .accounts
+                accounts
+                    .map
                     .get(*id)
-                    .is_some_and(|a| a.settings.client_id == client_id)
+                    .is_some_and(|a| a.settings().client_id == client_id)
             })
-            .map(String::as_str)
+            .cloned()
     }
 
     /// The Upstox user (UCC) the account's tokens must belong to, if known: from the
@@ -583,7 +652,7 @@ impl Engine {
     pub fn token_state(&self, account: &str) -> Option<TokenState> {
         let now = self.inner.clock.now();
         self.current(account)
-            .map(|c| TokenState::at(c.expires_at, now, &self.inner.settings.thresholds))
+            .map(|c| TokenState::at(c.expires_at, now, &self.settings().thresholds))
     }
 
     /// A single-use link (10 minutes) that signs a browser into the dashboard. Any
@@ -592,7 +661,7 @@ impl Engine {
         let token = self.inner.signins.mint("dashboard", self.inner.clock.now());
         format!(
             "{}/dashboard/signin?token={token}",
-            self.inner.settings.public_url.trim_end_matches('/')
+            self.settings().public_url.trim_end_matches('/')
         )
     }
 
@@ -612,7 +681,7 @@ impl Engine {
         Some(
             self.inner
                 .upstox
-                .authorize_url(&a.settings.client_id, &a.settings.redirect_uri, &state)
+                .authorize_url(&a.settings().client_id, &a.settings().redirect_uri, &state)
                 .to_string(),
         )
     }
@@ -621,7 +690,7 @@ impl Engine {
     /// human (totp, refresh_token), for one-shot use by the CLI when no daemon's
     /// supervisors run in this process. The store lease still keeps it exclusive.
     pub async fn renew_now(&self, account: &str, actor: Actor) -> RenewOutcome {
-        let Some(a) = self.account(account).cloned() else {
+        let Some(a) = self.account(account) else {
             return RenewOutcome::Failed {
                 reason: format!("no account `{account}` is configured"),
             };
@@ -635,9 +704,22 @@ impl Engine {
         self.run_renewal_with(&a, actor, deadline, false).await
     }
 
-    /// Asks for a renewal now. Concurrent calls share one renewal.
+    /// Asks for a renewal now. Concurrent calls share one renewal. A renewal that is
+    /// waiting for a human (a login link, an approval in the Upstox app) is cut short
+    /// and a new one started with the latches cleared: the human's fix may be in.
     pub async fn renew(&self, account: &str, actor: Actor) -> RenewOutcome {
+        if let Some(a) = self.account(account) {
+            a.interrupt.notify_waiters();
+        }
         self.send_trigger(account, TriggerKind::Force, actor).await
+    }
+
+    /// Resolves when a human forces a renewal of `account` (see [`Engine::renew`]).
+    pub(crate) async fn interrupted(&self, account: &str) {
+        match self.account(account) {
+            Some(a) => a.interrupt.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Makes the account's supervisor panic (feature `testing`, for tests of the
@@ -731,7 +813,8 @@ impl Engine {
                 }
             }
             Err(e) => {
-                self.store_failed(a, "an audit event", &e.to_string()).await;
+                self.store_failed(&a, "an audit event", &e.to_string())
+                    .await;
             }
         }
     }
@@ -755,7 +838,7 @@ impl Engine {
             detail: alert.message.clone(),
             at: upkeep_core::expiry::format_ist(alert.at),
         });
-        if let Some(alerter) = &self.inner.alerter {
+        if let Some(alerter) = self.alerter() {
             let kind = alert.kind;
             let outcome = alerter.send(alert).await;
             tracing::debug!(kind = kind.as_str(), ?outcome, "alert");
@@ -776,7 +859,7 @@ impl Engine {
             }
             let remaining =
                 Duration::try_from(target.duration_since(now)).unwrap_or(Duration::ZERO);
-            let chunk = remaining.min(self.inner.settings.poll);
+            let chunk = remaining.min(self.settings().poll);
             tokio::select! {
                 _ = tokio::time::sleep(chunk) => {}
                 _ = self.inner.shutdown.cancelled() => return false,
@@ -829,7 +912,7 @@ impl Engine {
 
     /// Deletes audit events older than the retention (`settings.audit_retention`).
     pub async fn prune_audit_log(&self) {
-        let before = self.inner.clock.now() - self.inner.settings.audit_retention;
+        let before = self.inner.clock.now() - self.settings().audit_retention;
         match self.inner.store.prune_events(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "pruned audit events past the retention"),

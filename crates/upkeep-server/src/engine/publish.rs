@@ -46,7 +46,7 @@ impl Engine {
         actor: Actor,
         validate: bool,
     ) -> Result<Arc<CurrentToken>, RejectReason> {
-        let Some(a) = self.account(account).cloned() else {
+        let Some(a) = self.account(account) else {
             return Err(RejectReason::UnknownAccount(account.to_owned()));
         };
         let now = self.inner.clock.now();
@@ -124,7 +124,7 @@ impl Engine {
         {
             return Ok(Some(c));
         }
-        self.cheap_checks(a, token, self.inner.clock.now(), actor)?;
+        self.cheap_checks(&a, token, self.inner.clock.now(), actor)?;
         Ok(None)
     }
 
@@ -199,7 +199,7 @@ impl Engine {
         source: &str,
         actor: Actor,
     ) -> Result<Arc<CurrentToken>, RejectReason> {
-        let Some(a) = self.account(account).cloned() else {
+        let Some(a) = self.account(account) else {
             return Err(RejectReason::UnknownAccount(account.to_owned()));
         };
         // One publish at a time per account: memory, store and files then agree on
@@ -284,7 +284,7 @@ impl Engine {
             }
             *g = Some(user.clone());
         }
-        let id = &a.settings.id;
+        let id = &a.id;
         if let Err(e) = self
             .inner
             .store
@@ -299,8 +299,8 @@ impl Engine {
     /// account's `sink_write_failing` condition, with an alert; the supervisor writes
     /// again until the files hold the current token.
     pub(super) async fn write_sinks(&self, account: &str, current: &CurrentToken) {
-        let sinks = &self.inner.settings.sinks;
-        let is_default = self.default_account() == Some(account);
+        let sinks = &self.settings().sinks;
+        let is_default = self.default_account().as_deref() == Some(account);
         let now = self.inner.clock.now();
         let mut failures = Vec::new();
         if is_default {
@@ -399,7 +399,7 @@ impl Engine {
             .inner
             .store
             .put_token(
-                &a.settings.id,
+                &a.id,
                 NewToken {
                     token: c.token.clone(),
                     issued_at: c.issued_at,
@@ -414,9 +414,9 @@ impl Engine {
             Ok(_) => {
                 *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 a.clear_condition(CONDITION_STORE);
-                tracing::info!(account = %a.settings.id, token_fp = %c.fingerprint, "the store took the current token");
+                tracing::info!(account = %a.id, token_fp = %c.fingerprint, "the store took the current token");
                 self.audit(
-                    &a.settings.id,
+                    &a.id,
                     Actor::Daemon,
                     "token_stored",
                     &c.source,
@@ -428,7 +428,7 @@ impl Engine {
                 .await;
             }
             Err(e) => {
-                tracing::debug!(account = %a.settings.id, error = %e, "the store still refuses the current token")
+                tracing::debug!(account = %a.id, error = %e, "the store still refuses the current token")
             }
         }
     }
@@ -442,7 +442,7 @@ impl Engine {
         match self
             .inner
             .store
-            .put_secret(&a.settings.id, "refresh_token", &token)
+            .put_secret(&a.id, "refresh_token", &token)
             .await
         {
             Ok(()) => {
@@ -460,7 +460,7 @@ impl Engine {
 
     /// Records that the store refused a write (`store_write_failing`), with an alert.
     pub(super) async fn store_failed(&self, a: &AccountRuntime, what: &str, e: &str) {
-        let id = &a.settings.id;
+        let id = &a.id;
         if a.set_condition(CONDITION_STORE, &format!("{what}: {e}")) {
             tracing::error!(account = %id, error = %e, "the store refused a write: {what}");
             self.alert(Alert::new(

@@ -30,7 +30,7 @@ impl Engine {
         deadline: Timestamp,
         interactive: bool,
     ) -> RenewOutcome {
-        let id = a.settings.id.clone();
+        let id = a.id.clone();
         let lease = match self.take_lease(&id).await {
             Ok(Some(guard)) => guard,
             Ok(None) => {
@@ -145,7 +145,7 @@ impl Engine {
     ) -> Result<Option<LeaseGuard>, upkeep_store::StoreError> {
         let store = &self.inner.store;
         let holder = &self.inner.holder;
-        let ttl = self.inner.settings.lease_ttl;
+        let ttl = self.settings().lease_ttl;
         // Armed before the first attempt: if this future is cancelled after the database
         // granted the lease but before the answer came back, the guard still gives it
         // back (releasing a lease someone else holds changes nothing).
@@ -175,7 +175,7 @@ impl Engine {
     }
 
     pub(super) async fn keep_lease(&self, id: &str) {
-        let ttl = self.inner.settings.lease_ttl;
+        let ttl = self.settings().lease_ttl;
         let every = SignedDuration::try_from(ttl / 3)
             .unwrap_or(SignedDuration::from_mins(1))
             .max(SignedDuration::from_secs(1));
@@ -210,9 +210,9 @@ impl Engine {
         deadline: Timestamp,
         interactive: bool,
     ) -> RenewOutcome {
-        let id = a.settings.id.clone();
+        let id = a.id.clone();
         let mut reasons = Vec::new();
-        for &kind in &a.settings.strategies {
+        for &kind in &a.settings().strategies {
             if !kind.renews() {
                 continue;
             }
@@ -230,7 +230,7 @@ impl Engine {
                 ));
                 continue;
             }
-            let mut delay = self.inner.settings.retry.first;
+            let mut delay = self.settings().retry.first;
             loop {
                 if self.inner.shutdown.is_cancelled() {
                     return RenewOutcome::Cancelled;
@@ -374,7 +374,7 @@ impl Engine {
                         if !self.sleep_until(retry_at).await {
                             return RenewOutcome::Cancelled;
                         }
-                        delay = (delay * 2).min(self.inner.settings.retry.max);
+                        delay = (delay * 2).min(self.settings().retry.max);
                     }
                 }
             }

@@ -16,23 +16,26 @@ impl Engine {
     /// Starts one supervisor task per account and the alert ladder's task, each
     /// supervised: a panic is logged, alerted and the task started again. Call once.
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut handles = Vec::new();
-        for id in &self.inner.order {
-            let Some(a) = self.inner.accounts.get(id) else {
-                continue;
-            };
-            let (engine, account) = (self.clone(), a.clone());
-            handles.push(
-                self.spawn_supervised("supervisor", Some(a.clone()), move || {
-                    engine.clone().supervise(account.clone())
-                }),
-            );
-        }
+        let accounts = self.accounts();
+        let mut handles: Vec<_> = accounts
+            .order
+            .iter()
+            .filter_map(|id| accounts.map.get(id))
+            .map(|a| self.start_supervisor(a.clone()))
+            .collect();
         let engine = self.clone();
         handles.push(self.spawn_supervised("alert ladder", None, move || {
             engine.clone().escalation_loop()
         }));
         handles
+    }
+
+    /// Starts the supervised supervisor task of one account.
+    pub(super) fn start_supervisor(&self, a: Arc<AccountRuntime>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        self.spawn_supervised("supervisor", Some(a.clone()), move || {
+            engine.clone().supervise(a.clone())
+        })
     }
 
     /// What a failed write left to do, tried again every loop until it is done: the
@@ -51,7 +54,7 @@ impl Engine {
         if a.sinks_pending.load(std::sync::atomic::Ordering::Relaxed)
             && let Some(c) = current
         {
-            self.write_sinks(&a.settings.id, &c).await;
+            self.write_sinks(&a.id, &c).await;
         }
         let any_disabled = !a
             .disabled
@@ -62,16 +65,23 @@ impl Engine {
     }
 
     pub(super) fn policy_for(&self, a: &AccountSettings) -> upkeep_core::plan::RenewalPolicy {
-        let mut p = self.inner.settings.policy.clone();
+        let mut p = self.settings().policy.clone();
         p.trade_weekends |= a.trades_weekends;
         p.trade_holidays |= a.trades_holidays;
         p
     }
 
+    /// What the account's plan says now (for a process that runs no supervisor: the
+    /// CLI reading the store).
+    pub fn plan_now(&self, account: &str) -> Option<Plan> {
+        let a = self.account(account)?;
+        Some(self.plan_for(&a, self.inner.clock.now()))
+    }
+
     pub(super) fn plan_for(&self, a: &AccountRuntime, now: Timestamp) -> Plan {
         let current = a.current.borrow().clone();
         let usable = a
-            .settings
+            .settings()
             .strategies
             .iter()
             .any(|s| s.renews() && !a.is_disabled(*s));
@@ -81,9 +91,9 @@ impl Engine {
                 kind: c.kind,
             }),
             can_renew_daily: usable,
-            jitter_seed: jitter_seed(&a.settings.id),
+            jitter_seed: jitter_seed(&a.id),
         };
-        plan(now, &view, &self.policy_for(&a.settings))
+        plan(now, &view, &self.policy_for(&a.settings()))
     }
 
     // The big steps (a renewal, a health check) are boxed: an idle supervisor's future
@@ -95,9 +105,8 @@ impl Engine {
         let triggers = a.triggers_rx.clone();
         let mut rx = triggers.lock().await;
         let rx = &mut *rx;
-        let id = a.settings.id.clone();
-        tracing::info!(account = %id, strategies = ?a.settings.strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "supervisor started");
-        let health_every = self.inner.settings.health_interval;
+        let id = a.id.clone();
+        tracing::info!(account = %id, strategies = ?a.settings().strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "supervisor started");
         let mut next_health = self.inner.clock.now();
         // After an automatic renewal fails, wait this long before the plan may start
         // another one by itself (a human can always force one).
@@ -108,7 +117,7 @@ impl Engine {
         // warning is due, so it cannot be the key.
         let mut warned: Option<(Action, Option<Timestamp>, bool, Timestamp)> = None;
         loop {
-            if self.inner.shutdown.is_cancelled() {
+            if a.stop.is_cancelled() {
                 break;
             }
             // The token files missed the current token (a write failed): try again.
@@ -132,17 +141,12 @@ impl Engine {
                         let deadline = deadline.max(now + SignedDuration::from_mins(30));
                         let outcome =
                             Box::pin(self.run_renewal(&a, Actor::Schedule, deadline)).await;
-                        self.answer_queued(rx, &outcome);
+                        self.answer_queued_unless_interrupted(rx, &outcome);
                         cooldown_until = match outcome {
                             RenewOutcome::Renewed { .. } => None,
                             _ => Some(
                                 self.inner.clock.now()
-                                    + self
-                                        .inner
-                                        .settings
-                                        .retry
-                                        .max
-                                        .max(SignedDuration::from_mins(15)),
+                                    + self.settings().retry.max.max(SignedDuration::from_mins(15)),
                             ),
                         };
                         continue;
@@ -176,7 +180,7 @@ impl Engine {
 
             // Health check of a token that should be valid.
             if now >= next_health {
-                next_health = now + health_every;
+                next_health = now + self.settings().health_interval;
                 if Box::pin(self.adopt_from_store(&a)).await {
                     continue;
                 }
@@ -188,7 +192,7 @@ impl Engine {
                     // Found invalid early: renew now.
                     let deadline = now + SignedDuration::from_hours(1);
                     let outcome = Box::pin(self.run_renewal(&a, Actor::Health, deadline)).await;
-                    self.answer_queued(rx, &outcome);
+                    self.answer_queued_unless_interrupted(rx, &outcome);
                     continue;
                 }
             }
@@ -200,10 +204,13 @@ impl Engine {
             let remaining = Duration::try_from(wake.duration_since(self.inner.clock.now()))
                 .unwrap_or(Duration::ZERO);
             let chunk = remaining
-                .min(self.inner.settings.poll)
+                .min(self.settings().poll)
                 .max(Duration::from_millis(1));
             tokio::select! {
-                _ = self.inner.shutdown.cancelled() => break,
+                _ = a.stop.cancelled() => break,
+                // A reload changed the account's settings: plan again now, without the
+                // wait after a failed renewal (the fix may be in).
+                _ = a.replan.notified() => { cooldown_until = None; }
                 _ = tokio::time::sleep(chunk) => {}
                 _ = changes.changed() => { cooldown_until = None; }
                 t = rx.recv() => {
@@ -223,6 +230,19 @@ impl Engine {
             let _ = t.reply.send(RenewOutcome::Cancelled);
         }
         tracing::info!(account = %id, "supervisor stopped");
+    }
+
+    /// After a renewal the supervisor started: queued triggers share its outcome, unless
+    /// a forced renewal cut it short (then the queued trigger is served next, as a
+    /// renewal of its own; at shutdown the loop refuses the queue).
+    fn answer_queued_unless_interrupted(
+        &self,
+        rx: &mut mpsc::Receiver<Trigger>,
+        outcome: &RenewOutcome,
+    ) {
+        if *outcome != RenewOutcome::Cancelled {
+            self.answer_queued(rx, outcome);
+        }
     }
 
     /// Triggers that arrived while a renewal ran share its outcome (single-flight).
@@ -254,8 +274,8 @@ impl Engine {
             TriggerKind::Force => {
                 // A human asked: give strategies stopped by a credential or
                 // configuration fault another go (memory and the stored latch).
-                if let Err(e) = self.reset_strategies(&a.settings.id, None).await {
-                    tracing::warn!(account = %a.settings.id, error = %e, "cannot clear the lockout latches");
+                if let Err(e) = self.reset_strategies(&a.id, None).await {
+                    tracing::warn!(account = %a.id, error = %e, "cannot clear the lockout latches");
                     a.disabled.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 }
             }
@@ -274,7 +294,7 @@ impl Engine {
     }
 
     pub(super) async fn warn_no_renewal(&self, a: &AccountRuntime, p: &Plan) {
-        let id = &a.settings.id;
+        let id = &a.id;
         let now = self.inner.clock.now();
         let current = a.current.borrow().clone();
         let link = self.login_link(id);

@@ -57,7 +57,7 @@ impl Engine {
                 let message = panic_message(e);
                 let id = account
                     .as_ref()
-                    .map(|a| a.settings.id.clone())
+                    .map(|a| a.id.clone())
                     .unwrap_or_else(|| "*".into());
                 if let Some(a) = &account {
                     a.status_mut(|s| s.supervisor_restarts = restarts);
@@ -78,7 +78,10 @@ impl Engine {
                     .await;
                 let backoff =
                     Duration::from_secs(1 << restarts.min(6)).min(Duration::from_secs(60));
-                let stop = engine.shutdown_token();
+                let stop = match &account {
+                    Some(a) => a.stop.clone(),
+                    None => engine.shutdown_token(),
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}

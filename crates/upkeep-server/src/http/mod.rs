@@ -67,7 +67,7 @@ async fn readyz(State(engine): State<Engine>, headers: HeaderMap) -> Response {
     let now = engine.clock().now();
     let mut ready = store_ok;
     let mut accounts = Vec::new();
-    for id in engine.account_ids() {
+    for id in &engine.account_ids() {
         let status = engine.status(id).unwrap_or_default();
         let valid = engine.current(id).is_some_and(|c| c.is_valid_at(now))
             && status.api_validated != Some(false);

@@ -41,7 +41,7 @@ pub(super) async fn login(
     }
     let account = q
         .account
-        .or_else(|| engine.default_account().map(str::to_owned))
+        .or_else(|| engine.default_account())
         .unwrap_or_default();
     match engine.login_link(&account) {
         Some(link) => Redirect::to(&link).into_response(),
@@ -123,7 +123,7 @@ pub(super) async fn callback(
             "Upstox sent no authorization code. Start again.",
         );
     };
-    let Some(settings) = engine.account_settings(&account).cloned() else {
+    let Some(settings) = engine.account_settings(&account) else {
         return page(
             StatusCode::NOT_FOUND,
             false,

@@ -323,10 +323,7 @@ pub(super) async fn receive(State(gate): State<Arc<Gate>>, body: Bytes) -> Respo
         Ok(p) => p,
         Err(e) => return gate.reject("bad_payload", e.to_string()),
     };
-    let Some(account) = engine
-        .account_for_client(&payload.client_id)
-        .map(str::to_owned)
-    else {
+    let Some(account) = engine.account_for_client(&payload.client_id) else {
         return gate.reject(
             "unknown_client",
             "the notification is for an app upkeep does not manage".into(),

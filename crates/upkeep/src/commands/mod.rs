@@ -19,6 +19,7 @@ use upkeep_server::{Actor, Engine, RenewOutcome, SystemClock};
 
 use crate::cli::{AccountsCommand, ApikeyCommand, Cli, Command, ConfigCommand, TokenCommand};
 use crate::context::{self, Loaded};
+use crate::daemon;
 use crate::output;
 
 /// Bad input from the user: exit code 2 and one line on stderr.
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Login(args) => login(config_path, args.account.as_deref()).await,
         Command::DashboardLink => dashboard_link(config_path).await,
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
+        Command::Reload => reload(config_path).await,
         Command::Accounts { command } => accounts(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
@@ -324,136 +326,240 @@ pub(crate) async fn seed_initial_tokens(loaded: &Loaded, engine: &Engine) {
     }
 }
 
-struct Row {
-    account: String,
-    env: String,
-    token: Option<Arc<upkeep_server::CurrentToken>>,
-    /// What a daemon recorded: the last health-check verdict, open conditions.
-    recorded: upkeep_server::RecordedView,
+/// The running daemon, if one answers with this configuration's local credential;
+/// otherwise `None` after one line on stderr saying the store is read instead.
+async fn ask_daemon(loaded: &Loaded) -> Result<Option<daemon::DaemonClient>> {
+    Ok(daemon::find(&loaded.config).await?.or_say())
 }
 
-impl Row {
-    /// Upstox refused the current token at its last recorded health check.
-    fn refused(&self) -> Option<&upkeep_server::RecordedCheck> {
-        self.recorded.last_check.as_ref().filter(|c| c.refused)
+/// One account as `upkeep status --json` shows it, from what the daemon knows.
+fn row_from_daemon(a: &serde_json::Value) -> serde_json::Value {
+    let t = &a["token"];
+    let check = &a["last_check"];
+    let result = match a["api_validated"].as_bool() {
+        Some(true) => "accepted",
+        Some(false) => "refused",
+        None => "inconclusive",
+    };
+    json!({
+        "account": a["account"],
+        "env": a["env"],
+        "kind": t["kind"],
+        "expires_at": t["expires_at"],
+        "seconds_left": t["seconds_left"],
+        "state": a["state"],
+        "valid": a["valid"],
+        "last_check": if check.is_null() { serde_json::Value::Null } else {
+            json!({"at": check["at"], "result": result, "problem": check["problem"]})
+        },
+        "conditions": a["conditions"],
+        "source": t["source"],
+        "fingerprint": t["fingerprint"],
+        "next_action": a["next_action"],
+        "disabled_strategies": a["disabled_strategies"],
+        "renewing": a["renewing"],
+        "from": "daemon",
+    })
+}
+
+/// The same, from the store (no daemon running): the audit log's last health-check
+/// verdict and open conditions, the latches, and the plan computed now.
+async fn rows_from_store(loaded: &Loaded) -> Result<Vec<serde_json::Value>> {
+    let engine = engine_for(loaded).await?;
+    let now = engine.clock().now();
+    let thresholds = &engine.settings().thresholds;
+    let mut rows = Vec::new();
+    for a in &loaded.config.accounts {
+        let t = engine.current(&a.id);
+        let t = t.as_ref();
+        let recorded = engine.recorded_view(&a.id).await;
+        let refused = recorded.last_check.as_ref().is_some_and(|c| c.refused);
+        let status = engine.status(&a.id).unwrap_or_default();
+        let next = engine.plan_now(&a.id);
+        rows.push(json!({
+            "account": a.id,
+            "env": a.env.as_str(),
+            "kind": t.map(|t| t.kind.as_str()),
+            "expires_at": t.map(|t| format_ist(t.expires_at)),
+            "seconds_left": t.map(|t| t.expires_at.duration_since(now).as_secs().max(0)),
+            "state": if refused { "refused" } else { t.map(|t| TokenState::at(t.expires_at, now, thresholds).as_str()).unwrap_or("missing") },
+            "valid": t.is_some_and(|t| t.is_valid_at(now)) && !refused,
+            "last_check": recorded.last_check.as_ref().map(|c| json!({
+                "at": format_ist(c.at),
+                "result": if c.refused { "refused" } else { "accepted" },
+                "problem": c.problem,
+            })),
+            "conditions": recorded.conditions,
+            "source": t.map(|t| t.source.clone()),
+            "fingerprint": t.map(|t| t.fingerprint.clone()),
+            "next_action": next.map(|p| json!({
+                "action": p.action.as_str(),
+                "at": format_ist(p.at),
+                "deadline": p.deadline.map(format_ist),
+                "reason": p.reason,
+            })),
+            "disabled_strategies": status.disabled,
+            "renewing": false,
+            "from": "store",
+        }));
     }
+    engine.store().close().await;
+    Ok(rows)
 }
 
 async fn status(path: Option<&std::path::Path>, as_json: bool) -> Result<ExitCode> {
     let loaded = context::load_config(path)?;
-    let engine = engine_for(&loaded).await?;
-    let now = engine.clock().now();
-    let thresholds = &engine.settings().thresholds;
-    let mut rows: Vec<Row> = Vec::new();
-    for a in &loaded.config.accounts {
-        rows.push(Row {
-            account: a.id.clone(),
-            env: a.env.as_str().to_owned(),
-            token: engine.current(&a.id),
-            recorded: engine.recorded_view(&a.id).await,
-        });
-    }
+    let daemon = ask_daemon(&loaded).await?;
+    let rows: Vec<serde_json::Value> = match &daemon {
+        Some(d) => d.get("/api/v1/accounts").await?["accounts"]
+            .as_array()
+            .map(|a| a.iter().map(row_from_daemon).collect())
+            .unwrap_or_default(),
+        None => rows_from_store(&loaded).await?,
+    };
     if as_json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let t = r.token.as_ref();
-                json!({
-                    "account": r.account,
-                    "env": r.env,
-                    "kind": t.map(|t| t.kind.as_str()),
-                    "expires_at": t.map(|t| format_ist(t.expires_at)),
-                    "seconds_left": t.map(|t| t.expires_at.duration_since(now).as_secs().max(0)),
-                    "state": if r.refused().is_some() { "refused" } else { t.map(|t| TokenState::at(t.expires_at, now, thresholds).as_str()).unwrap_or("missing") },
-                    "valid": t.is_some_and(|t| t.is_valid_at(now)) && r.refused().is_none(),
-                    "last_check": r.recorded.last_check.as_ref().map(|c| json!({
-                        "at": format_ist(c.at),
-                        "result": if c.refused { "refused" } else { "accepted" },
-                        "problem": c.problem,
-                    })),
-                    "conditions": r.recorded.conditions,
-                    "source": t.map(|t| t.source.clone()),
-                    "fingerprint": t.map(|t| t.fingerprint.clone()),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        let colour = output::colour_enabled();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let colour = output::colour_enabled();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    println!(
+        "{:<12} {:<8} {:<9} {:<26} {:<12} STATE",
+        "ACCOUNT", "ENV", "KIND", "EXPIRES (IST)", "LEFT"
+    );
+    for r in &rows {
+        let left = r["seconds_left"]
+            .as_i64()
+            .filter(|s| *s > 0)
+            .map(|s| format_duration(jiff::SignedDuration::from_secs(s)))
+            .unwrap_or_else(|| "-".into());
+        let state = match r["state"].as_str().unwrap_or_default() {
+            "refused" => "REFUSED by Upstox".to_owned(),
+            "missing" => "no token".to_owned(),
+            "healthy" => output::state_label(TokenState::Healthy, colour),
+            "warning" => output::state_label(TokenState::Warning, colour),
+            "critical" => output::state_label(TokenState::Critical, colour),
+            "expired" => output::state_label(TokenState::Expired, colour),
+            other => other.to_owned(),
+        };
         println!(
-            "{:<12} {:<8} {:<9} {:<26} {:<12} STATE",
-            "ACCOUNT", "ENV", "KIND", "EXPIRES (IST)", "LEFT"
+            "{:<12} {:<8} {:<9} {:<26} {:<12} {}",
+            text(&r["account"]),
+            text(&r["env"]),
+            text(&r["kind"]),
+            text(&r["expires_at"]),
+            left,
+            state
         );
-        for r in &rows {
-            match &r.token {
-                Some(t) => {
-                    let state = TokenState::at(t.expires_at, now, thresholds);
-                    let left = t.expires_at.duration_since(now);
-                    println!(
-                        "{:<12} {:<8} {:<9} {:<26} {:<12} {}",
-                        r.account,
-                        r.env,
-                        t.kind.as_str(),
-                        format_ist(t.expires_at),
-                        if left.is_positive() {
-                            format_duration(left)
-                        } else {
-                            "-".into()
-                        },
-                        match r.refused() {
-                            Some(_) => "REFUSED by Upstox".to_owned(),
-                            None => output::state_label(state, colour),
-                        }
-                    );
+    }
+    if rows.is_empty() {
+        println!("(no accounts configured)");
+    }
+    for r in &rows {
+        let id = text(&r["account"]);
+        let check = &r["last_check"];
+        if !check.is_null() {
+            let problem = check["problem"].as_str();
+            match check["result"].as_str() {
+                Some("refused") => println!(
+                    "{id}: the health check at {} found the token refused by Upstox ({}); run `upkeep renew --account {id}`",
+                    text(&check["at"]),
+                    problem.unwrap_or("refused"),
+                ),
+                Some("accepted") => {
+                    println!("{id}: last health check {}: accepted", text(&check["at"]))
                 }
-                None => println!(
-                    "{:<12} {:<8} {:<9} {:<26} {:<12} no token",
-                    r.account, r.env, "-", "-", "-"
+                _ => println!(
+                    "{id}: last health check {}: {}",
+                    text(&check["at"]),
+                    problem.unwrap_or("inconclusive")
                 ),
             }
         }
-        if rows.is_empty() {
-            println!("(no accounts configured)");
+        if let Some(next) = r["next_action"].as_object() {
+            println!(
+                "{id}: next: {} at {} ({})",
+                next.get("action").and_then(|v| v.as_str()).unwrap_or("-"),
+                next.get("at").and_then(|v| v.as_str()).unwrap_or("-"),
+                next.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+            );
         }
-        for r in &rows {
-            if let Some(c) = r.refused() {
+        let disabled: Vec<&str> = r["disabled_strategies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        if !disabled.is_empty() {
+            println!(
+                "{id}: disabled after a credential or configuration fault: {}; fix it, then `upkeep renew --account {id}`",
+                disabled.join(", ")
+            );
+        }
+        if let Some(conditions) = r["conditions"].as_object() {
+            for (name, detail) in conditions {
                 println!(
-                    "{}: a health check at {} found the token refused by Upstox ({}); run `upkeep renew --account {}`",
-                    r.account,
-                    format_ist(c.at),
-                    c.problem.as_deref().unwrap_or("refused"),
-                    r.account
+                    "{id}: condition {name}: {}",
+                    detail.as_str().unwrap_or_default()
                 );
-            }
-            for (name, detail) in &r.recorded.conditions {
-                println!("{}: condition {name}: {detail}", r.account);
             }
         }
     }
-    engine.store().close().await;
+    match &daemon {
+        Some(d) => println!("(as the daemon on {} sees it)", d.address()),
+        None => println!("(from the store: no daemon running)"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why there is no valid token, with what to do, as one line.
+fn no_valid_token(id: &str, why: String) -> anyhow::Error {
+    anyhow::anyhow!("{why}; run `upkeep renew --account {id}` or `upkeep login --account {id}`")
 }
 
 async fn valid_token(loaded: &Loaded, account: Option<&str>) -> Result<AccessToken> {
     let id = context::pick_account(&loaded.config, account)?;
+    if let Some(d) = ask_daemon(loaded).await? {
+        return match d.get(&format!("/api/v1/accounts/{id}/token")).await {
+            Ok(v) => v["access_token"]
+                .as_str()
+                .map(AccessToken::new)
+                .ok_or_else(|| anyhow::anyhow!("the daemon's answer holds no access_token")),
+            Err(e) => match daemon::api_error(&e) {
+                Some(a) if a.status == 404 => Err(UsageError(format!(
+                    "the running daemon has no account `{id}` (changed upkeep.toml? run `upkeep reload`)"
+                ))
+                .into()),
+                Some(a) if a.status == 409 => {
+                    let why = a.message.split("; a renewal is due").next().unwrap_or(&a.message);
+                    Err(no_valid_token(&id, why.to_owned()))
+                }
+                _ => Err(e),
+            },
+        };
+    }
     let engine = engine_for(loaded).await?;
     let now = engine.clock().now();
     let current = engine.current(&id);
     let recorded = engine.recorded_view(&id).await;
     engine.store().close().await;
     if let Some(check) = recorded.last_check.filter(|c| c.refused) {
-        bail!(
-            "Upstox refused the token of account `{id}` at a health check at {} ({}); run `upkeep renew --account {id}` or `upkeep login --account {id}`",
-            format_ist(check.at),
-            check.problem.as_deref().unwrap_or("refused")
-        );
+        return Err(no_valid_token(
+            &id,
+            format!(
+                "Upstox refused the token of account `{id}` at a health check at {} ({})",
+                format_ist(check.at),
+                check.problem.as_deref().unwrap_or("refused")
+            ),
+        ));
     }
     match current {
         Some(c) if c.is_valid_at(now) => Ok(c.token.clone()),
-        Some(c) => bail!(
-            "the token of account `{id}` expired at {}; run `upkeep renew --account {id}` or `upkeep login --account {id}`",
-            format_ist(c.expires_at)
-        ),
+        Some(c) => Err(no_valid_token(
+            &id,
+            format!(
+                "the token of account `{id}` expired at {}",
+                format_ist(c.expires_at)
+            ),
+        )),
         None => bail!(
             "account `{id}` has no token yet; run `upkeep renew --account {id}` or import one with `upkeep token set`"
         ),
@@ -592,6 +698,9 @@ async fn renew(
     } else {
         vec![context::pick_account(&loaded.config, account)?]
     };
+    if let Some(d) = ask_daemon(&loaded).await? {
+        return renew_via_daemon(&d, &ids).await;
+    }
     let engine = engine_for(&loaded).await?;
     let mut failed = false;
     for id in ids {
@@ -635,6 +744,98 @@ async fn renew(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `upkeep renew` with a daemon running: the daemon renews (sharing the flight with its
+/// own triggers and re-enabling strategies a fault stopped) and answers with the outcome.
+async fn renew_via_daemon(d: &daemon::DaemonClient, ids: &[String]) -> Result<ExitCode> {
+    let mut failed = false;
+    for id in ids {
+        let spinner = spinner(format!("the daemon on {} is renewing {id}", d.address()));
+        let result = d.post(&format!("/api/v1/accounts/{id}/renew")).await;
+        spinner.abort();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K");
+        }
+        match result {
+            Ok(v) if v["status"] == "renewed" => {
+                let until = d
+                    .get(&format!("/api/v1/accounts/{id}"))
+                    .await
+                    .ok()
+                    .and_then(|a| a["token"]["expires_at"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                eprintln!(
+                    "{id}: renewed by the daemon with {} (fingerprint {}), valid until {until}",
+                    v["strategy"].as_str().unwrap_or("?"),
+                    v["fingerprint"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(v) => eprintln!("{id}: {}", v["status"].as_str().unwrap_or("done")),
+            Err(e) => {
+                failed = true;
+                match daemon::api_error(&e) {
+                    Some(a) if a.status == 404 => eprintln!(
+                        "{id}: the running daemon has no such account (changed upkeep.toml? run `upkeep reload`)"
+                    ),
+                    Some(a) if a.status == 409 => eprintln!("{id}: {}", a.message),
+                    Some(a) => {
+                        eprintln!("{id}: renewal failed: {}", a.message);
+                        eprintln!("{id}: log in by hand with `upkeep login --account {id}`");
+                    }
+                    None => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `upkeep reload`: the running daemon re-reads its configuration.
+async fn reload(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    // An invalid file would be refused by the daemon too: say why, exit 1, leave it be.
+    let loaded = context::load_config(path).map_err(|e| {
+        anyhow::anyhow!("{e:#}; not reloaded: the daemon keeps its running configuration")
+    })?;
+    let found = daemon::find(&loaded.config).await?;
+    let d = match found {
+        daemon::Found::Running(d) => d,
+        daemon::Found::NotRunning(why) => bail!("{why}: nothing to reload"),
+    };
+    match d.post("/api/v1/reload").await {
+        Ok(v) => {
+            let list = |k: &str| {
+                let ids: Vec<&str> = v[k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                if ids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            };
+            eprintln!(
+                "the daemon on {} reloaded its configuration: added {}, removed {}, changed {}",
+                d.address(),
+                list("added"),
+                list("removed"),
+                list("changed")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => match daemon::api_error(&e) {
+            Some(a) => bail!(
+                "not reloaded: {}; the daemon keeps its running configuration",
+                a.message
+            ),
+            None => Err(e),
+        },
+    }
 }
 
 /// A progress indicator on stderr (only on a terminal).
@@ -922,6 +1123,12 @@ async fn apikey(path: Option<&std::path::Path>, command: ApikeyCommand) -> Resul
         ApikeyCommand::Create { name, scope } => {
             if name.trim().is_empty() || name.len() > 64 {
                 return Err(UsageError("--name must be 1 to 64 characters".into()).into());
+            }
+            if name == upkeep_server::api::keys::LOCAL_KEY_NAME {
+                return Err(UsageError(format!(
+                    "`{name}` names the daemon's local credential; choose another name"
+                ))
+                .into());
             }
             // 256 random bits: a fast digest is the right check for keys like these.
             let raw: [u8; 32] = rand::random();

@@ -11,11 +11,13 @@ use upkeep_server::alerts::{AlertPolicy, Alerter, EmailTarget, WebhookFormat, We
 
 use crate::cli::ServeArgs;
 use crate::commands::{UsageError, seed_initial_tokens, sim::shutdown_signal};
-use crate::context;
+use crate::{context, daemon};
 
 pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
-    // First: a SIGTERM during start-up then stops the daemon cleanly too.
+    // First: a SIGTERM during start-up then stops the daemon cleanly too, and a SIGHUP
+    // (reload) does not kill it.
     let stop = shutdown_signal();
+    let hangups = hangup_signal();
     let mut loaded = context::load_config(path)?;
     if args.follow_sim_clock && !loaded.config.upstox.follow_sim_clock {
         loaded.config.upstox.follow_sim_clock = true;
@@ -59,6 +61,7 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         tracing::info!(api_url = %config.upstox.api_url, %now, "following the simulator's clock");
     }
     let alerter = alerter(config, clock.clone())?;
+    let reloader = reloader(path, &loaded, clock.clone());
     let deps = context::engine_deps(&loaded, clock, alerter).await?;
     let listener = bind(&listen).await?;
     if let Ok(addr) = listener.local_addr()
@@ -71,20 +74,84 @@ pub async fn run(path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         tracing::warn!(%addr, "listening on a non-loopback address");
     }
     remove_crash_leftovers(config);
+    let addr = listener.local_addr()?;
+    // The CLI's way in (status, token, renew, reload): a key only this user can read,
+    // valid while this daemon runs.
+    let (credential, digest) =
+        daemon::LocalCredential::create(&daemon::credential_path(config), addr)?;
     let app = App::build(deps, listener)
         .await
-        .context("cannot start the daemon")?;
+        .context("cannot start the daemon")?
+        .with_local_key(digest);
     seed_initial_tokens(&loaded, app.engine()).await;
-    let addr = app.local_addr()?;
-    tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), "upkeep serving");
+    app.engine().set_reloader(reloader);
+    if let Some(mut hangups) = hangups {
+        let engine = app.engine().clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // An invalid configuration is logged by the engine and the running one kept.
+                let _ = engine.reload().await;
+            }
+        });
+    }
+    tracing::info!(%addr, accounts = app.engine().account_ids().len(), store = %config.store.redacted_url(), credential = %credential.path().display(), "upkeep serving");
     eprintln!("upkeep serving on http://{addr} (healthz: http://{addr}/healthz)");
     let following = follower.map(|f| tokio::spawn(async move { f.follow().await }));
     let result = app.run_until_stopped(stop).await;
     if let Some(task) = following {
         task.abort();
     }
+    credential.remove();
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP, handled from now on (its default would end the process).
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup()).ok()
+}
+
+/// Reads and fully validates the configuration again for a reload (`upkeep reload`,
+/// SIGHUP): the same file and environment as at start. Parts that need a restart are
+/// warned about when they changed.
+fn reloader(
+    path: Option<&Path>,
+    started: &context::Loaded,
+    clock: Arc<dyn upkeep_core::Clock>,
+) -> upkeep_server::Reloader {
+    let path = path.map(Path::to_path_buf);
+    let before = started.config.clone();
+    Arc::new(move || {
+        let loaded = context::load_config(path.as_deref()).map_err(|e| format!("{e:#}"))?;
+        let c = &loaded.config;
+        let alerter = alerter(c, clock.clone()).map_err(|e| format!("{e:#}"))?;
+        context::upstox_client(c).map_err(|e| format!("{e:#}"))?;
+        let restart_needed = [
+            ("[server] listen", c.server.listen != before.server.listen),
+            (
+                "[store] url",
+                c.store.url.expose() != before.store.url.expose(),
+            ),
+            (
+                "[store] key_file",
+                c.store.key_file != before.store.key_file,
+            ),
+            (
+                "[upstox]",
+                c.upstox.api_url != before.upstox.api_url
+                    || c.upstox.order_url != before.upstox.order_url
+                    || c.upstox.login_url != before.upstox.login_url,
+            ),
+        ];
+        for (what, changed) in restart_needed {
+            if changed {
+                tracing::warn!("{what} changed: it takes effect after a restart, not a reload");
+            }
+        }
+        Ok((context::daemon_settings(c), alerter))
+    })
 }
 
 /// Binds the listener with a deep accept queue (a burst of connections waits in the
