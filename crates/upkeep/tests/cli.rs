@@ -2087,3 +2087,38 @@ fn reload_and_sighup_apply_a_valid_config_without_a_restart_and_refuse_an_invali
         .unwrap();
     assert!(serve.0.wait().unwrap().success());
 }
+
+#[test]
+fn with_follow_sim_clock_the_cli_judges_tokens_on_the_simulators_clock() {
+    // No daemon: `upkeep token` reads the store, and with follow_sim_clock it asks the
+    // simulator what time it is. A token valid on the wall clock is dead once the
+    // simulator's clock has passed the next 03:30 IST.
+    let env = Env::new();
+    let (_sim, c) = start_sim(&env, free_port());
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(env.path("upkeep.toml")).unwrap();
+    std::fs::write(
+        env.path("follow.toml"),
+        format!("{text}\n[upstox]\napi_url = \"{base}\"\nfollow_sim_clock = true\n"),
+    )
+    .unwrap();
+    let config = env.path("follow.toml");
+    env.cmd_with(&config)
+        .args(["token", "set", "--account", "main"])
+        .write_stdin(daily_token_valid_now("AB1234"))
+        .assert()
+        .success();
+    env.cmd_with(&config).args(["token"]).assert().success();
+    let later = (real_now() + SignedDuration::from_hours(48))
+        .to_zoned(upkeep_core::expiry::ist())
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    post_json(
+        &format!("{base}/sim/clock"),
+        &serde_json::json!({ "jump_to_ist": later }),
+    );
+    let out = env.cmd_with(&config).args(["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The store was left as it was: on the wall clock the token still works.
+    env.cmd().args(["token"]).assert().success();
+}

@@ -7,7 +7,6 @@ mod sim;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use jiff::Timestamp;
@@ -295,8 +294,10 @@ pub(crate) fn sink_lines(c: &upkeep_core::config::Config) -> Vec<String> {
 
 /// Opens config, key, store, and builds an engine (supervisors not started).
 async fn engine_for(loaded: &Loaded) -> Result<Engine> {
-    let engine =
-        Engine::new(context::engine_deps(loaded, Arc::new(SystemClock), None).await?).await?;
+    // The machine's clock, or the simulator's with [upstox] follow_sim_clock (one read;
+    // a one-shot command extrapolates from it at the simulator's speed).
+    let (clock, _follower) = context::clock(&loaded.config).await?;
+    let engine = Engine::new(context::engine_deps(loaded, clock, None).await?).await?;
     seed_initial_tokens(loaded, &engine).await;
     Ok(engine)
 }
