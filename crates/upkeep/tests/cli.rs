@@ -2122,3 +2122,20 @@ fn with_follow_sim_clock_the_cli_judges_tokens_on_the_simulators_clock() {
     // The store was left as it was: on the wall clock the token still works.
     env.cmd().args(["token"]).assert().success();
 }
+
+#[test]
+fn an_invalid_listen_port_is_named_as_such_not_blamed_on_another_upkeep() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:99999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:99999: not an address:port"),
+        "{err}"
+    );
+    assert!(!err.contains("another upkeep"), "{err}");
+}
