@@ -297,6 +297,62 @@ async fn consumers_read_the_valid_token_and_get_409_with_a_reason_when_there_is_
 }
 
 #[tokio::test]
+async fn the_token_answer_follows_the_clock_and_a_rotation_serves_the_new_token() {
+    let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
+    let seeded = h.seeded.clone().unwrap();
+    let read = || async {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/api/v1/accounts/main/token", h.daemon_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        resp.text().await.unwrap()
+    };
+    // Exactly the JSON object the endpoint has always answered, byte for byte.
+    let expected = |token: &AccessToken, seconds_left: i64| {
+        json!({
+            "account": ACCOUNT,
+            "access_token": token.expose(),
+            "token_type": "Bearer",
+            "kind": "daily",
+            "expires_at": "2026-12-02T03:30:00+05:30",
+            "seconds_left": seconds_left,
+            "fingerprint": token.fingerprint(),
+        })
+        .to_string()
+    };
+    // 10:00 IST to 03:30 IST: 17.5 hours.
+    assert_eq!(read().await, expected(&seeded, 63_000));
+    // A minute later, the same token with a minute less (the rendering is kept per
+    // token; the seconds left are not).
+    h.clock.set(ist(day(), 10, 1, 0));
+    assert_eq!(read().await, expected(&seeded, 62_940));
+
+    // A rotation: the next read serves the new token, not the one rendered before.
+    let (status, done) = call(
+        &h,
+        Method::POST,
+        "/api/v1/accounts/main/renew",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("renewed")),
+        "{done}"
+    );
+    let fresh = h.current().unwrap();
+    assert_ne!(fresh.token, seeded);
+    assert_eq!(done["fingerprint"], fresh.fingerprint);
+    assert_eq!(read().await, expected(&fresh.token, 62_940));
+}
+
+#[tokio::test]
 async fn a_key_revoked_by_another_process_stops_working_without_a_restart() {
     let h = app(Setup::at(ist(day(), 10, 0, 0)).token_issued_at(ist(day(), 9, 0, 0))).await;
     let (status, _) = call(

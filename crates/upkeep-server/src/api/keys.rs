@@ -60,7 +60,7 @@ impl Scope {
 /// A live key as the cache holds it.
 #[derive(Clone)]
 struct Live {
-    name: String,
+    name: Arc<str>,
     digest: [u8; 32],
     scope: Scope,
 }
@@ -68,7 +68,8 @@ struct Live {
 /// Who a request's key says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHolder {
-    pub name: String,
+    /// Shared with the cache (no copy per request).
+    pub name: Arc<str>,
     pub scope: Scope,
     /// Signed in through the dashboard's session cookie (not a key): changes need the
     /// session's CSRF token too.
@@ -121,7 +122,7 @@ impl KeyCache {
                     .filter_map(|k| {
                         Some(Live {
                             scope: Scope::parse(&k.scope)?,
-                            name: k.name,
+                            name: k.name.into(),
                             digest: k.digest,
                         })
                     })

@@ -20,11 +20,13 @@
 
 pub mod keys;
 mod metrics_text;
+mod token_body;
 
 pub use metrics_text::install_recorder as install_metrics_recorder;
+pub use token_body::TokenBody;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -357,7 +359,7 @@ async fn renew_account(
         return unknown_account(&id);
     }
     // `upkeep renew` on the host comes with the local credential: audited as the CLI.
-    let actor = if holder.name == keys::LOCAL_KEY_NAME {
+    let actor = if &*holder.name == keys::LOCAL_KEY_NAME {
         Actor::Cli
     } else {
         Actor::Api
@@ -370,52 +372,53 @@ async fn renew_account(
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/token", tag = "upkeep", summary = "The current valid access token, for consumer programs", description = "Scope: token:read.", security(("api_key" = []), ("dashboard_session" = [])), params(("id" = String, Path, description = "The account id (as configured)")), responses((status = 200, description = "the token (Cache-Control: no-store)"), (status = 404, description = "unknown account"), (status = 409, description = "no valid token: missing, expired or refused by Upstox (the reason in the error)"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
 async fn get_token(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    // The whole request, for its headers: borrowed, where a `HeaderMap` extractor
+    // would copy them.
+    req: Request,
 ) -> Response {
-    let holder = match require(&state, &headers, Scope::TokenRead) {
+    let holder = match require(&state, req.headers(), Scope::TokenRead) {
         Ok(h) => h,
         Err(r) => return r.into_response(),
     };
-    if state.engine.account_settings(&id).is_none() {
+    let Some((current, refused)) = state.engine.token_for_reading(&id) else {
         return unknown_account(&id);
-    }
+    };
     let now = state.engine.clock().now();
-    let status = state.engine.status(&id).unwrap_or_default();
-    let refused = status.api_validated == Some(false);
-    match state.engine.current(&id) {
+    match current {
         Some(c) if c.is_valid_at(now) && !refused => {
             tracing::debug!(account = %id, key = %holder.name, token_fp = %c.fingerprint, "token read");
-            let mut resp = Json(json!({
-                "account": id,
-                "access_token": c.token.expose(),
-                "token_type": "Bearer",
-                "kind": c.kind.as_str(),
-                "expires_at": format_ist(c.expires_at),
-                "seconds_left": c.expires_at.duration_since(now).as_secs().max(0),
-                "fingerprint": c.fingerprint,
-            }))
-            .into_response();
-            // A token is a credential: never cached on the way.
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
+            let seconds_left = c.expires_at.duration_since(now).as_secs();
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    // A token is a credential: never cached on the way.
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+                c.api_body.answer(&id, &c, seconds_left),
+            )
+                .into_response()
         }
-        Some(_) if refused => error(
-            StatusCode::CONFLICT,
-            "token_refused",
-            format!(
-                "Upstox refused account `{id}`'s token at the health check at {} ({}); a \
-                 renewal is due (POST /api/v1/accounts/{id}/renew)",
-                status
-                    .last_check
-                    .map(format_ist)
-                    .unwrap_or_else(|| "?".into()),
-                status.last_check_problem.as_deref().unwrap_or("refused"),
-            ),
-        ),
+        Some(_) if refused => {
+            // Off the hot path: the status copy only when explaining a refusal.
+            let status = state.engine.status(&id).unwrap_or_default();
+            error(
+                StatusCode::CONFLICT,
+                "token_refused",
+                format!(
+                    "Upstox refused account `{id}`'s token at the health check at {} ({}); a \
+                     renewal is due (POST /api/v1/accounts/{id}/renew)",
+                    status
+                        .last_check
+                        .map(format_ist)
+                        .unwrap_or_else(|| "?".into()),
+                    status.last_check_problem.as_deref().unwrap_or("refused"),
+                ),
+            )
+        }
         Some(c) => error(
             StatusCode::CONFLICT,
             "token_expired",

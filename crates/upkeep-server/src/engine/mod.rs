@@ -55,6 +55,9 @@ pub struct CurrentToken {
     pub fingerprint: String,
     /// The user (UCC) the token belongs to, from its `sub` claim.
     pub user_id: Option<String>,
+    /// The token endpoint's answer for this token, rendered on the first read (it
+    /// goes, zeroized, with the token: a rotation makes a new `CurrentToken`).
+    pub(crate) api_body: crate::api::TokenBody,
 }
 
 impl CurrentToken {
@@ -73,6 +76,7 @@ impl CurrentToken {
             source: t.source,
             stored_at: t.stored_at,
             fingerprint: t.fingerprint,
+            api_body: Default::default(),
         }
     }
 
@@ -625,6 +629,15 @@ impl Engine {
     /// A receiver that sees every change of the account's current token.
     pub fn subscribe(&self, account: &str) -> Option<watch::Receiver<Option<Arc<CurrentToken>>>> {
         self.account(account).map(|a| a.current.subscribe())
+    }
+
+    /// What the token endpoint needs, without copying the status: `None` for an
+    /// unknown account, else the current token and whether Upstox refused it at the
+    /// last health check.
+    pub fn token_for_reading(&self, account: &str) -> Option<(Option<Arc<CurrentToken>>, bool)> {
+        let a = self.account(account)?;
+        let refused = a.status_mut(|s| s.api_validated == Some(false));
+        Some((a.current.borrow().clone(), refused))
     }
 
     pub fn status(&self, account: &str) -> Option<AccountStatus> {

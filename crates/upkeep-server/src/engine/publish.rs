@@ -249,6 +249,7 @@ impl Engine {
                     source: source.to_owned(),
                     stored_at: now,
                     user_id: Some(sub.clone()),
+                    api_body: Default::default(),
                 });
                 *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
                 current

@@ -18,12 +18,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,7 +32,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Descriptors kept free for the daemon's own work when the cap is derived from the
 /// open-file limit.
@@ -80,25 +80,59 @@ pub fn open_file_limit() -> Option<usize> {
     soft.parse().ok()
 }
 
-/// One open connection, as the accept loop sees it.
+/// `Conn::signal` bits.
+const KILL: u8 = 1;
+const FINISH: u8 = 2;
+
+/// One open connection, as the accept loop, the sweeper and the connection's own task
+/// see it. Nothing here reads a clock or takes a lock per request.
+#[derive(Default)]
 struct Conn {
     /// Requests being answered on it now.
-    busy: Arc<AtomicUsize>,
-    /// Milliseconds since `epoch` when bytes last moved.
-    last_active: Arc<AtomicU64>,
-    /// Dropped at once when cancelled (evicted, idle, or past the shutdown deadline).
-    kill: CancellationToken,
+    busy: AtomicUsize,
+    /// When bytes last moved, by the [`Coarse`] clock.
+    last_active: AtomicU64,
+    /// [`KILL`]: dropped at once (evicted, idle, or past the shutdown deadline);
+    /// [`FINISH`]: asked to finish (shutdown).
+    signal: AtomicU8,
+    /// The connection's task, woken when `signal` changes.
+    waker: AtomicWaker,
+}
+
+impl Conn {
+    fn send(&self, bit: u8) {
+        self.signal.fetch_or(bit, Ordering::Release);
+        self.waker.wake();
+    }
+    fn killed(&self) -> bool {
+        self.signal.load(Ordering::Acquire) & KILL != 0
+    }
+}
+
+/// Milliseconds since the listener's epoch, as of the last accept or sweep: what a
+/// read or write records instead of reading the clock. Behind the real time by at most
+/// one [`sweep_every`].
+#[derive(Clone)]
+struct Coarse(Arc<AtomicU64>);
+
+impl Coarse {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn advance(&self, to: u64) {
+        self.0.fetch_max(to, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
 struct Conns {
-    map: Mutex<HashMap<u64, Conn>>,
+    map: Mutex<HashMap<u64, Arc<Conn>>>,
     /// Signalled whenever a connection closes.
     closed: Notify,
 }
 
 impl Conns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -107,17 +141,55 @@ impl Conns {
     fn evict_idlest(&self) -> bool {
         let map = self.lock();
         let victim = map
-            .iter()
-            .filter(|(_, c)| c.busy.load(Ordering::Relaxed) == 0 && !c.kill.is_cancelled())
-            .min_by_key(|(_, c)| c.last_active.load(Ordering::Relaxed));
+            .values()
+            .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.killed())
+            .min_by_key(|c| c.last_active.load(Ordering::Relaxed));
         match victim {
-            Some((_, c)) => {
-                c.kill.cancel();
+            Some(c) => {
+                c.send(KILL);
                 true
             }
             None => false,
         }
     }
+
+    /// Closes the connections with no request in flight and no bytes moved for
+    /// `quiet` ms (at `now`, ms since the epoch).
+    fn sweep(&self, now: u64, quiet: u64) {
+        for c in self.lock().values() {
+            if c.busy.load(Ordering::Relaxed) == 0
+                && now.saturating_sub(c.last_active.load(Ordering::Relaxed)) >= quiet
+            {
+                c.send(KILL);
+            }
+        }
+    }
+
+    fn send_all(&self, bit: u8) -> usize {
+        let map = self.lock();
+        for c in map.values() {
+            c.send(bit);
+        }
+        map.len()
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the sweeper advances the [`Coarse`] clock and looks for idle
+/// connections: a fraction of the idle timeout. A connection's activity is recorded up
+/// to this much early, so the sweeper waits for `idle` plus this much on the coarse
+/// clock: a quiet connection is closed between `idle` and `idle + 2 × this` after its
+/// last byte, never before.
+fn sweep_every(idle: Duration) -> Duration {
+    (idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, asks
@@ -132,7 +204,23 @@ pub async fn serve(
     tracing::debug!(cap, "HTTP connection cap");
     let epoch = Instant::now();
     let conns = Arc::new(Conns::default());
-    let draining = CancellationToken::new();
+    // One task watches every connection's idleness (not a timer per connection).
+    let coarse = Coarse(Arc::new(AtomicU64::new(0)));
+    let _sweeper = AbortOnDrop(tokio::spawn({
+        let (conns, coarse) = (conns.clone(), coarse.clone());
+        let every = sweep_every(limits.idle_timeout);
+        let quiet = u64::try_from((limits.idle_timeout + every).as_millis()).unwrap_or(u64::MAX);
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = millis_since(epoch);
+                coarse.advance(now);
+                conns.sweep(now, quiet);
+            }
+        }
+    }));
     let mut tasks = JoinSet::new();
     let mut next_id = 0u64;
     let mut accept_errors_logged = 0u32;
@@ -146,13 +234,13 @@ pub async fn serve(
                 tracing::warn!(cap, "connection cap reached with every connection busy");
             }
             tokio::select! {
-                _ = &mut shutdown => return drain(tasks, &conns, &draining, limits).await,
+                _ = &mut shutdown => return drain(tasks, &conns, limits).await,
                 _ = closed => {}
                 Some(_) = tasks.join_next() => {}
             }
         }
         let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => return drain(tasks, &conns, &draining, limits).await,
+            _ = &mut shutdown => return drain(tasks, &conns, limits).await,
             Some(_) = tasks.join_next() => continue,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -174,17 +262,13 @@ pub async fn serve(
         }
         next_id += 1;
         let id = next_id;
-        let conn = Conn {
-            busy: Arc::new(AtomicUsize::new(0)),
-            last_active: Arc::new(AtomicU64::new(millis_since(epoch))),
-            kill: CancellationToken::new(),
-        };
+        let now = millis_since(epoch);
+        coarse.advance(now);
+        let conn = Arc::new(Conn::default());
+        conn.last_active.store(now, Ordering::Relaxed);
         let task = ConnTask {
-            busy: conn.busy.clone(),
-            last_active: conn.last_active.clone(),
-            kill: conn.kill.clone(),
-            draining: draining.clone(),
-            epoch,
+            conn: conn.clone(),
+            coarse: coarse.clone(),
             limits,
         };
         conns.lock().insert(id, conn);
@@ -199,25 +283,14 @@ pub async fn serve(
 }
 
 /// Stops accepting; asks every connection to finish; drops the rest at the deadline.
-async fn drain(
-    mut tasks: JoinSet<()>,
-    conns: &Conns,
-    draining: &CancellationToken,
-    limits: ServeLimits,
-) -> io::Result<()> {
-    draining.cancel();
+async fn drain(mut tasks: JoinSet<()>, conns: &Conns, limits: ServeLimits) -> io::Result<()> {
+    conns.send_all(FINISH);
     let all_done = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(limits.shutdown_deadline, all_done)
         .await
         .is_err()
     {
-        let left = {
-            let map = conns.lock();
-            for c in map.values() {
-                c.kill.cancel();
-            }
-            map.len()
-        };
+        let left = conns.send_all(KILL);
         tracing::warn!(
             connections = left,
             "shutdown deadline passed; dropping the connections still open"
@@ -232,20 +305,17 @@ fn millis_since(epoch: Instant) -> u64 {
 }
 
 struct ConnTask {
-    busy: Arc<AtomicUsize>,
-    last_active: Arc<AtomicU64>,
-    kill: CancellationToken,
-    draining: CancellationToken,
-    epoch: Instant,
+    conn: Arc<Conn>,
+    coarse: Coarse,
     limits: ServeLimits,
 }
 
 /// Decrements the in-flight count when a request's future ends (or is dropped).
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<Conn>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -253,13 +323,13 @@ impl ConnTask {
     async fn run(self, stream: TcpStream, router: Router) {
         let io = TokioIo::new(Activity {
             inner: stream,
-            last_active: self.last_active.clone(),
-            epoch: self.epoch,
+            conn: self.conn.clone(),
+            coarse: self.coarse.clone(),
         });
-        let busy = self.busy.clone();
+        let conn = self.conn.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            busy.fetch_add(1, Ordering::Relaxed);
-            let guard = InFlight(busy.clone());
+            conn.busy.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight(conn.clone());
             let router = router.clone();
             async move {
                 let response = tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new))
@@ -269,56 +339,48 @@ impl ConnTask {
                 Ok::<_, Infallible>(response)
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
+        let http = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
             .keep_alive(true)
             .serve_connection(io, service)
             .with_upgrades();
-        tokio::pin!(conn);
-        let idle = self.limits.idle_timeout;
-        let check_every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-        let mut tick = tokio::time::interval(check_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(http);
         let mut asked_to_finish = false;
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = self.kill.cancelled() => return,
-                _ = self.draining.cancelled(), if !asked_to_finish => {
-                    conn.as_mut().graceful_shutdown();
-                    asked_to_finish = true;
-                }
-                _ = tick.tick() => {
-                    let quiet = millis_since(self.epoch)
-                        .saturating_sub(self.last_active.load(Ordering::Relaxed));
-                    if self.busy.load(Ordering::Relaxed) == 0
-                        && Duration::from_millis(quiet) >= idle
-                    {
-                        return;
-                    }
-                }
+        std::future::poll_fn(|cx| {
+            self.conn.waker.register(cx.waker());
+            let signal = self.conn.signal.load(Ordering::Acquire);
+            if signal & KILL != 0 {
+                return Poll::Ready(());
             }
-        }
+            if signal & FINISH != 0 && !asked_to_finish {
+                http.as_mut().graceful_shutdown();
+                asked_to_finish = true;
+            }
+            http.as_mut().poll(cx).map(|r| {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            })
+        })
+        .await;
     }
 }
 
-/// A stream that records when bytes last moved.
+/// A stream that records when bytes last moved (by the [`Coarse`] clock: no clock
+/// read per request).
 struct Activity {
     inner: TcpStream,
-    last_active: Arc<AtomicU64>,
-    epoch: Instant,
+    conn: Arc<Conn>,
+    coarse: Coarse,
 }
 
 impl Activity {
     fn touch(&self) {
-        self.last_active
-            .store(millis_since(self.epoch), Ordering::Relaxed);
+        let now = self.coarse.now();
+        if self.conn.last_active.load(Ordering::Relaxed) != now {
+            self.conn.last_active.store(now, Ordering::Relaxed);
+        }
     }
 }
 
