@@ -221,6 +221,7 @@ fn example_value(path: &str) -> Option<&'static str> {
         "renewal.warn_ahead" => r#"a duration like "3d""#,
         "renewal.health_check_interval" => r#"a duration like "30m""#,
         "renewal.holidays" => r#"a list of dates like ["2026-11-24"]"#,
+        "renewal.exchanges" => r#"a list of exchanges like ["NSE", "BSE"]"#,
         "renewal.trade_weekends"
         | "renewal.trade_holidays"
         | "account.trades_weekends"
@@ -508,6 +509,8 @@ pub struct RenewalConfig {
     pub holidays: Vec<Date>,
     pub trade_weekends: bool,
     pub trade_holidays: bool,
+    /// The exchanges whose trading calendar counts (default `["NSE"]`).
+    pub exchanges: Vec<String>,
 }
 
 impl Default for RenewalConfig {
@@ -522,6 +525,7 @@ impl Default for RenewalConfig {
             holidays: p.holidays,
             trade_weekends: p.trade_weekends,
             trade_holidays: p.trade_holidays,
+            exchanges: p.exchanges,
         }
     }
 }
@@ -1500,6 +1504,20 @@ impl Config {
                 ),
             );
         }
+        if r.exchanges.is_empty() {
+            c.push(
+                "renewal.exchanges",
+                "is empty; list the exchanges the accounts trade on, e.g. [\"NSE\"]",
+            );
+        }
+        for e in &r.exchanges {
+            if e.is_empty() || !e.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                c.push(
+                    "renewal.exchanges",
+                    format!("{e:?} is not an exchange name; use names like \"NSE\" or \"BSE\""),
+                );
+            }
+        }
         if r.health_check_interval < SignedDuration::from_secs(10) {
             c.push(
                 "renewal.health_check_interval",
@@ -1644,6 +1662,8 @@ impl Config {
             holidays: r.holidays.clone(),
             trade_weekends: r.trade_weekends,
             trade_holidays: r.trade_holidays,
+            exchanges: r.exchanges.iter().map(|e| e.to_ascii_uppercase()).collect(),
+            calendar: None,
         }
     }
 
@@ -1955,7 +1975,8 @@ deadline = "09:00"                      # latest scheduled renewal (markets open
 jitter = "10m"                          # spreads accounts over the window
 warn_ahead = "3d"                       # warn this long before a non-renewable token dies
 health_check_interval = "30m"
-holidays = ["2026-11-24"]               # no renewal on these dates (IST)
+holidays = ["2026-11-24"]               # no renewal on these dates (IST), whatever the calendar says
+exchanges = ["NSE"]                     # whose trading calendar (from Upstox) decides trading days
 trade_weekends = false
 trade_holidays = false
 

@@ -4,6 +4,7 @@
 //! it never reads the clock: every time-dependent function is handed `now`.
 //!
 //! - [`secret`]: secret types (tokens, client secrets, PINs, TOTP seeds).
+//! - [`calendar`]: the trading calendar (which exchanges are open on a date, and when).
 //! - [`clock`]: the `Clock` trait the daemon takes its time from.
 //! - [`jwt`]: reading Upstox JWT claims (no signature check: there is no key to check with).
 //! - [`expiry`]: the 03:30 IST rule, token kinds and the cross-check against `exp`.
@@ -15,6 +16,7 @@
 //!   importing the files of earlier Upstox scripts ([`config::import`]).
 //! - `testing` (feature `testing`): fixture JWTs shaped like real Upstox tokens.
 
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod escalation;

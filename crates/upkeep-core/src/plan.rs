@@ -34,6 +34,7 @@
 //! hours before a rollover, whatever the policy says. Config validation rejects such
 //! windows with a message; the clamp is the backstop.
 
+use crate::calendar::{DEFAULT_EXCHANGES, TradingCalendar};
 use crate::expiry::{
     TokenInfo, TokenKind, format_duration, format_ist, ist_date, ist_datetime, ist_timestamp,
 };
@@ -41,6 +42,7 @@ use jiff::civil::{Date, Time, Weekday};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A renewal window may not open before the 03:30 IST rollover: a token made earlier
 /// dies at 03:30.
@@ -67,6 +69,12 @@ pub struct RenewalPolicy {
     pub trade_weekends: bool,
     /// Renew on holidays too (default false).
     pub trade_holidays: bool,
+    /// The exchanges whose trading days count (default `["NSE"]`).
+    pub exchanges: Vec<String>,
+    /// The published trading calendar, when known. For the dates it covers it decides
+    /// which days are trading days (a weekend special session is one, a closed weekday
+    /// is not); `holidays` still override to closed. Other dates follow the weekdays.
+    pub calendar: Option<Arc<TradingCalendar>>,
 }
 
 impl Default for RenewalPolicy {
@@ -79,15 +87,35 @@ impl Default for RenewalPolicy {
             holidays: Vec::new(),
             trade_weekends: false,
             trade_holidays: false,
+            exchanges: DEFAULT_EXCHANGES.iter().map(|e| (*e).to_owned()).collect(),
+            calendar: None,
         }
     }
 }
 
 impl RenewalPolicy {
     /// Whether the account trades (and so wants a token) on IST date `d`.
+    ///
+    /// A date in `holidays` is closed (unless `trade_holidays`). Otherwise, on a date the
+    /// calendar covers, the day is a trading day when one of `exchanges` is open (a
+    /// Saturday special session counts; a settlement holiday is a normal day); a closed
+    /// weekend counts with `trade_weekends`, a closed weekday with `trade_holidays`.
+    /// Dates the calendar does not cover: Monday to Friday.
     pub fn is_trading_day(&self, d: Date) -> bool {
         let weekend = matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday);
-        (self.trade_weekends || !weekend) && (self.trade_holidays || !self.holidays.contains(&d))
+        if self.holidays.contains(&d) && !self.trade_holidays {
+            return false;
+        }
+        match self
+            .calendar
+            .as_ref()
+            .and_then(|c| c.is_open(&self.exchanges, d))
+        {
+            Some(true) => true,
+            Some(false) if weekend => self.trade_weekends,
+            Some(false) => self.trade_holidays,
+            None => self.trade_weekends || !weekend,
+        }
     }
 
     /// The first trading day on or after `from` (`None` if none within 400 days).
@@ -848,6 +876,7 @@ mod tests {
                         .collect(),
                     trade_weekends: tw,
                     trade_holidays: th,
+                    ..RenewalPolicy::default()
                 }
             })
     }
@@ -937,5 +966,161 @@ mod tests {
             prop_assert!(p.at >= now);
             prop_assert!(!p.reason.is_empty());
         }
+    }
+
+    /// The week of Mon 2026-11-30: Tue a settlement holiday (a trading day), Fri closed
+    /// for NSE (MCX open in the evening), Sat an NSE special session.
+    fn week_calendar() -> Arc<TradingCalendar> {
+        use crate::calendar::{CalendarDay, Session};
+        let sat = date(2026, 12, 5);
+        let fri = date(2026, 12, 4);
+        Arc::new(TradingCalendar::new(
+            [2026],
+            vec![
+                CalendarDay {
+                    date: date(2026, 12, 1),
+                    description: "Settlement holiday".into(),
+                    kind: "SETTLEMENT_HOLIDAY".into(),
+                    closed: vec![],
+                    open: vec![],
+                },
+                CalendarDay {
+                    date: fri,
+                    description: "Closed Friday".into(),
+                    kind: "TRADING_HOLIDAY".into(),
+                    closed: vec!["NSE".into(), "BSE".into(), "NFO".into()],
+                    open: vec![Session {
+                        exchange: "MCX".into(),
+                        start: ist_at(2026, 12, 4, 17, 0, 0),
+                        end: ist_at(2026, 12, 4, 23, 30, 0),
+                    }],
+                },
+                CalendarDay {
+                    date: sat,
+                    description: "Special session".into(),
+                    kind: "TRADING_HOLIDAY".into(),
+                    closed: vec!["MCX".into()],
+                    open: vec![Session {
+                        exchange: "NSE".into(),
+                        start: ist_at(2026, 12, 5, 9, 15, 0),
+                        end: ist_at(2026, 12, 5, 15, 30, 0),
+                    }],
+                },
+            ],
+        ))
+    }
+
+    fn with_calendar() -> RenewalPolicy {
+        RenewalPolicy {
+            calendar: Some(week_calendar()),
+            ..no_jitter()
+        }
+    }
+
+    #[test]
+    fn the_calendar_week_settlement_holiday_saturday_session_and_closed_friday() {
+        let p = with_calendar();
+        let days: Vec<bool> = (0..7)
+            .map(|i| {
+                p.is_trading_day(
+                    date(2026, 11, 30)
+                        .checked_add(jiff::Span::new().days(i))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        // Mon, Tue (settlement), Wed, Thu, Fri (closed), Sat (session), Sun.
+        assert_eq!(days, [true, true, true, true, false, true, false]);
+
+        // A token dying on the settlement holiday is renewed that morning.
+        let got = plan(
+            ist_at(2026, 11, 30, 12, 0, 0),
+            &daily(ist_at(2026, 12, 1, 3, 30, 0)),
+            &p,
+        );
+        assert_eq!(
+            (got.action, got.at),
+            (Action::RenewAt, ist_at(2026, 12, 1, 5, 30, 0))
+        );
+
+        // A token dying on the closed Friday: around the rollover, the renewal is set for
+        // the Saturday session's morning, never for Friday or Monday.
+        let sat_window = ist_at(2026, 12, 5, 5, 30, 0);
+        let sat_deadline = Some(ist_at(2026, 12, 5, 9, 0, 0));
+        let exp = ist_at(2026, 12, 4, 3, 30, 0);
+        for now in [
+            ist_at(2026, 12, 4, 3, 29, 59),
+            ist_at(2026, 12, 4, 3, 30, 0),
+            ist_at(2026, 12, 4, 3, 30, 1),
+        ] {
+            let got = plan(now, &daily(exp), &p);
+            assert_eq!(
+                (got.action, got.at, got.deadline),
+                (Action::RenewAt, sat_window, sat_deadline),
+                "now {}: {}",
+                format_ist(now),
+                got.reason
+            );
+        }
+        // The token made on Friday dies Saturday 03:30 and is renewed Saturday morning.
+        let exp = ist_at(2026, 12, 5, 3, 30, 0);
+        for now in [
+            ist_at(2026, 12, 5, 3, 29, 59),
+            ist_at(2026, 12, 5, 3, 30, 0),
+            ist_at(2026, 12, 5, 3, 30, 1),
+        ] {
+            let got = plan(now, &daily(exp), &p);
+            assert_eq!(
+                (got.action, got.at),
+                (Action::RenewAt, sat_window),
+                "now {}",
+                format_ist(now)
+            );
+        }
+        // The Saturday token dies Sunday 03:30: Sunday is closed, so Monday.
+        let exp = ist_at(2026, 12, 6, 3, 30, 0);
+        for now in [
+            ist_at(2026, 12, 6, 3, 29, 59),
+            ist_at(2026, 12, 6, 3, 30, 0),
+            ist_at(2026, 12, 6, 3, 30, 1),
+        ] {
+            let got = plan(now, &daily(exp), &p);
+            assert_eq!(
+                (got.action, got.at),
+                (Action::RenewAt, ist_at(2026, 12, 7, 5, 30, 0)),
+                "now {}",
+                format_ist(now)
+            );
+        }
+    }
+
+    #[test]
+    fn config_holidays_override_the_calendar_and_exchanges_choose_the_days() {
+        // The Saturday session listed in the config holidays: closed after all.
+        let p = RenewalPolicy {
+            holidays: vec![date(2026, 12, 5)],
+            ..with_calendar()
+        };
+        let got = plan(
+            ist_at(2026, 12, 4, 3, 30, 0),
+            &daily(ist_at(2026, 12, 4, 3, 30, 0)),
+            &p,
+        );
+        assert_eq!(got.at, ist_at(2026, 12, 7, 5, 30, 0));
+        // An MCX-only account trades the closed Friday (evening session), not the Saturday.
+        let p = RenewalPolicy {
+            exchanges: vec!["MCX".into()],
+            ..with_calendar()
+        };
+        assert!(p.is_trading_day(date(2026, 12, 4)));
+        assert!(!p.is_trading_day(date(2026, 12, 5)));
+        // Without a calendar: weekdays only.
+        let p = no_jitter();
+        assert!(p.is_trading_day(date(2026, 12, 4)));
+        assert!(!p.is_trading_day(date(2026, 12, 5)));
+        // Years the calendar does not cover: weekdays only.
+        let p = with_calendar();
+        assert!(p.is_trading_day(date(2027, 12, 3)));
+        assert!(!p.is_trading_day(date(2027, 12, 4)));
     }
 }

@@ -142,6 +142,13 @@ fn env_array_syntax_is_accepted_for_lists() {
 }
 
 #[test]
+fn exchanges_default_to_nse_and_reach_the_policy_in_upper_case() {
+    assert_eq!(load(None, &[]).to_policy().exchanges, vec!["NSE"]);
+    let c = load(Some("[renewal]\nexchanges = [\"nse\", \"BSE\"]\n"), &[]);
+    assert_eq!(c.to_policy().exchanges, vec!["NSE", "BSE"]);
+}
+
+#[test]
 fn bare_toml_dates_are_accepted_as_holidays() {
     let c = load(Some("[renewal]\nholidays = [2026-11-24]\n"), &[]);
     assert_eq!(c.renewal.holidays, vec![date(2026, 11, 24)]);
@@ -337,6 +344,16 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
             "[renewal]\nholidays = [\"2026-13-01\"]\n".into(),
             vec![],
             r#"renewal.holidays: invalid date "2026-13-01"; use YYYY-MM-DD, e.g. 2026-11-24"#,
+        ),
+        (
+            "[renewal]\nexchanges = []\n".into(),
+            vec![],
+            r#"renewal.exchanges: is empty; list the exchanges the accounts trade on, e.g. ["NSE"]"#,
+        ),
+        (
+            "[renewal]\nexchanges = [\"N SE\"]\n".into(),
+            vec![],
+            r#"renewal.exchanges: "N SE" is not an exchange name; use names like "NSE" or "BSE""#,
         ),
         (
             "[renewal]\nhealth_check_interval = \"1s\"\n".into(),
