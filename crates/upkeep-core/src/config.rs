@@ -1316,12 +1316,7 @@ impl Config {
     /// (and would spend Upstox's lockout attempts) and alert targets that reach nobody.
     /// One line each, naming the key; secret values are not shown.
     pub fn placeholders(&self) -> Vec<String> {
-        fn example_host(url: &str) -> bool {
-            let rest = url.split_once("://").map_or(url, |(_, r)| r);
-            let host = rest.split(['/', ':', '?', '#']).next().unwrap_or("");
-            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-            host == "example.com" || host.ends_with(".example.com")
-        }
+        let example_host = |url: &str| host_within(&url_host(url), "example.com");
         let example_mail = |m: &str| m.trim().to_ascii_lowercase().ends_with("@example.com");
         let mut out = Vec::new();
         let mut flag = |key: String, shown: Option<&str>| {
@@ -1739,18 +1734,29 @@ fn is_http_url(url: &str) -> bool {
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
-/// Whether `url`'s host is Upstox's own (`upstox.com` or a subdomain).
-pub fn is_upstox_host(url: &str) -> bool {
+/// The host of `url`, lower case, without user info, port or a trailing dot.
+fn url_host(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host
-        .split(':')
+    host.split(':')
         .next()
         .unwrap_or("")
         .trim_end_matches('.')
-        .to_ascii_lowercase();
-    host == "upstox.com" || host.ends_with(".upstox.com")
+        .to_ascii_lowercase()
+}
+
+/// Whether `host` is `domain` or one of its subdomains.
+fn host_within(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.ends_with('.'))
+}
+
+/// Whether `url`'s host is Upstox's own (`upstox.com` or a subdomain).
+pub fn is_upstox_host(url: &str) -> bool {
+    host_within(&url_host(url), "upstox.com")
 }
 
 fn scheme_of(url: &str) -> Option<&str> {

@@ -164,15 +164,7 @@ async fn read(
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| {
-            let mut reason = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason = format!("{reason}: {s}");
-                source = s.source();
-            }
-            fail(reason)
-        })?;
+        .map_err(|e| fail(crate::alerts::error_chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(fail(format!(
