@@ -75,37 +75,38 @@ impl SimFollowClock {
         }))
     }
 
-    /// Re-reads the simulator's clock and re-anchors on it.
+    /// Re-reads the simulator's clock and re-anchors on it; a jump is logged once, here.
     pub async fn sync(&self) -> Result<SimClockReading, SimClockError> {
         let (sim, real, speed) = read(&self.http, &self.url).await?;
         let predicted = self.at(real);
         *self.anchor.write().unwrap_or_else(|e| e.into_inner()) = Anchor { sim, real, speed };
+        let moved = sim.duration_since(predicted);
+        if moved.abs() > Self::JUMP {
+            tracing::info!(
+                now = %upkeep_core::expiry::format_ist(sim),
+                speed,
+                "the simulator's clock moved; following it"
+            );
+        }
         Ok(SimClockReading {
             now: sim,
             speed,
-            moved: sim.duration_since(predicted),
+            moved,
         })
     }
 
-    /// Re-syncs every [`Self::RESYNC`], for ever (spawn it and abort the task to stop). A jump is logged once
-    /// with the new simulated time; an unreachable simulator once until it answers
-    /// again (the clock keeps running on the last reading meanwhile).
+    /// Re-syncs every [`Self::RESYNC`], for ever (spawn it and abort the task to stop).
+    /// An unreachable simulator is logged once until it answers again (the clock keeps
+    /// running on the last reading meanwhile).
     pub async fn follow(&self) {
         let mut unreachable = false;
         loop {
             tokio::time::sleep(Self::RESYNC).await;
             match self.sync().await {
-                Ok(r) => {
+                Ok(_) => {
                     if unreachable {
                         tracing::info!(url = %self.url, "the simulator's clock answers again");
                         unreachable = false;
-                    }
-                    if r.moved.abs() > Self::JUMP {
-                        tracing::info!(
-                            now = %upkeep_core::expiry::format_ist(r.now),
-                            speed = r.speed,
-                            "the simulator's clock moved; following it"
-                        );
                     }
                 }
                 Err(e) if !unreachable => {
@@ -136,13 +137,8 @@ impl Clock for SimFollowClock {
 
     fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            match SimFollowClock::sync(self).await {
-                Ok(r) if r.moved.abs() > Self::JUMP => tracing::info!(
-                    now = %upkeep_core::expiry::format_ist(r.now),
-                    "the simulator's clock moved; following it"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "cannot re-read the simulator's clock"),
+            if let Err(e) = SimFollowClock::sync(self).await {
+                tracing::debug!(error = %e, "cannot re-read the simulator's clock");
             }
         })
     }
