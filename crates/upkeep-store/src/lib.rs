@@ -100,6 +100,14 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// One year of the trading calendar as fetched from Upstox (public data, not sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCalendar {
+    pub year: i16,
+    pub calendar: upkeep_core::calendar::TradingCalendar,
+    pub fetched_at: Timestamp,
+}
+
 /// Storage for accounts, tokens, secrets, audit events and leases.
 ///
 /// Every implementation passes the same contract tests (`tests/contract.rs`).
@@ -180,6 +188,11 @@ pub trait TokenStore: Send + Sync {
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revoke a live key. Returns whether there was one of that name.
     async fn revoke_api_key(&self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Keep (or replace) the fetched trading calendar of `calendar.year`.
+    async fn put_calendar(&self, calendar: &StoredCalendar) -> Result<(), StoreError>;
+    /// The stored trading calendar of `year`, if one was kept.
+    async fn calendar(&self, year: i16) -> Result<Option<StoredCalendar>, StoreError>;
 
     /// Everything except leases and API keys, with tokens and secrets opened.
     /// Consistent snapshot.

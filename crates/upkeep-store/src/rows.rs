@@ -87,6 +87,12 @@ pub(crate) mod sql {
     pub const API_KEY_REVOKE: &str =
         "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
 
+    pub const CALENDAR_PUT: &str = "INSERT INTO market_calendar (year, body, fetched_at) \
+         VALUES ($1, $2, $3) \
+         ON CONFLICT (year) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at";
+    pub const CALENDAR_GET: &str =
+        "SELECT year, body, fetched_at FROM market_calendar WHERE year = $1";
+
     pub const WIPE_FOR_IMPORT: [&str; 4] = [
         "DELETE FROM tokens",
         "DELETE FROM secrets",
@@ -399,5 +405,38 @@ pub(crate) fn backup_from_rows(
             .into_iter()
             .map(EventRow::into_event)
             .collect::<Result<_, _>>()?,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CalendarRow {
+    pub year: i32,
+    pub body: String,
+    pub fetched_at: i64,
+}
+
+/// The JSON kept for a year's calendar.
+pub(crate) fn calendar_body(c: &crate::StoredCalendar) -> Result<String, StoreError> {
+    serde_json::to_string(&c.calendar).map_err(|e| StoreError::BadRow {
+        what: format!("trading calendar {}", c.year),
+        detail: e.to_string(),
+    })
+}
+
+/// A stored year's calendar back from its row.
+pub(crate) fn calendar_from_row(row: CalendarRow) -> Result<crate::StoredCalendar, StoreError> {
+    let what = || format!("trading calendar {}", row.year);
+    let year = i16::try_from(row.year).map_err(|_| StoreError::BadRow {
+        what: what(),
+        detail: "year out of range".into(),
+    })?;
+    let calendar = serde_json::from_str(&row.body).map_err(|e| StoreError::BadRow {
+        what: what(),
+        detail: e.to_string(),
+    })?;
+    Ok(crate::StoredCalendar {
+        year,
+        calendar,
+        fetched_at: ts(row.fetched_at, "calendar fetched_at")?,
     })
 }

@@ -646,6 +646,26 @@ impl TokenStore for SqliteStore {
         tx.commit().await.map_err(|e| self.err(e))
     }
 
+    async fn put_calendar(&self, calendar: &crate::StoredCalendar) -> Result<(), StoreError> {
+        sqlx::query(sql::CALENDAR_PUT)
+            .bind(i32::from(calendar.year))
+            .bind(rows::calendar_body(calendar)?)
+            .bind(rows::secs(calendar.fetched_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn calendar(&self, year: i16) -> Result<Option<crate::StoredCalendar>, StoreError> {
+        let row: Option<rows::CalendarRow> = sqlx::query_as(sql::CALENDAR_GET)
+            .bind(i32::from(year))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(rows::calendar_from_row).transpose()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

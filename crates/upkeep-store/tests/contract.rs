@@ -442,6 +442,69 @@ async fn api_keys_are_kept_by_digest_revoked_and_never_renamed(s: Store) {
     ));
 }
 
+async fn a_years_trading_calendar_is_kept_and_replaced_per_year(s: Store) {
+    use jiff::civil::date;
+    use upkeep_core::calendar::{CalendarDay, Session, TradingCalendar};
+    use upkeep_store::StoredCalendar;
+
+    assert_eq!(s.calendar(2026).await.unwrap(), None);
+    let saturday = date(2026, 12, 5);
+    let session = Session {
+        exchange: "NSE".into(),
+        start: at(1),
+        end: at(7),
+    };
+    let day = |d, kind: &str, closed: Vec<String>, open: Vec<Session>| CalendarDay {
+        date: d,
+        description: "listed".into(),
+        kind: kind.into(),
+        closed,
+        open,
+    };
+    let y2026 = StoredCalendar {
+        year: 2026,
+        calendar: TradingCalendar::new(
+            [2026],
+            vec![
+                day(date(2026, 12, 1), "SETTLEMENT_HOLIDAY", vec![], vec![]),
+                day(
+                    saturday,
+                    "TRADING_HOLIDAY",
+                    vec!["MCX".into()],
+                    vec![session],
+                ),
+            ],
+        ),
+        fetched_at: at(0),
+    };
+    s.put_calendar(&y2026).await.unwrap();
+    let y2027 = StoredCalendar {
+        year: 2027,
+        calendar: TradingCalendar::new([2027], vec![]),
+        fetched_at: at(2),
+    };
+    s.put_calendar(&y2027).await.unwrap();
+    assert_eq!(s.calendar(2026).await.unwrap(), Some(y2026.clone()));
+    assert_eq!(s.calendar(2027).await.unwrap(), Some(y2027));
+    // A later fetch replaces that year only.
+    let refetched = StoredCalendar {
+        calendar: TradingCalendar::new(
+            [2026],
+            vec![day(
+                date(2026, 12, 4),
+                "TRADING_HOLIDAY",
+                vec!["NSE".into()],
+                vec![],
+            )],
+        ),
+        fetched_at: at(3),
+        ..y2026
+    };
+    s.put_calendar(&refetched).await.unwrap();
+    assert_eq!(s.calendar(2026).await.unwrap(), Some(refetched));
+    assert_eq!(s.calendar(2027).await.unwrap().unwrap().fetched_at, at(2));
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -464,6 +527,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_years_trading_calendar_is_kept_and_replaced_per_year,
     accounts_are_upserted_listed_and_removed,
     removing_an_account_removes_its_tokens_secrets_and_lease_but_keeps_history,
     stored_token_comes_back_with_its_metadata_and_fingerprint,
