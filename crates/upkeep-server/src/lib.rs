@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use clock::SystemClock;
+pub use engine::calendar::{CalendarSource, CalendarView, resolve_calendar};
 pub use engine::{
     Actor, CurrentToken, Engine, EngineDeps, EngineEvent, RecordedCheck, RecordedView,
     RejectReason, ReloadSummary, Reloader, RenewOutcome,
