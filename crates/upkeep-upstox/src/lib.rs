@@ -15,6 +15,7 @@
 mod client;
 mod envelope;
 pub mod error;
+pub mod gateway;
 mod hosts;
 mod models;
 pub mod totp;
