@@ -18,6 +18,7 @@ mod calendar;
 mod client;
 mod envelope;
 pub mod error;
+pub mod gateway;
 mod hosts;
 mod models;
 pub mod totp;
