@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::ProtocolError};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use upkeep_core::AccessToken;
 
@@ -247,15 +247,15 @@ async fn session(
             msg = ws.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
+                    Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) | None => {
+                        let why = "Upstox ended the feed socket without a close frame".to_owned();
+                        record_error(shared, index, &why);
+                        return end(DownCause::Closed, why, live);
+                    }
                     Some(Err(e)) => {
                         let why = format!("feed socket error: {e}");
                         record_error(shared, index, &why);
                         return end(DownCause::Error, why, live);
-                    }
-                    None => {
-                        let why = "Upstox ended the feed socket without a close frame".to_owned();
-                        record_error(shared, index, &why);
-                        return end(DownCause::Closed, why, live);
                     }
                 };
                 stall.as_mut().reset(Instant::now() + timeout);
