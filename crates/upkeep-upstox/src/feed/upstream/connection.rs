@@ -60,7 +60,7 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
                 None => {
                     set_state(&shared, index, ConnectionState::NoToken);
                     tokio::select! {
-                        _ = tokens.changed() => continue,
+                        () = token_changed(&mut tokens) => continue,
                         _ = stop.changed() => break,
                     }
                 }
@@ -68,8 +68,15 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
         };
         // 3. Authorize and open.
         set_state(&shared, index, ConnectionState::Connecting);
+        // A handshake that hangs counts as a failed attempt.
+        let limit = shared.config.stall_timeout.max(Duration::from_secs(10));
         let ws = tokio::select! {
-            r = open(&shared, &token) => r,
+            r = tokio::time::timeout(limit, open(&shared, &token)) => r.unwrap_or_else(|_| {
+                Err(OpenError::Other(format!(
+                    "authorize and handshake took longer than {} s",
+                    limit.as_secs_f64()
+                )))
+            }),
             _ = stop.changed() => break,
         };
         let end = match ws {
@@ -130,11 +137,19 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = tokens.changed() => {}
+            () = token_changed(&mut tokens) => {}
             _ = stop.changed() => break,
         }
     }
     set_state(&shared, index, ConnectionState::Stopped);
+}
+
+/// Resolves when the token changes; never, once its sender is gone (nothing will
+/// rotate any more: the pool carries on with what it has until it is shut down).
+async fn token_changed(rx: &mut tokio::sync::watch::Receiver<Option<AccessToken>>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Exponential backoff with "equal jitter": half the step fixed, half random.
@@ -314,13 +329,9 @@ async fn session(
                     return end(DownCause::Error, why, live);
                 }
             }
-            changed = tokens.changed() => {
-                if changed.is_err() {
-                    // The source is gone: keep the socket; nothing will rotate any more.
-                    std::future::pending::<()>().await;
-                }
+            () = token_changed(tokens) => {
                 let rotated = tokens
-                    .borrow()
+                    .borrow_and_update()
                     .as_ref()
                     .is_some_and(|t| t.expose() != token.expose());
                 if rotated {
