@@ -164,6 +164,31 @@ pub struct DaemonSettings {
     pub audit_retention: SignedDuration,
     /// The Upstox API gateway (read at start; a reload keeps the running one).
     pub gateway: GatewaySettings,
+    /// The market-data relay (`[relay]`).
+    pub relay: RelaySettings,
+}
+
+/// The market-data relay's settings (`[relay]`).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub enabled: bool,
+    /// The upstream pool's behaviour (stall timeout, backoff, event queue, connections).
+    pub upstream: upkeep_upstox::feed::upstream::UpstreamConfig,
+    /// Frames buffered per local consumer.
+    pub consumer_queue: usize,
+    /// Write ticks and connection events to the store.
+    pub persist_ticks: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            upstream: Default::default(),
+            consumer_queue: 1024,
+            persist_ticks: false,
+        }
+    }
 }
 
 impl DaemonSettings {
@@ -183,6 +208,7 @@ impl DaemonSettings {
             http: crate::http::serve::ServeLimits::default(),
             audit_retention: SignedDuration::from_hours(90 * 24),
             gateway: GatewaySettings::default(),
+            relay: RelaySettings::default(),
         }
     }
 }

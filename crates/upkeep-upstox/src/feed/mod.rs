@@ -22,9 +22,10 @@ mod decode;
 mod json;
 mod request;
 mod types;
+pub mod upstream;
 mod wire;
 
-pub use decode::{MAX_FEEDS, decode};
+pub use decode::{MAX_FEEDS, decode, frame_type};
 pub use json::to_sdk_json;
 pub use request::{FeedMethod, FeedRequest, SubscriptionMode};
 pub use types::*;
