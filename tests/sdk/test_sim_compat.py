@@ -383,6 +383,9 @@ PRIMITIVES = {
     "int": (int,),
     "float": (int, float),
     "bool": (bool,),
+    # The SDK parses these from strings (dateutil).
+    "date": (str,),
+    "datetime": (str,),
 }
 
 
@@ -739,6 +742,78 @@ class RestCompat(SimCase):
             self.assertTrue(name.startswith(segment + ":"), f"map key {name!r} is SEGMENT:SYMBOL")
         self.assertIn("NSE_EQ:NHPC", resp.data)
         assert_matches_model(self, client.last_raw, "GetMarketQuoteLastTradedPriceResponseV3")
+
+
+class MarketCalendarCompat(SimCase):
+    """MarketHolidaysAndTimingsApi against the simulator's default calendar (its clock is on
+    Monday 2026-11-23: the 2026 calendar, with the Muhurat session on Friday 2026-11-06)."""
+
+    def calendar_api(self, token: str = ""):
+        client = sdk_client(self.sim, token)
+        return client, upstox_client.MarketHolidaysAndTimingsApi(client)
+
+    def test_get_holidays_parses_the_years_dates(self):
+        client, api = self.calendar_api()  # the SDK sends no token for holidays
+        resp = api.get_holidays(_request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetHolidayResponse)
+        self.assertEqual(resp.status, "success")
+        self.assertTrue(resp.data)
+        for day in resp.data:
+            self.assertIsInstance(day, upstox_client.HolidayData)
+            self.assertEqual(day._date.year, 2026)
+        types = {d.holiday_type for d in resp.data}
+        self.assertIn("SETTLEMENT_HOLIDAY", types)
+        budget = [d for d in resp.data if d._date.weekday() == 5 and d.open_exchanges]
+        self.assertTrue(budget, "a Saturday special session is listed")
+        session = budget[0].open_exchanges[0]
+        self.assertIsInstance(session, upstox_client.ExchangeTimingData)
+        self.assertIsInstance(session.start_time, int)
+        self.assertLess(session.start_time, session.end_time)
+        assert_matches_model(self, client.last_raw, "GetHolidayResponse")
+
+    def test_get_holiday_of_one_date(self):
+        client, api = self.calendar_api()
+        resp = api.get_holiday("2026-11-06", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(len(resp.data), 1)
+        muhurat = resp.data[0]
+        self.assertEqual(muhurat.holiday_type, "TRADING_HOLIDAY")
+        nse = [s for s in muhurat.open_exchanges if s.exchange == "NSE"]
+        self.assertEqual(len(nse), 1)
+        # 18:00-19:00 IST = 12:30-13:30 UTC.
+        start = dt.datetime.fromtimestamp(nse[0].start_time / 1000, dt.timezone.utc)
+        self.assertEqual((start.hour, start.minute), (12, 30))
+        self.assertEqual(nse[0].end_time - nse[0].start_time, 3_600_000)
+        assert_matches_model(self, client.last_raw, "GetHolidayResponse")
+        self.assertEqual(api.get_holiday("2026-11-23", _request_timeout=HTTP_TIMEOUT).data, [])
+        with self.assertRaises(ApiException) as ctx:
+            api.get_holiday("2026-02-30", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(ctx.exception.status, 400)
+        assert_error_envelope(self, ctx.exception.body, "UDAPI1088")
+
+    def test_get_market_timings_are_empty_on_a_closed_day(self):
+        client, api = self.calendar_api()
+        resp = api.get_exchange_timings("2026-11-23", _request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetExchangeTimingResponse)
+        by_exchange = {t.exchange: t for t in resp.data}
+        self.assertIn("NSE", by_exchange)
+        self.assertIn("MCX", by_exchange)
+        assert_matches_model(self, client.last_raw, "GetExchangeTimingResponse")
+        sunday = api.get_exchange_timings("2026-11-22", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(sunday.data, [])
+
+    def test_get_market_status_needs_the_token_and_says_open_in_market_hours(self):
+        client, api = self.calendar_api(self.token.access_token)
+        resp = api.get_market_status("NSE", _request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetMarketStatusResponse)
+        self.assertIsInstance(resp.data, upstox_client.MarketStatusData)
+        self.assertEqual(resp.data.exchange, "NSE")
+        self.assertEqual(resp.data.status, "NORMAL_OPEN")
+        self.assertIsInstance(resp.data.last_updated, int)
+        assert_matches_model(self, client.last_raw, "GetMarketStatusResponse")
+        _, anonymous = self.calendar_api()
+        with self.assertRaises(ApiException) as ctx:
+            anonymous.get_market_status("NSE", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(ctx.exception.status, 401)
 
 
 def assert_error_envelope(tc: unittest.TestCase, body, code: str | None = None) -> dict:
