@@ -19,6 +19,7 @@
 //! Errors name the key (as `section.key`, `account[0].renew`, or `account "main"`) and
 //! say how to fix it, on one line. They never contain a secret value.
 
+pub mod gateway_budget;
 pub mod import;
 
 use crate::expiry::format_hm;

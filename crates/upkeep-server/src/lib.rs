@@ -17,6 +17,7 @@ pub mod api;
 pub mod clock;
 pub mod dashboard;
 pub mod engine;
+pub mod gateway;
 pub mod http;
 pub mod oauth_state;
 pub mod settings;

@@ -7,6 +7,7 @@
 //!   and the headless TOTP login ([`totp`]).
 //! - [`webhook`]: parsing the notifier webhook that delivers an approved token.
 //! - [`error`]: [`UpstoxError`] and its [`ErrorClass`] (what the renewal engine does next).
+//! - [`limits`]: Upstox's published rate limits per API group, and a path's group.
 //! - [`Hosts`]: every host is overridable, so tests point them all at the simulator.
 //!
 //! Secrets stay [`upkeep_core::Secret`] / [`upkeep_core::AccessToken`] until they go on
@@ -16,6 +17,7 @@ mod client;
 mod envelope;
 pub mod error;
 mod hosts;
+pub mod limits;
 mod models;
 pub mod totp;
 pub mod webhook;
@@ -26,6 +28,7 @@ pub use error::{
     OTP_LIMIT_WAIT, RetryAfter, UpstoxError,
 };
 pub use hosts::Hosts;
+pub use limits::{ApiGroup, ApiKey, RateLimits, api_of};
 pub use models::{
     Funds, LtpQuote, LtpQuotes, Profile, RefreshGrant, SegmentFunds, TokenGrant, TokenRequestAck,
 };
