@@ -407,6 +407,48 @@ impl Budget {
         }
     }
 
+    /// Appends the budget's counters to `/metrics` text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.stats();
+        let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "upkeep_gateway_budget_admitted_total",
+            "Gateway requests admitted by the shared rate budget.",
+            &[("", s.admitted)],
+        );
+        counter(
+            "upkeep_gateway_budget_queued_total",
+            "Gateway requests that waited in line for a slot of the rate budget.",
+            &[("", s.queued)],
+        );
+        counter(
+            "upkeep_gateway_budget_rejected_total",
+            "Gateway requests answered 429 by upkeep, by reason.",
+            &[
+                ("{reason=\"queue_full\"}", s.rejected_queue_full),
+                ("{reason=\"wait_too_long\"}", s.rejected_wait_too_long),
+                ("{reason=\"backed_off\"}", s.rejected_backed_off),
+            ],
+        );
+        counter(
+            "upkeep_gateway_upstream_429_total",
+            "Upstream 429 answers (each backs its user off).",
+            &[("", s.upstream_429)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP upkeep_gateway_budget_waiting Gateway requests waiting for a slot now.\n# TYPE upkeep_gateway_budget_waiting gauge\nupkeep_gateway_budget_waiting {}",
+            s.waiting
+        );
+    }
+
     fn end(&self, user: &str, api: &ApiKey) {
         let now = Instant::now();
         let mut users = self.users();
@@ -719,6 +761,24 @@ mod tests {
         b.back_off("U1", None);
         assert!(b.acquire("U1", &ltp()).await.is_ok());
         assert_eq!(Instant::now() - start, DEFAULT_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metrics_count_admitted_queued_and_rejected() {
+        let b = budget(1, 0, 0);
+        drop(b.acquire("U1", &ltp()).await.unwrap());
+        assert!(b.acquire("U1", &ltp()).await.is_err());
+        let mut text = String::new();
+        b.render_metrics(&mut text);
+        assert!(
+            text.contains("upkeep_gateway_budget_admitted_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upkeep_gateway_budget_rejected_total{reason=\"wait_too_long\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("upkeep_gateway_budget_waiting 0\n"), "{text}");
     }
 
     #[test]

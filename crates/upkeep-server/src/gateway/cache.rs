@@ -381,6 +381,49 @@ impl StaleCache {
         Some(answer)
     }
 
+    /// Appends the cache's counters to `/metrics` text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.stats();
+        for (name, kind, help, v) in [
+            (
+                "upkeep_gateway_stale_served_total",
+                "counter",
+                "Cached answers served because Upstox failed.",
+                s.stale_served,
+            ),
+            (
+                "upkeep_gateway_stale_too_old_total",
+                "counter",
+                "Upstox failures answered 503 because the cached answer was older than gateway.cache.max_age.",
+                s.too_old,
+            ),
+            (
+                "upkeep_gateway_cache_stored_total",
+                "counter",
+                "Good market-data answers kept for the fallback.",
+                s.stored,
+            ),
+            (
+                "upkeep_gateway_cache_entries",
+                "gauge",
+                "Answers held in memory for the fallback.",
+                s.entries,
+            ),
+            (
+                "upkeep_gateway_cache_bytes",
+                "gauge",
+                "Bytes held in memory for the fallback.",
+                s.bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -618,6 +661,20 @@ mod tests {
         assert_eq!(r.headers()[STALE_HEADER], "17");
         assert_eq!(r.headers()[header::WARNING], STALE_WARNING);
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[tokio::test]
+    async fn metrics_count_stale_answers_served() {
+        let (c, _) = cache(StaleCacheConfig::default());
+        c.remember(key("main", "k=1"), 200, None, body("x"));
+        let _ = c.fallback(&key("main", "k=1")).await;
+        let mut text = String::new();
+        c.render_metrics(&mut text);
+        assert!(
+            text.contains("upkeep_gateway_stale_served_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("upkeep_gateway_cache_entries 1\n"), "{text}");
     }
 
     #[tokio::test]
