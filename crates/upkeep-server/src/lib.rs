@@ -9,6 +9,8 @@
 //! - [`strategies`]: totp, token_request, oauth, refresh_token, static.
 //! - [`http`]: `/healthz`, `POST /webhooks/upstox/token`, `/auth/upstox/login`,
 //!   `/auth/upstox/callback`.
+//! - [`gateway`]: the Upstox API gateway at `/upstox/...` (token swap, reactive
+//!   renewal, usage).
 //! - [`alerts`]: webhook (generic, Slack, Telegram) and SMTP alerts, de-duplicated and
 //!   rate-limited.
 
@@ -124,13 +126,29 @@ impl App {
             keys.set_local(digest);
         }
         let sessions = dashboard::Sessions::default();
-        let router = http::router(engine.clone())
+        let usage = gateway::Usage::default();
+        let settings = engine.settings();
+        let budget = gateway::budget::Budget::new(settings.gateway.budget.clone());
+        let cache = gateway::cache::StaleCache::with_store(
+            settings.gateway.cache.clone(),
+            engine.clock().clone(),
+            engine.store().clone(),
+        );
+        let mut router = http::router(engine.clone())
             .merge(api::router(api::ApiState {
                 engine: engine.clone(),
                 keys: keys.clone(),
                 sessions: sessions.clone(),
+                usage: usage.clone(),
+                budget: budget.clone(),
+                cache: cache.clone(),
             }))
-            .merge(dashboard::router(engine.clone(), keys, sessions));
+            .merge(dashboard::router(engine.clone(), keys.clone(), sessions));
+        if engine.settings().gateway.enabled {
+            let gw = gateway::Gateway::new(engine.clone(), keys, usage, budget, cache)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            router = router.merge(gateway::router(gw));
+        }
         let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();
             async move {

@@ -16,6 +16,7 @@
 mod client;
 mod envelope;
 pub mod error;
+pub mod gateway;
 mod hosts;
 pub mod limits;
 mod models;

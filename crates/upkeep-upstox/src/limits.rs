@@ -14,8 +14,8 @@
 //! | payout restricted | – | 10 | 300 |
 //! | apply IPO | 1 | 10 | 300 |
 //!
-//! The reference names no paths for the payout and IPO APIs, so [`api_of`] never
-//! classifies a path into those groups; their limits are here for configuration.
+//! The reference names no paths for the payout and IPO APIs; [`crate::gateway::endpoint`]
+//! guesses them from `/payout`, `/payin` and `/ipo` in the path.
 
 use std::time::Duration;
 
@@ -122,29 +122,21 @@ pub struct ApiKey {
 }
 
 /// The API a request path is counted against. `path` is the Upstox path without the
-/// query (`/v3/market-quote/ltp`); a query, if present, is ignored.
+/// query (`/v3/market-quote/ltp`); a query, if present, is ignored. The group and the
+/// template come from [`crate::gateway::endpoint`]; a path it does not know is counted
+/// per path up to its first parameter.
 pub fn api_of(path: &str) -> ApiKey {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    if is_order_placement(path) {
-        return ApiKey {
-            group: ApiGroup::Order,
-            api: "orders".to_string(),
-        };
-    }
+    let ep = crate::gateway::endpoint(path);
+    let api = match ep.group {
+        ApiGroup::Order => "orders".to_owned(),
+        _ if ep.template != "other" => ep.template.to_owned(),
+        _ => api_template(path),
+    };
     ApiKey {
-        group: ApiGroup::Standard,
-        api: api_template(path),
+        group: ep.group,
+        api,
     }
-}
-
-/// Order placement as the official SDK routes it to the order host (any path with
-/// `/order/place`, `/order/modify` or `/order/cancel`: v2, v3, multi-order, GTT).
-pub fn is_order_placement(path: &str) -> bool {
-    ["/order/place", "/order/modify", "/order/cancel"]
-        .iter()
-        .any(|p| path.contains(p))
-        || path.contains("/order/multi/")
-        || path.contains("/order/gtt/")
 }
 
 /// The path up to its first parameter segment (a segment with a digit, an instrument
@@ -220,6 +212,7 @@ mod tests {
             "/v3/order/cancel?order_id=1",
             "/v2/order/multi/place",
             "/v3/order/gtt/place",
+            "/v2/order/positions/exit",
         ] {
             let k = api_of(p);
             assert_eq!(k.group, ApiGroup::Order, "{p}");
@@ -247,21 +240,15 @@ mod tests {
     fn path_parameters_collapse_into_one_api() {
         assert_eq!(
             api_of("/v3/historical-candle/NSE_EQ%7CINE848E01016/minutes/1/2025-01-02").api,
-            "/v3/historical-candle/*"
-        );
-        assert_eq!(
             api_of("/v3/historical-candle/NSE_EQ|INE669E01016/days/1/2025-01-02").api,
-            "/v3/historical-candle/*"
-        );
-        assert_eq!(
-            api_of("/v2/historical-candle/intraday/NSE_EQ|X/1minute").api,
-            "/v2/historical-candle/intraday/*"
         );
         assert_eq!(
             api_of("/v2/market/holidays/2026-11-24").api,
-            "/v2/market/holidays/*"
+            "/v2/market/holidays/{}"
         );
         assert_eq!(api_of("/v2/market/holidays").api, "/v2/market/holidays");
+        assert_eq!(api_of("/v9/new-api/NSE_EQ|X/7").api, "/v9/new-api/*");
+        assert_eq!(api_of("/v9/new-api/list").api, "/v9/new-api/list");
         assert_eq!(api_of("").api, "/");
     }
 }

@@ -68,6 +68,39 @@ fn example_config_parses_and_validates() {
     );
     assert_eq!(c.alert.webhook.len(), 1);
     assert_eq!(c.alert.email.as_ref().unwrap().to, vec!["you@example.com"]);
+    assert_eq!(c.gateway, GatewayConfig::default());
+}
+
+#[test]
+fn gateway_default_accounts_name_configured_accounts_and_the_header_is_a_header_name() {
+    let ok = load(
+        Some(&format!(
+            "{TOTP_ACCOUNT}\n[gateway.default_accounts]\nbot = \"main\"\n"
+        )),
+        &[],
+    );
+    assert_eq!(ok.gateway.default_accounts["bot"], "main");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.default_accounts]\nbot = \"other\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.default_accounts.bot"), "{e}");
+    assert!(e.contains("\"other\", which is not configured"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\naccount_header = \"X Account\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.account_header"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\naccount_header = \"Authorization\"\n"),
+        &[],
+    );
+    assert!(e.contains("standard header"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\nrequest_timeout = \"0s\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.request_timeout"), "{e}");
 }
 
 #[test]
@@ -373,7 +406,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[serverr]\n".into(),
             vec![],
-            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert",
+            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert, gateway",
         ),
         (
             "[[account]]\nenv = \"live\"\n".into(),

@@ -58,6 +58,9 @@ pub struct CurrentToken {
     /// The token endpoint's answer for this token, rendered on the first read (it
     /// goes, zeroized, with the token: a rotation makes a new `CurrentToken`).
     pub(crate) api_body: crate::api::TokenBody,
+    /// `Bearer <token>` as the gateway sends it upstream, rendered on first use (goes,
+    /// zeroized, with the token).
+    pub(crate) bearer: crate::gateway::BearerHeader,
 }
 
 impl CurrentToken {
@@ -77,6 +80,7 @@ impl CurrentToken {
             stored_at: t.stored_at,
             fingerprint: t.fingerprint,
             api_body: Default::default(),
+            bearer: Default::default(),
         }
     }
 

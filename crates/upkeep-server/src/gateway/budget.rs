@@ -38,9 +38,12 @@ pub struct BudgetSettings {
     pub queue_wait: Duration,
     /// The longest an upstream 429 backs a user off.
     pub max_backoff: Duration,
+    /// How long an upstream 429 without `Retry-After` backs a user off (Upstox
+    /// documents none; at most `max_backoff`).
+    pub default_backoff: Duration,
 }
 
-/// An upstream 429 without `Retry-After` backs the user off this long.
+/// An upstream 429 without `Retry-After` backs the user off this long by default.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Default for BudgetSettings {
@@ -72,6 +75,7 @@ impl BudgetSettings {
             queue_max: c.queue_max,
             queue_wait: Duration::from_millis(c.queue_wait_ms),
             max_backoff: c.max_backoff.try_into().unwrap_or(Duration::ZERO),
+            default_backoff: DEFAULT_BACKOFF,
         }
     }
 
@@ -141,6 +145,8 @@ pub struct BudgetStats {
     pub upstream_429: u64,
     /// Calls waiting right now.
     pub waiting: u64,
+    /// The most calls that ever waited at once (all users).
+    pub waiting_peak: u64,
 }
 
 impl BudgetStats {
@@ -158,6 +164,7 @@ struct Counters {
     backed_off: AtomicU64,
     upstream_429: AtomicU64,
     waiting: AtomicU64,
+    waiting_peak: AtomicU64,
 }
 
 /// The budget of every user. Cheap to clone (shared).
@@ -335,8 +342,10 @@ impl Budget {
                     *waiting += 1;
                     w.queue.push_back(t);
                     line.ticket = Some(t);
-                    self.inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-                    self.inner.counters.waiting.fetch_add(1, Ordering::Relaxed);
+                    let c = &self.inner.counters;
+                    c.queued.fetch_add(1, Ordering::Relaxed);
+                    let now_waiting = c.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                    c.waiting_peak.fetch_max(now_waiting, Ordering::Relaxed);
                 }
                 // The first in line waits for its slot; the others until the line
                 // moves (never on a timer already due, which would spin).
@@ -369,7 +378,7 @@ impl Budget {
     pub fn back_off(&self, user: &str, retry_after: Option<Duration>) {
         let settings = &self.inner.settings;
         let wait = retry_after
-            .unwrap_or(DEFAULT_BACKOFF)
+            .unwrap_or(settings.default_backoff)
             .min(settings.max_backoff);
         let until = Instant::now() + wait;
         self.inner
@@ -404,6 +413,7 @@ impl Budget {
             rejected_backed_off: g(&c.backed_off),
             upstream_429: g(&c.upstream_429),
             waiting: g(&c.waiting),
+            waiting_peak: g(&c.waiting_peak),
         }
     }
 
@@ -442,11 +452,20 @@ impl Budget {
             "Upstream 429 answers (each backs its user off).",
             &[("", s.upstream_429)],
         );
-        let _ = writeln!(
-            out,
-            "# HELP upkeep_gateway_budget_waiting Gateway requests waiting for a slot now.\n# TYPE upkeep_gateway_budget_waiting gauge\nupkeep_gateway_budget_waiting {}",
-            s.waiting
-        );
+        for (name, help, v) in [
+            (
+                "upkeep_gateway_budget_waiting",
+                "Gateway requests waiting for a slot now.",
+                s.waiting,
+            ),
+            (
+                "upkeep_gateway_budget_waiting_peak",
+                "The most gateway requests that waited for a slot at once.",
+                s.waiting_peak,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
     }
 
     fn end(&self, user: &str, api: &ApiKey) {
@@ -643,6 +662,7 @@ mod tests {
             w.await.unwrap().unwrap();
         }
         assert_eq!(b.stats().rejected_queue_full, 1);
+        assert_eq!(b.stats().waiting_peak, 2);
     }
 
     #[tokio::test(start_paused = true)]
