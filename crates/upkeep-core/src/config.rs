@@ -2130,6 +2130,22 @@ max_idle_connections = 64               # pooled upstream connections per host
 [gateway.default_accounts]              # API key name = account its requests use
 # trading-bot = "main"
 
+[gateway.budget]                        # every bot behind one Upstox user shares its limits
+enabled = true
+queue_max = 64                          # calls of one user waiting for a slot; more get 429
+queue_wait_ms = 1000                    # the longest a call waits, then 429 + Retry-After
+max_backoff = "60s"                     # cap on how long an upstream 429 holds a user back
+# [gateway.budget.rate_limits.order]    # override Upstox's published limits per group:
+# per_second = 50                       # order, standard, payout_standard, payout_restricted, ipo
+
+[gateway.cache]                         # last good market-data answers, served stale on failure
+paths = ["/v2/market-quote/", "/v3/market-quote/", "/v2/historical-candle/", "/v3/historical-candle/"]
+max_age = "15m"                         # older: 503 instead
+max_entries = 10000
+max_bytes = 67108864
+max_body_bytes = 1048576
+store = false                           # also keep them in the store (survive a restart)
+
 [[alert.webhook]]
 url = "https://hooks.example.com/upkeep"
 format = "generic"                      # generic | slack | telegram (telegram needs chat_id)

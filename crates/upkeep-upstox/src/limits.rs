@@ -17,6 +17,7 @@
 //! The reference names no paths for the payout and IPO APIs; [`crate::gateway::endpoint`]
 //! guesses them from `/payout`, `/payin` and `/ipo` in the path.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// A limit group of the published table.
@@ -118,7 +119,8 @@ impl RateLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ApiKey {
     pub group: ApiGroup,
-    pub api: String,
+    /// Borrowed for every known API, so building a key costs no allocation.
+    pub api: Cow<'static, str>,
 }
 
 /// The API a request path is counted against. `path` is the Upstox path without the
@@ -129,9 +131,9 @@ pub fn api_of(path: &str) -> ApiKey {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let ep = crate::gateway::endpoint(path);
     let api = match ep.group {
-        ApiGroup::Order => "orders".to_owned(),
-        _ if ep.template != "other" => ep.template.to_owned(),
-        _ => api_template(path),
+        ApiGroup::Order => Cow::Borrowed("orders"),
+        _ if ep.template != "other" => Cow::Borrowed(ep.template),
+        _ => Cow::Owned(api_template(path)),
     };
     ApiKey {
         group: ep.group,

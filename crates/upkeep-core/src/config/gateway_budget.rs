@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! [gateway.budget]
+//! enabled = true            # false: no budget (e.g. to benchmark the proxy alone)
 //! queue_max = 64            # requests waiting for a slot, per user; more get a 429
 //! queue_wait_ms = 1000      # the longest a request waits for a slot
 //! max_backoff = "60s"       # cap on an upstream 429's Retry-After
@@ -27,6 +28,8 @@ use super::{Collector, ConfigError, de_duration};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
+    /// Off: requests go upstream without the budget (Upstox may then answer 429).
+    pub enabled: bool,
     /// Requests of one user that may wait for a slot at once; beyond it, 429 at once.
     pub queue_max: usize,
     /// The longest a request waits for a slot before upkeep answers 429.
@@ -42,6 +45,7 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             queue_max: 64,
             queue_wait_ms: 1000,
             max_backoff: SignedDuration::from_secs(60),

@@ -31,6 +31,8 @@ use upkeep_upstox::limits::{ApiGroup, ApiKey, RateLimits};
 /// The budget's settings: limits per group and the queue's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetSettings {
+    /// Off: the gateway takes no permits.
+    pub enabled: bool,
     limits: [RateLimits; ApiGroup::ALL.len()],
     /// Calls of one user that may wait at once.
     pub queue_max: usize,
@@ -71,6 +73,7 @@ impl BudgetSettings {
             set(&mut l.per_30_minutes, o.per_30_minutes);
         }
         Self {
+            enabled: c.enabled,
             limits,
             queue_max: c.queue_max,
             queue_wait: Duration::from_millis(c.queue_wait_ms),
@@ -183,7 +186,7 @@ impl std::fmt::Debug for Budget {
 
 struct Inner {
     settings: BudgetSettings,
-    users: Mutex<HashMap<String, User>>,
+    users: Mutex<HashMap<Arc<str>, User>>,
     counters: Counters,
 }
 
@@ -270,7 +273,7 @@ impl Budget {
         &self.inner.settings
     }
 
-    fn users(&self) -> MutexGuard<'_, HashMap<String, User>> {
+    fn users(&self) -> MutexGuard<'_, HashMap<Arc<str>, User>> {
         self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -289,12 +292,15 @@ impl Budget {
         loop {
             let (mut changed, wake_at) = {
                 let mut users = self.users();
+                let name: Arc<str> = users
+                    .get_key_value(user)
+                    .map_or_else(|| Arc::from(user), |(k, _)| k.clone());
                 let User {
                     backoff_until,
                     waiting,
                     next_ticket,
                     apis,
-                } = users.entry(user.to_owned()).or_default();
+                } = users.entry(name.clone()).or_default();
                 let now = Instant::now();
                 let backoff = backoff_until.filter(|t| *t > now);
                 if backoff.is_none() {
@@ -318,7 +324,7 @@ impl Budget {
                     self.inner.counters.admitted.fetch_add(1, Ordering::Relaxed);
                     return Ok(Permit {
                         budget: self.clone(),
-                        user: user.to_owned(),
+                        user: name,
                         api: api.clone(),
                     });
                 }
@@ -386,7 +392,7 @@ impl Budget {
             .upstream_429
             .fetch_add(1, Ordering::Relaxed);
         let mut users = self.users();
-        let u = users.entry(user.to_owned()).or_default();
+        let u = users.entry(Arc::from(user)).or_default();
         u.backoff_until = Some(u.backoff_until.map_or(until, |b| b.max(until)));
         for w in u.apis.values() {
             w.wake_waiters();
@@ -515,7 +521,7 @@ impl Drop for InLine<'_> {
 /// each window until that window has passed its end.
 pub struct Permit {
     budget: Budget,
-    user: String,
+    user: Arc<str>,
     api: ApiKey,
 }
 

@@ -11,6 +11,7 @@
 //!    headers known, body still streaming): an upstream 429 backs the user off, and a
 //!    good answer of a covered GET is kept as its body streams through.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -44,7 +45,7 @@ pub(super) struct Exchange<'a> {
 /// A request's place in its user's budget: held until its answer's head is back (the
 /// call ends there, as far as Upstox's windows go).
 pub(super) struct Admission {
-    permit: Permit,
+    permit: Option<Permit>,
 }
 
 /// Why the upstream answer could not be used.
@@ -67,18 +68,13 @@ impl Failure {
     }
 }
 
-/// The Upstox user whose limits a request of `account` draws on: the token's user,
-/// else the configured `user_id`, else the account itself.
-fn budget_user(gw: &Gateway, account: &str) -> String {
-    let engine = &gw.inner.engine;
-    engine
-        .current(account)
-        .and_then(|c| c.user_id.clone())
-        .or_else(|| {
-            engine
-                .account_settings(account)
-                .and_then(|a| a.user_id.clone())
-        })
+/// The Upstox user whose limits a request of `account` draws on when its token names
+/// none: the configured `user_id`, else the account itself.
+fn configured_user(gw: &Gateway, account: &str) -> String {
+    gw.inner
+        .engine
+        .account_settings(account)
+        .and_then(|a| a.user_id.clone())
         .unwrap_or_else(|| format!("account:{account}"))
 }
 
@@ -86,10 +82,21 @@ pub(super) async fn before_upstream(
     gw: &Gateway,
     ex: &Exchange<'_>,
 ) -> Result<Admission, Response> {
-    let user = budget_user(gw, ex.account);
+    let budget = &gw.inner.budget;
+    if !budget.settings().enabled {
+        return Ok(Admission { permit: None });
+    }
+    // The token's user (its `sub`), borrowed: no allocation on the common path.
+    let current = gw.inner.engine.current(ex.account);
+    let user: Cow<'_, str> = match current.as_ref().and_then(|c| c.user_id.as_deref()) {
+        Some(u) => Cow::Borrowed(u),
+        None => Cow::Owned(configured_user(gw, ex.account)),
+    };
     let api = api_of(ex.path);
-    match gw.inner.budget.acquire(&user, &api).await {
-        Ok(permit) => Ok(Admission { permit }),
+    match budget.acquire(&user, &api).await {
+        Ok(permit) => Ok(Admission {
+            permit: Some(permit),
+        }),
         Err(r) => Err(too_many_requests(r)),
     }
 }
@@ -164,7 +171,9 @@ pub(super) fn after_upstream(
             .and_then(|v| v.to_str().ok())
             .and_then(RetryAfter::parse)
             .map(|r| r.delay_from(now));
-        admission.permit.upstream_refused(retry_after);
+        if let Some(p) = &admission.permit {
+            p.upstream_refused(retry_after);
+        }
     }
     drop(admission);
     let cache = &gw.inner.cache;
