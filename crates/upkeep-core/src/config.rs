@@ -19,6 +19,7 @@
 //! Errors name the key (as `section.key`, `account[0].renew`, or `account "main"`) and
 //! say how to fix it, on one line. They never contain a secret value.
 
+pub mod gateway_budget;
 pub mod import;
 
 use crate::expiry::format_hm;
@@ -565,6 +566,10 @@ pub struct GatewayConfig {
     /// API key name -> the account its requests use when they name none. Keys not
     /// listed use the default account.
     pub default_accounts: BTreeMap<String, String>,
+    /// `[gateway.budget]`: the shared rate budget per Upstox user and API.
+    pub budget: gateway_budget::BudgetConfig,
+    /// `[gateway.cache]`: the cached fallback for market-data GETs.
+    pub cache: gateway_budget::StaleCacheConfig,
 }
 
 impl Default for GatewayConfig {
@@ -576,6 +581,8 @@ impl Default for GatewayConfig {
             request_timeout: SignedDuration::from_secs(30),
             max_idle_connections: 64,
             default_accounts: BTreeMap::new(),
+            budget: gateway_budget::BudgetConfig::default(),
+            cache: gateway_budget::StaleCacheConfig::default(),
         }
     }
 }
@@ -1737,6 +1744,7 @@ impl Config {
 
     fn validate_gateway(&self, c: &mut Collector) {
         let g = &self.gateway;
+        gateway_budget::validate(&g.budget, &g.cache, "gateway", c);
         let name = g.account_header.to_ascii_lowercase();
         let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if name.is_empty() || !name.bytes().all(token_char) {
@@ -2235,6 +2243,22 @@ max_idle_connections = 64               # pooled upstream connections per host
 
 [gateway.default_accounts]              # API key name = account its requests use
 # trading-bot = "main"
+
+[gateway.budget]                        # every bot behind one Upstox user shares its limits
+enabled = true
+queue_max = 64                          # calls of one user waiting for a slot; more get 429
+queue_wait_ms = 1000                    # the longest a call waits, then 429 + Retry-After
+max_backoff = "60s"                     # cap on how long an upstream 429 holds a user back
+# [gateway.budget.rate_limits.order]    # override Upstox's published limits per group:
+# per_second = 50                       # order, standard, payout_standard, payout_restricted, ipo
+
+[gateway.cache]                         # last good market-data answers, served stale on failure
+paths = ["/v2/market-quote/", "/v3/market-quote/", "/v2/historical-candle/", "/v3/historical-candle/"]
+max_age = "15m"                         # older: 503 instead
+max_entries = 10000
+max_bytes = 67108864
+max_body_bytes = 1048576
+store = false                           # also keep them in the store (survive a restart)
 
 [[alert.webhook]]
 url = "https://hooks.example.com/upkeep"

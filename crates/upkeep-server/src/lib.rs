@@ -137,16 +137,25 @@ impl App {
         }
         let sessions = dashboard::Sessions::default();
         let usage = gateway::Usage::default();
+        let settings = engine.settings();
+        let budget = gateway::budget::Budget::new(settings.gateway.budget.clone());
+        let cache = gateway::cache::StaleCache::with_store(
+            settings.gateway.cache.clone(),
+            engine.clock().clone(),
+            engine.store().clone(),
+        );
         let mut router = http::router(engine.clone())
             .merge(api::router(api::ApiState {
                 engine: engine.clone(),
                 keys: keys.clone(),
                 sessions: sessions.clone(),
                 usage: usage.clone(),
+                budget: budget.clone(),
+                cache: cache.clone(),
             }))
             .merge(dashboard::router(engine.clone(), keys.clone(), sessions));
         if engine.settings().gateway.enabled {
-            let gw = gateway::Gateway::new(engine.clone(), keys, usage)
+            let gw = gateway::Gateway::new(engine.clone(), keys, usage, budget, cache)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             router = router.merge(gateway::router(gw));
         }

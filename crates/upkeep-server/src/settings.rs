@@ -122,6 +122,10 @@ pub struct GatewaySettings {
     pub max_idle_connections: usize,
     /// API key name -> account used when a request names none (else the default account).
     pub default_accounts: std::collections::BTreeMap<String, String>,
+    /// The shared rate budget (`[gateway.budget]`).
+    pub budget: crate::gateway::budget::BudgetSettings,
+    /// The cached fallback (`[gateway.cache]`).
+    pub cache: upkeep_core::config::gateway_budget::StaleCacheConfig,
 }
 
 impl Default for GatewaySettings {
@@ -133,6 +137,8 @@ impl Default for GatewaySettings {
             request_timeout: Duration::from_secs(30),
             max_idle_connections: 64,
             default_accounts: Default::default(),
+            budget: Default::default(),
+            cache: Default::default(),
         }
     }
 }

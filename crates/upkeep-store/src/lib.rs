@@ -108,6 +108,19 @@ pub struct StoredCalendar {
     pub fetched_at: Timestamp,
 }
 
+/// The gateway's last good answer to one account's market-data GET (path and canonical
+/// query). Market data, not a secret: stored as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAnswerRecord {
+    pub account: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub stored_at: Timestamp,
+}
+
 /// Storage for accounts, tokens, secrets, audit events and leases.
 ///
 /// Every implementation passes the same contract tests (`tests/contract.rs`).
@@ -193,6 +206,18 @@ pub trait TokenStore: Send + Sync {
     async fn put_calendar(&self, calendar: &StoredCalendar) -> Result<(), StoreError>;
     /// The stored trading calendar of `year`, if one was kept.
     async fn calendar(&self, year: i16) -> Result<Option<StoredCalendar>, StoreError>;
+    /// Keeps `answer` as the account's last good answer to its path and query,
+    /// replacing an older one. The account must exist ([`StoreError::UnknownAccount`]).
+    async fn put_cached_answer(&self, answer: &CachedAnswerRecord) -> Result<(), StoreError>;
+    /// The last good answer kept for (account, path, query).
+    async fn cached_answer(
+        &self,
+        account: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<CachedAnswerRecord>, StoreError>;
+    /// Forgets cached answers stored before `before`; returns how many.
+    async fn prune_cached_answers(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Everything except leases and API keys, with tokens and secrets opened.
     /// Consistent snapshot.

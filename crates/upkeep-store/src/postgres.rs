@@ -13,7 +13,8 @@ use crate::error::StoreError;
 use crate::key::MasterKey;
 use crate::rows::{self, sql};
 use crate::{
-    AccountRecord, ApiKeyRecord, AuditEvent, Backup, NewToken, StoredToken, TokenSlot, TokenStore,
+    AccountRecord, ApiKeyRecord, AuditEvent, Backup, CachedAnswerRecord, NewToken, StoredToken,
+    TokenSlot, TokenStore,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -445,6 +446,45 @@ impl TokenStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_cached_answer(&self, answer: &CachedAnswerRecord) -> Result<(), StoreError> {
+        let mut tx = self.lock_account(&answer.account).await?;
+        sqlx::query(sql::CACHE_PUT)
+            .bind(&answer.account)
+            .bind(&answer.path)
+            .bind(&answer.query)
+            .bind(i64::from(answer.status))
+            .bind(answer.content_type.as_deref())
+            .bind(answer.body.as_slice())
+            .bind(rows::secs(answer.stored_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cached_answer(
+        &self,
+        account: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<CachedAnswerRecord>, StoreError> {
+        let row: Option<rows::CachedAnswerRow> = sqlx::query_as(sql::CACHE_GET)
+            .bind(account)
+            .bind(path)
+            .bind(query)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(rows::CachedAnswerRow::into_record).transpose()
+    }
+
+    async fn prune_cached_answers(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::CACHE_PRUNE)
+            .bind(rows::secs(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn export(&self) -> Result<Backup, StoreError> {

@@ -92,6 +92,14 @@ pub(crate) mod sql {
          ON CONFLICT (year) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at";
     pub const CALENDAR_GET: &str =
         "SELECT year, body, fetched_at FROM market_calendar WHERE year = $1";
+    pub const CACHE_PUT: &str = "INSERT INTO gateway_cache \
+         (account, path, query, status, content_type, body, stored_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (account, path, query) DO UPDATE SET status = excluded.status, \
+         content_type = excluded.content_type, body = excluded.body, stored_at = excluded.stored_at";
+    pub const CACHE_GET: &str = "SELECT account, path, query, status, content_type, body, stored_at \
+         FROM gateway_cache WHERE account = $1 AND path = $2 AND query = $3";
+    pub const CACHE_PRUNE: &str = "DELETE FROM gateway_cache WHERE stored_at < $1";
 
     pub const WIPE_FOR_IMPORT: [&str; 4] = [
         "DELETE FROM tokens",
@@ -155,6 +163,35 @@ impl ApiKeyRow {
             name: self.name,
             digest,
             scope: self.scope,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CachedAnswerRow {
+    pub account: String,
+    pub path: String,
+    pub query: String,
+    pub status: i64,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub stored_at: i64,
+}
+
+impl CachedAnswerRow {
+    pub fn into_record(self) -> Result<crate::CachedAnswerRecord, StoreError> {
+        let status = u16::try_from(self.status).map_err(|_| StoreError::BadRow {
+            what: format!("cached answer of `{}`", self.path),
+            detail: format!("status {} out of range", self.status),
+        })?;
+        Ok(crate::CachedAnswerRecord {
+            stored_at: ts(self.stored_at, "gateway_cache.stored_at")?,
+            account: self.account,
+            path: self.path,
+            query: self.query,
+            status,
+            content_type: self.content_type,
+            body: self.body,
         })
     }
 }

@@ -505,6 +505,71 @@ async fn a_years_trading_calendar_is_kept_and_replaced_per_year(s: Store) {
     assert_eq!(s.calendar(2027).await.unwrap().unwrap().fetched_at, at(2));
 }
 
+async fn cached_answers_are_kept_per_account_replaced_and_pruned(s: Store) {
+    use upkeep_store::CachedAnswerRecord;
+    let answer = |account: &str, query: &str, body: &str, hours: i64| CachedAnswerRecord {
+        account: account.into(),
+        path: "/v3/market-quote/ltp".into(),
+        query: query.into(),
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: body.as_bytes().to_vec(),
+        stored_at: at(hours),
+    };
+    assert!(matches!(
+        s.put_cached_answer(&answer("ghost", "k=1", "{}", 0)).await,
+        Err(StoreError::UnknownAccount { .. })
+    ));
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.upsert_account("b", "live", t0()).await.unwrap();
+    s.put_cached_answer(&answer("a", "k=1", "old", 0))
+        .await
+        .unwrap();
+    s.put_cached_answer(&answer("a", "k=1", "new", 1))
+        .await
+        .unwrap();
+    s.put_cached_answer(&answer("a", "k=2", "two", 0))
+        .await
+        .unwrap();
+    let got = s
+        .cached_answer("a", "/v3/market-quote/ltp", "k=1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, answer("a", "k=1", "new", 1));
+    assert_eq!(
+        s.cached_answer("b", "/v3/market-quote/ltp", "k=1")
+            .await
+            .unwrap(),
+        None,
+        "another account's answer is not shared"
+    );
+    let mut bare = answer("b", "", "[]", 2);
+    bare.content_type = None;
+    s.put_cached_answer(&bare).await.unwrap();
+    assert_eq!(
+        s.cached_answer("b", "/v3/market-quote/ltp", "")
+            .await
+            .unwrap(),
+        Some(bare)
+    );
+    assert_eq!(s.prune_cached_answers(at(1)).await.unwrap(), 1);
+    assert!(
+        s.cached_answer("a", "/v3/market-quote/ltp", "k=2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.remove_account("a").await.unwrap());
+    assert!(
+        s.cached_answer("a", "/v3/market-quote/ltp", "k=1")
+            .await
+            .unwrap()
+            .is_none(),
+        "removed with its account"
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -545,4 +610,5 @@ contract!(
     failed_import_changes_nothing,
     health_is_ok_on_an_open_store_and_an_error_once_it_cannot_answer,
     api_keys_are_kept_by_digest_revoked_and_never_renamed,
+    cached_answers_are_kept_per_account_replaced_and_pruned,
 );

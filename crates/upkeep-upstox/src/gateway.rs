@@ -72,29 +72,8 @@ impl Routes {
     }
 }
 
-/// Upstox's rate-limit groups (reference 5.3: limits are per user and per API group).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ApiGroup {
-    /// Order placement, modification, cancellation, multi-order and GTT (10/s regular).
-    Order,
-    /// Payouts (10/s).
-    Payout,
-    /// IPO application (1/s).
-    Ipo,
-    /// Every other standard API (50/s, 500/min, 2000/30 min).
-    Standard,
-}
-
-impl ApiGroup {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiGroup::Order => "order",
-            ApiGroup::Payout => "payout",
-            ApiGroup::Ipo => "ipo",
-            ApiGroup::Standard => "standard",
-        }
-    }
-}
+/// Upstox's rate-limit groups (reference 5.3), with their published limits.
+pub use crate::limits::ApiGroup;
 
 /// A path's endpoint: a template with its variable segments named (bounded: metrics and
 /// usage are labelled by it, so a path nobody listed is `other`) and its rate group.
@@ -192,7 +171,9 @@ fn group_of(path: &str) -> ApiGroup {
     if path.contains("/ipo") {
         ApiGroup::Ipo
     } else if path.contains("/payout") || path.contains("/payin") {
-        ApiGroup::Payout
+        // The stricter payout limits (request, modify, cancel) are not told apart: the
+        // reference names no payout paths.
+        ApiGroup::PayoutStandard
     } else if upstream_of(path) == Upstream::Order
         || ["/order/multi/", "/order/gtt/", "/order/positions/exit"]
             .iter()

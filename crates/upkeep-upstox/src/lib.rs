@@ -9,6 +9,7 @@
 //!   `market_status` on [`UpstoxClient`]), read into upkeep-core's `TradingCalendar`.
 //! - [`webhook`]: parsing the notifier webhook that delivers an approved token.
 //! - [`error`]: [`UpstoxError`] and its [`ErrorClass`] (what the renewal engine does next).
+//! - [`limits`]: Upstox's published rate limits per API group, and a path's group.
 //! - [`Hosts`]: every host is overridable, so tests point them all at the simulator.
 //!
 //! Secrets stay [`upkeep_core::Secret`] / [`upkeep_core::AccessToken`] until they go on
@@ -20,6 +21,7 @@ mod envelope;
 pub mod error;
 pub mod gateway;
 mod hosts;
+pub mod limits;
 mod models;
 pub mod totp;
 pub mod webhook;
@@ -31,6 +33,7 @@ pub use error::{
     OTP_LIMIT_WAIT, RetryAfter, UpstoxError,
 };
 pub use hosts::Hosts;
+pub use limits::{ApiGroup, ApiKey, RateLimits, api_of};
 pub use models::{
     Funds, LtpQuote, LtpQuotes, Profile, RefreshGrant, SegmentFunds, TokenGrant, TokenRequestAck,
 };

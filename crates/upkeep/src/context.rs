@@ -224,6 +224,8 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
         request_timeout: secs(gw.request_timeout),
         max_idle_connections: gw.max_idle_connections,
         default_accounts: gw.default_accounts.clone(),
+        budget: upkeep_server::gateway::budget::BudgetSettings::from_config(&gw.budget),
+        cache: gw.cache.clone(),
     };
     if config.upstox.follow_sim_clock {
         // A jump of the simulator's clock is seen within a second by the follower;

@@ -104,6 +104,36 @@ fn gateway_default_accounts_name_configured_accounts_and_the_header_is_a_header_
 }
 
 #[test]
+fn gateway_budget_and_cache_keys_are_read_and_checked_with_the_whole_config() {
+    let ok = load(
+        Some(&format!(
+            "{TOTP_ACCOUNT}\n[gateway.budget]\nqueue_max = 8\nqueue_wait_ms = 250\n\
+             [gateway.budget.rate_limits.order]\nper_second = 50\n\
+             [gateway.cache]\nmax_age = \"2m\"\nstore = true\n"
+        )),
+        &[],
+    );
+    assert_eq!(ok.gateway.budget.queue_max, 8);
+    assert_eq!(ok.gateway.budget.queue_wait_ms, 250);
+    assert_eq!(
+        ok.gateway.budget.rate_limits.order.unwrap().per_second,
+        Some(50)
+    );
+    assert_eq!(ok.gateway.cache.max_age, SignedDuration::from_mins(2));
+    assert!(ok.gateway.cache.store);
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.cache]\npaths = [\"market-quote\"]\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.cache.paths"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.budget.rate_limits.orders]\nper_second = 5\n"),
+        &[],
+    );
+    assert!(e.contains("orders"), "{e}");
+}
+
+#[test]
 fn no_file_and_no_env_gives_the_defaults() {
     let c = load(None, &[]);
     assert_eq!(c, Config::default());

@@ -52,6 +52,9 @@ pub struct ApiState {
     pub sessions: crate::dashboard::Sessions,
     /// The gateway's usage table (`GET /api/v1/usage`, `/metrics`).
     pub usage: crate::gateway::Usage,
+    /// The gateway's rate budget and cached fallback (their counters in `/metrics`).
+    pub budget: crate::gateway::budget::Budget,
+    pub cache: crate::gateway::cache::StaleCache,
 }
 
 /// The API's routes.
@@ -618,6 +621,8 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
         {
             let mut text = metrics_text::render(&state.engine);
             state.usage.render(&mut text);
+            state.budget.render_metrics(&mut text);
+            state.cache.render_metrics(&mut text);
             text
         },
     )

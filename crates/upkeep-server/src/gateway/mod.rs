@@ -10,11 +10,17 @@
 //! - `hooks`: the seams where the shared rate budget (before the upstream call) and the
 //!   cached fallback (after it, and instead of it when upstream fails) plug in;
 //! - `usage`: per account, API key and endpoint template: counts, errors, latency, for
-//!   `/metrics` and `GET /api/v1/usage`.
+//!   `/metrics` and `GET /api/v1/usage`;
+//! - [`budget`]: the shared rate budget per (Upstox user, API): a short line, then 429
+//!   with `Retry-After` from upkeep; an upstream 429 backs the user off;
+//! - [`cache`]: the last good answer of market-data GETs, served stale (with
+//!   `X-Upkeep-Stale` and `Warning: 110`) when Upstox fails, up to a maximum age.
 //!
 //! Which Upstox host a path goes to and what an upstream 401 means are upkeep-upstox's
 //! knowledge (`upkeep_upstox::gateway`); this module knows HTTP.
 
+pub mod budget;
+pub mod cache;
 mod hooks;
 mod proxy;
 pub mod usage;
@@ -47,6 +53,8 @@ struct Inner {
     account_header: HeaderName,
     default_accounts: HashMap<String, String>,
     usage: Usage,
+    budget: budget::Budget,
+    cache: cache::StaleCache,
     /// Per account: the fingerprint whose reactive renewal failed last, and when. Another
     /// 401 on the same token within [`RENEWAL_COOLDOWN`] does not ask again (no renewal
     /// storm while every strategy is failing).
@@ -68,7 +76,14 @@ pub enum GatewayError {
 impl Gateway {
     /// The gateway of `engine`'s accounts, checking keys against `keys` and counting into
     /// `usage`. One pooled upstream client (rustls, TLS verified, HTTP/2 when offered).
-    pub fn new(engine: Engine, keys: KeyCache, usage: Usage) -> Result<Self, GatewayError> {
+    /// Requests draw on `budget` and market-data GETs fall back on `cache`.
+    pub fn new(
+        engine: Engine,
+        keys: KeyCache,
+        usage: Usage,
+        budget: budget::Budget,
+        cache: cache::StaleCache,
+    ) -> Result<Self, GatewayError> {
         let settings = engine.settings().gateway.clone();
         let account_header = HeaderName::try_from(settings.account_header.as_str())
             .map_err(|_| GatewayError::Header(settings.account_header.clone()))?;
@@ -92,6 +107,8 @@ impl Gateway {
                 account_header,
                 default_accounts: settings.default_accounts.into_iter().collect(),
                 usage,
+                budget,
+                cache,
                 failed_renewals: Mutex::default(),
             }),
         })

@@ -263,13 +263,14 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
                 ),
             );
         }
-        let r = hooks::upstream_failed(&gw, &ex, Failure::NoToken).unwrap_or_else(|| {
-            refusal(
+        let r = match hooks::upstream_failed(&gw, &ex, Failure::NoToken).await {
+            Some(r) => r,
+            None => refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_token",
                 format!("account `{account}` has no token yet; upkeep is getting one"),
-            )
-        });
+            ),
+        };
         return finish(&gw, &ex, started, r);
     };
 
@@ -297,7 +298,7 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
             on_unauthorized(&gw, &ex, &url, r, &current, replay_headers).await
         }
-        other => upstream_response(&gw, &ex, other),
+        other => upstream_response(&gw, &ex, other).await,
     };
     let response = hooks::after_upstream(&gw, &ex, admission, response);
     finish(&gw, &ex, started, response)
@@ -345,7 +346,7 @@ async fn send(
 
 /// Upstream's answer as the client's response (hop-by-hop headers dropped, body
 /// streamed), or the failure's.
-fn upstream_response(
+async fn upstream_response(
     gw: &Gateway,
     ex: &Exchange<'_>,
     r: Result<reqwest::Response, Failure>,
@@ -354,7 +355,8 @@ fn upstream_response(
         Ok(r) => {
             let status = r.status();
             if status.is_server_error()
-                && let Some(cached) = hooks::upstream_failed(gw, ex, Failure::ServerError(status))
+                && let Some(cached) =
+                    hooks::upstream_failed(gw, ex, Failure::ServerError(status)).await
             {
                 return cached;
             }
@@ -363,7 +365,10 @@ fn upstream_response(
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(f) => hooks::upstream_failed(gw, ex, f).unwrap_or_else(|| failure_response(f)),
+        Err(f) => match hooks::upstream_failed(gw, ex, f).await {
+            Some(cached) => cached,
+            None => failure_response(f),
+        },
     }
 }
 
@@ -489,7 +494,7 @@ async fn on_unauthorized(
             Some(RenewOutcome::Cancelled) => "upkeep is shutting down".to_owned(),
             Some(_) => "no new token is available".to_owned(),
         };
-        if let Some(cached) = hooks::upstream_failed(gw, ex, Failure::NoToken) {
+        if let Some(cached) = hooks::upstream_failed(gw, ex, Failure::NoToken).await {
             return cached;
         }
         return refusal(
@@ -503,8 +508,15 @@ async fn on_unauthorized(
     };
     match replay_headers {
         Some(h) => {
+            // The replay is a second call against the user's budget (the caller's
+            // admission covers the first, and reads the replay's answer).
+            let replay = match hooks::before_upstream(gw, ex).await {
+                Ok(a) => a,
+                Err(r) => return r,
+            };
             let again = send(gw, ex.method, url, h, &fresh, None).await;
-            upstream_response(gw, ex, again)
+            drop(replay);
+            upstream_response(gw, ex, again).await
         }
         None => refusal_with(
             StatusCode::UNAUTHORIZED,
