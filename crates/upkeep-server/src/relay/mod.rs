@@ -5,7 +5,10 @@
 //! - [`tokens`]: the pool's token source, fed from the engine's in-memory token
 //!   (every rotation reaches the pool) and reporting refused tokens to the engine's
 //!   reactive renewal.
+//! - [`persist`]: with `[relay] persist_ticks`, ticks and connection events written to
+//!   the store in batches.
 
+pub mod persist;
 pub mod tokens;
 pub mod upstream;
 

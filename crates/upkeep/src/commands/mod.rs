@@ -5,6 +5,7 @@ mod calendar;
 mod demo;
 mod serve;
 mod sim;
+mod ticks;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -84,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reload => reload(config_path).await,
         Command::Calendar(args) => calendar::run(config_path, args.year, args.json).await,
         Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Ticks { command } => ticks::run(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
         Command::Backup(args) => {
