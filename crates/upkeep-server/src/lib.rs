@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod oauth_state;
+pub mod relay;
 pub mod settings;
 mod strategies;
 

@@ -20,13 +20,19 @@
 
 mod decode;
 mod json;
+mod json_text;
+mod parts;
 mod request;
+mod request_parse;
 mod types;
 mod wire;
 
 pub use decode::{MAX_FEEDS, decode};
 pub use json::to_sdk_json;
+pub use json_text::SdkJsonWriter;
+pub use parts::{FeedPart, FrameParts, split, write_snapshot};
 pub use request::{FeedMethod, FeedRequest, SubscriptionMode};
+pub use request_parse::{MAX_REQUEST_BYTES, RequestParseError};
 pub use types::*;
 
 /// Why a feed frame could not be decoded. The frame is not a well-formed `FeedResponse`:
