@@ -248,6 +248,13 @@ fn example_value(path: &str) -> Option<&'static str> {
         "alert.email.username" => r#"a quoted name like "upkeep@example.com""#,
         "alert.email.from" => r#"an address like "upkeep <upkeep@example.com>""#,
         "alert.email.to" => r#"a list of addresses like ["me@example.com"]"#,
+        "relay.enabled" | "relay.persist_ticks" => "true or false",
+        "relay.stall_timeout" => r#"a duration like "30s""#,
+        "relay.backoff_min" => r#"a duration like "1s""#,
+        "relay.backoff_max" => r#"a duration like "60s""#,
+        "relay.max_connections" => "a whole number from 0 (the plan's limit) to 5",
+        "relay.upstream_queue" => "a whole number like 4096",
+        "relay.consumer_queue" => "a whole number like 1024",
         _ => return None,
     })
 }
@@ -291,6 +298,52 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub alert: AlertConfig,
+    #[serde(default)]
+    pub relay: RelayConfig,
+}
+
+/// `[relay]`: the market-data relay (one upstream Market Data Feed V3 pool per account,
+/// shared by local consumers). The pool opens upstream sockets only while consumers
+/// want keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Whether the relay runs at all.
+    pub enabled: bool,
+    /// Silence (no data, no ping, no pong) after which an upstream socket counts as
+    /// stalled and is reopened. Upstox pings idle sockets, so keep it well above its
+    /// ping interval (5 s to 10 min).
+    #[serde(deserialize_with = "de_duration")]
+    pub stall_timeout: SignedDuration,
+    /// First reconnect delay (doubling, with jitter, up to `backoff_max`).
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_min: SignedDuration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: SignedDuration,
+    /// Upstream connections per account at most; 0 = what the plan allows (2, or 5 on
+    /// Upstox Plus). Lower it to leave connections for other programs.
+    pub max_connections: usize,
+    /// Upstream events (frames, connection changes) buffered for the local side.
+    pub upstream_queue: usize,
+    /// Frames buffered per local consumer before it counts as slow.
+    pub consumer_queue: usize,
+    /// Write ticks and connection events to the store.
+    pub persist_ticks: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stall_timeout: SignedDuration::from_secs(30),
+            backoff_min: SignedDuration::from_secs(1),
+            backoff_max: SignedDuration::from_secs(60),
+            max_connections: 0,
+            upstream_queue: 4096,
+            consumer_queue: 1024,
+            persist_ticks: false,
+        }
+    }
 }
 
 /// `[server]`
@@ -1382,7 +1435,58 @@ impl Config {
         self.validate_renewal(&mut c);
         self.validate_accounts(&mut c);
         self.validate_alerts(&mut c);
+        self.validate_relay(&mut c);
         c.finish()
+    }
+
+    fn validate_relay(&self, c: &mut Collector) {
+        let r = &self.relay;
+        let secs = SignedDuration::from_secs;
+        if r.stall_timeout < secs(5) || r.stall_timeout > secs(600) {
+            c.push(
+                "relay.stall_timeout",
+                format!(
+                    "is {}; use 5s to 10m, well above Upstox's ping interval (default 30s)",
+                    format_config_duration(r.stall_timeout)
+                ),
+            );
+        }
+        if r.backoff_min <= SignedDuration::ZERO || r.backoff_min > secs(60) {
+            c.push(
+                "relay.backoff_min",
+                format!(
+                    "is {}; use more than 0 and at most 60s (default 1s)",
+                    format_config_duration(r.backoff_min)
+                ),
+            );
+        }
+        if r.backoff_max < r.backoff_min || r.backoff_max > secs(3600) {
+            c.push(
+                "relay.backoff_max",
+                format!(
+                    "is {}; use at least backoff_min ({}) and at most 1h (default 60s)",
+                    format_config_duration(r.backoff_max),
+                    format_config_duration(r.backoff_min)
+                ),
+            );
+        }
+        if r.max_connections > 5 {
+            c.push(
+                "relay.max_connections",
+                format!(
+                    "is {}; Upstox allows at most 5 feed connections (Plus) or 2; use 0 for the plan's limit",
+                    r.max_connections
+                ),
+            );
+        }
+        for (key, n) in [
+            ("relay.upstream_queue", r.upstream_queue),
+            ("relay.consumer_queue", r.consumer_queue),
+        ] {
+            if !(16..=1_000_000).contains(&n) {
+                c.push(key, format!("is {n}; use 16 to 1000000"));
+            }
+        }
     }
 
     fn validate_server(&self, c: &mut Collector) {
@@ -1993,6 +2097,16 @@ critical = "1h"
 [sinks]                                 # legacy files rewritten after each token change
 json_file = ""                          # e.g. "data/upstox_tokens.json"
 env_file = ""                           # e.g. ".env"
+
+[relay]                                 # market-data relay: one upstream feed per account
+enabled = true
+stall_timeout = "30s"                   # silence (no data, no pings) before a reconnect
+backoff_min = "1s"                      # reconnect delay, doubling with jitter
+backoff_max = "60s"
+max_connections = 0                     # upstream sockets per account; 0 = plan limit (2, Plus 5)
+upstream_queue = 4096                   # frames buffered between the upstream and the consumers
+consumer_queue = 1024                   # frames buffered per local consumer
+persist_ticks = false                   # write ticks and connection events to the store
 
 [[account]]
 id = "main"

@@ -37,6 +37,7 @@ pub use settings::{AccountSettings, DaemonSettings, StrategyKind};
 /// The daemon: engine + HTTP listener.
 pub struct App {
     engine: Engine,
+    relay: relay::Upstreams,
     listener: tokio::net::TcpListener,
     local_key: Option<[u8; 32]>,
 }
@@ -49,6 +50,7 @@ impl App {
     ) -> Result<Self, upkeep_store::StoreError> {
         let engine = Engine::new(deps).await?;
         Ok(Self {
+            relay: relay::Upstreams::new(engine.clone()),
             engine,
             listener,
             local_key: None,
@@ -68,6 +70,12 @@ impl App {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The market-data relay's upstream pools (one per account, started on first use;
+    /// closed when the daemon stops).
+    pub fn relay(&self) -> &relay::Upstreams {
+        &self.relay
     }
 
     /// Runs until `shutdown` resolves, then stops the supervisors (waits in the
@@ -143,6 +151,7 @@ impl App {
             }
         });
         let result = server.await;
+        self.relay.shutdown();
         engine.shutdown();
         // The supervisors were told to stop when the shutdown began, alongside the
         // connections' drain; give them a little longer, not a second full deadline.

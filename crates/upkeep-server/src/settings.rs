@@ -134,6 +134,31 @@ pub struct DaemonSettings {
     pub http: crate::http::serve::ServeLimits,
     /// Audit events older than this are deleted (checked every few hours).
     pub audit_retention: SignedDuration,
+    /// The market-data relay (`[relay]`).
+    pub relay: RelaySettings,
+}
+
+/// The market-data relay's settings (`[relay]`).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub enabled: bool,
+    /// The upstream pool's behaviour (stall timeout, backoff, event queue, connections).
+    pub upstream: upkeep_upstox::feed::upstream::UpstreamConfig,
+    /// Frames buffered per local consumer.
+    pub consumer_queue: usize,
+    /// Write ticks and connection events to the store.
+    pub persist_ticks: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            upstream: Default::default(),
+            consumer_queue: 1024,
+            persist_ticks: false,
+        }
+    }
 }
 
 impl DaemonSettings {
@@ -152,6 +177,7 @@ impl DaemonSettings {
             webhook: WebhookSettings::default(),
             http: crate::http::serve::ServeLimits::default(),
             audit_retention: SignedDuration::from_hours(90 * 24),
+            relay: RelaySettings::default(),
         }
     }
 }

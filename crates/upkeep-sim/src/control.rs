@@ -15,7 +15,7 @@
 //! | `POST /sim/token-requests/{client_id}/approve` | | `{client_id, user_id, access_token, expires_at, webhook_status, webhook_error}` after the webhook call |
 //! | `POST /sim/token-requests/{client_id}/reject` | | `{rejected: true}` |
 //! | `GET /sim/faults` | | current faults |
-//! | `POST /sim/faults` | any subset of `{latency_ms, error_rate, login_down, login_blocked, feed_drop, feed_stall, expired_codes}` | all faults after the update |
+//! | `POST /sim/faults` | any subset of `{latency_ms, error_rate, login_down, login_blocked, feed_drop, feed_quiet, feed_stall, expired_codes}` | all faults after the update |
 //! | `GET /sim/state` | | `{now, counters, faults, users, apps, pending_token_requests, rate_limits}` |
 //! | `GET /sim/credentials` | | the same list `--credentials-out` writes |
 

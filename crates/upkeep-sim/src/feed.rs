@@ -18,7 +18,11 @@
 //! by a snapshot of its keys (`initial_feed`, or `live_feed` by setting); then a `live_feed` frame of every subscribed
 //! key every `tick_interval`, from a deterministic price walk; with nothing subscribed,
 //! WebSocket pings instead. Faults: `drop` ends connections without a close frame (and
-//! cuts new ones right after the upgrade); `stall` keeps them open with pings only.
+//! cuts new ones right after the upgrade); `quiet` keeps them open with pings only;
+//! `stall` keeps them open and silent (no data, no pings). A socket is bound to the
+//! token that opened it: once that token no longer authenticates (revoked, superseded
+//! by `revoke_previous_tokens`, expired at 03:30 IST) the socket is closed with 1008
+//! at its next tick (UNCONFIRMED: Upstox's behaviour is undocumented).
 //!
 //! Choices the reference leaves open (UNCONFIRMED): an over-limit connection is refused at
 //! the handshake with 403 (not accepted then closed); the 403 bodies use the gateway's error
@@ -66,6 +70,8 @@ pub trait FeedHost: Clone + Send + Sync + 'static {
     fn is_holiday(&self, _date: jiff::civil::Date) -> bool {
         false
     }
+    /// Counts a feed event (the simulator's `/sim/state` counters).
+    fn feed_event(&self, _event: FeedEvent) {}
 }
 
 /// The user a feed connection belongs to.
@@ -75,11 +81,27 @@ pub struct FeedUser {
     pub plus: bool,
 }
 
-/// Feed faults: `drop` closes connections abruptly, `stall` keeps them open without ticks.
+/// Feed faults: `drop` closes connections abruptly; `quiet` keeps them open with
+/// WebSocket pings only (a quiet market, not a dead socket); `stall` keeps them open
+/// with nothing at all (no data, no pings: a dead socket).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeedFaults {
     pub drop: bool,
+    pub quiet: bool,
     pub stall: bool,
+}
+
+/// Something that happened on the feed, for the host's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A WebSocket was accepted (`open` connections of the host go up).
+    Opened,
+    /// A WebSocket ended (`open` connections go down).
+    Closed,
+    /// A handshake was refused for the connection limit.
+    RefusedLimit,
+    /// A socket was closed with 1008 because its token no longer authenticates.
+    TokenClosed,
 }
 
 /// Why a bearer token was refused.
@@ -126,6 +148,7 @@ struct Registry {
 
 struct Code {
     user: FeedUser,
+    token: String,
     issued_ms: i64,
     used: bool,
 }
@@ -155,7 +178,13 @@ impl Drop for Slot {
 
 impl Registry {
     /// A fresh single-use authorized URL for `user`.
-    fn authorized_url(&self, base_ws_url: &str, user: FeedUser, now_ms: i64) -> String {
+    fn authorized_url(
+        &self,
+        base_ws_url: &str,
+        user: FeedUser,
+        token: &str,
+        now_ms: i64,
+    ) -> String {
         let code = uuid::Uuid::new_v4().to_string();
         let request_id = uuid::Uuid::new_v4().to_string();
         let ttl_ms = CODE_TTL.as_millis() as i64;
@@ -166,6 +195,7 @@ impl Registry {
             code.clone(),
             Code {
                 user,
+                token: token.to_owned(),
                 issued_ms: now_ms,
                 used: false,
             },
@@ -211,7 +241,7 @@ fn invalid_token() -> Response {
 
 /// The user behind `Authorization: Bearer <token>`; `None` means the gateway's 401
 /// ([`invalid_token`]), for missing, malformed, invalid and expired tokens alike.
-fn bearer_user<S: FeedHost>(host: &S, headers: &HeaderMap) -> Option<FeedUser> {
+fn bearer_user<S: FeedHost>(host: &S, headers: &HeaderMap) -> Option<(FeedUser, String)> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -221,16 +251,19 @@ fn bearer_user<S: FeedHost>(host: &S, headers: &HeaderMap) -> Option<FeedUser> {
         })
         .filter(|t| !t.is_empty())?;
     // Expired and invalid tokens get the same answer from the gateway.
-    host.authenticate(token).ok()
+    host.authenticate(token).ok().map(|u| (u, token.to_owned()))
 }
 
 async fn authorize<S: FeedHost>(State(st): State<FeedState<S>>, headers: HeaderMap) -> Response {
-    let Some(user) = bearer_user(&st.host, &headers) else {
+    let Some((user, token)) = bearer_user(&st.host, &headers) else {
         return invalid_token();
     };
-    let url =
-        st.registry
-            .authorized_url(&st.host.base_ws_url(), user, st.host.now().as_millisecond());
+    let url = st.registry.authorized_url(
+        &st.host.base_ws_url(),
+        user,
+        &token,
+        st.host.now().as_millisecond(),
+    );
     crate::error::json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -243,12 +276,15 @@ async fn authorize<S: FeedHost>(State(st): State<FeedState<S>>, headers: HeaderM
 /// The SDK's `wss://api.upstox.com/v3/feed/market-data-feed` with a Bearer header: a 302
 /// to a fresh authorized URL, whether or not the request asks for an upgrade.
 async fn direct<S: FeedHost>(State(st): State<FeedState<S>>, headers: HeaderMap) -> Response {
-    let Some(user) = bearer_user(&st.host, &headers) else {
+    let Some((user, token)) = bearer_user(&st.host, &headers) else {
         return invalid_token();
     };
-    let url =
-        st.registry
-            .authorized_url(&st.host.base_ws_url(), user, st.host.now().as_millisecond());
+    let url = st.registry.authorized_url(
+        &st.host.base_ws_url(),
+        user,
+        &token,
+        st.host.now().as_millisecond(),
+    );
     match HeaderValue::from_str(&url) {
         Ok(location) => {
             let mut resp = StatusCode::FOUND.into_response();
@@ -292,10 +328,11 @@ async fn feeds<S: FeedHost>(
         };
         // Any real attempt burns the code, even one refused below.
         entry.used = true;
-        (entry.user.clone(), ws)
+        (entry.user.clone(), entry.token.clone(), ws)
     };
-    let (user, ws) = user;
+    let (user, token, ws) = user;
     let Some(slot) = st.registry.take_slot(&user) else {
+        st.host.feed_event(FeedEvent::RefusedLimit);
         return error(
             StatusCode::FORBIDDEN,
             "SIM_FEED_CONNECTION_LIMIT",
@@ -303,5 +340,5 @@ async fn feeds<S: FeedHost>(
         );
     };
     let host = st.host.clone();
-    ws.on_upgrade(move |socket| session::run(socket, host, user, slot))
+    ws.on_upgrade(move |socket| session::run(socket, host, user, token, slot))
 }

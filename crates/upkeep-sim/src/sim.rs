@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::SimClock;
 use crate::config::{self, AppConfig, ConfigError, Plan, SimConfig, UserConfig};
-use crate::feed::{FeedAuthError, FeedFaults, FeedHost, FeedUser};
+use crate::feed::{FeedAuthError, FeedEvent, FeedFaults, FeedHost, FeedUser};
 use crate::ist;
 use crate::jwt::{self, Claims, TokenKind};
 use crate::ratelimit::{Group, RateLimiter};
@@ -55,7 +55,9 @@ pub struct Faults {
     pub login_blocked: bool,
     /// Feed connections are dropped.
     pub feed_drop: bool,
-    /// Feed connections stay open but stop ticking.
+    /// Feed connections stay open with pings only (a quiet market: not a stall).
+    pub feed_quiet: bool,
+    /// Feed connections stay open with nothing on them (no data, no pings).
     pub feed_stall: bool,
     /// The next this many authorization codes are issued already expired (the code
     /// exchange answers `UDAPI100057`); counts down as codes are issued.
@@ -71,6 +73,7 @@ pub struct FaultsPatch {
     pub login_down: Option<bool>,
     pub login_blocked: Option<bool>,
     pub feed_drop: Option<bool>,
+    pub feed_quiet: Option<bool>,
     pub feed_stall: Option<bool>,
     pub expired_codes: Option<u32>,
 }
@@ -132,6 +135,21 @@ pub struct Counters {
     pub oauth2_grants: u64,
     /// OAuth 2 token requests refused with an RFC 6749 error (`invalid_grant`, ...).
     pub oauth2_refused: u64,
+    /// Feed WebSockets accepted.
+    #[serde(default)]
+    pub feed_connections_opened: u64,
+    /// Feed WebSockets open now.
+    #[serde(default)]
+    pub feed_connections_open: u64,
+    /// Most feed WebSockets open at once.
+    #[serde(default)]
+    pub feed_connections_peak: u64,
+    /// Feed handshakes refused for the per-user connection limit.
+    #[serde(default)]
+    pub feed_connections_refused: u64,
+    /// Feed sockets closed with 1008 because their token stopped authenticating.
+    #[serde(default)]
+    pub feed_token_closes: u64,
 }
 
 #[derive(Default)]
@@ -156,6 +174,11 @@ pub(crate) struct AtomicCounters {
     pub oauth2_requests: AtomicU64,
     pub oauth2_grants: AtomicU64,
     pub oauth2_refused: AtomicU64,
+    pub feed_connections_opened: AtomicU64,
+    pub feed_connections_open: AtomicU64,
+    pub feed_connections_peak: AtomicU64,
+    pub feed_connections_refused: AtomicU64,
+    pub feed_token_closes: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -186,6 +209,11 @@ impl AtomicCounters {
             oauth2_requests: g(&self.oauth2_requests),
             oauth2_grants: g(&self.oauth2_grants),
             oauth2_refused: g(&self.oauth2_refused),
+            feed_connections_opened: g(&self.feed_connections_opened),
+            feed_connections_open: g(&self.feed_connections_open),
+            feed_connections_peak: g(&self.feed_connections_peak),
+            feed_connections_refused: g(&self.feed_connections_refused),
+            feed_token_closes: g(&self.feed_token_closes),
         }
     }
 }
@@ -705,6 +733,9 @@ impl Sim {
         if let Some(v) = patch.feed_drop {
             f.feed_drop = v;
         }
+        if let Some(v) = patch.feed_quiet {
+            f.feed_quiet = v;
+        }
         if let Some(v) = patch.feed_stall {
             f.feed_stall = v;
         }
@@ -850,10 +881,31 @@ impl FeedHost for Sim {
         }
     }
 
+    fn feed_event(&self, event: FeedEvent) {
+        let c = &self.inner.counters;
+        match event {
+            FeedEvent::Opened => {
+                bump(&c.feed_connections_opened);
+                let open = c.feed_connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+                c.feed_connections_peak.fetch_max(open, Ordering::Relaxed);
+            }
+            FeedEvent::Closed => {
+                let _ = c.feed_connections_open.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| Some(n.saturating_sub(1)),
+                );
+            }
+            FeedEvent::RefusedLimit => bump(&c.feed_connections_refused),
+            FeedEvent::TokenClosed => bump(&c.feed_token_closes),
+        }
+    }
+
     fn faults(&self) -> FeedFaults {
         let f = Sim::faults(self);
         FeedFaults {
             drop: f.feed_drop,
+            quiet: f.feed_quiet,
             stall: f.feed_stall,
         }
     }

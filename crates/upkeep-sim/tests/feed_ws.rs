@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use upkeep_proto::feed as pb;
-use upkeep_sim::feed::{FeedAuthError, FeedFaults, FeedHost, FeedUser, feed_router};
+use upkeep_sim::feed::{FeedAuthError, FeedEvent, FeedFaults, FeedHost, FeedUser, feed_router};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -41,6 +41,9 @@ const WAIT: Duration = Duration::from_secs(10);
 struct TestHost {
     base_ws: Arc<Mutex<String>>,
     faults: Arc<Mutex<FeedFaults>>,
+    /// Tokens revoked since the start.
+    revoked: Arc<Mutex<Vec<String>>>,
+    events: Arc<Mutex<Vec<FeedEvent>>>,
     start: tokio::time::Instant,
 }
 
@@ -51,6 +54,9 @@ impl FeedHost for TestHost {
     }
 
     fn authenticate(&self, bearer: &str) -> Result<FeedUser, FeedAuthError> {
+        if self.revoked.lock().unwrap().iter().any(|t| t == bearer) {
+            return Err(FeedAuthError::Invalid);
+        }
         match bearer {
             NORMAL => Ok(FeedUser {
                 ucc: "AB1234".into(),
@@ -76,6 +82,10 @@ impl FeedHost for TestHost {
     fn base_ws_url(&self) -> String {
         self.base_ws.lock().unwrap().clone()
     }
+
+    fn feed_event(&self, event: FeedEvent) {
+        self.events.lock().unwrap().push(event);
+    }
 }
 
 struct Feed {
@@ -90,6 +100,8 @@ async fn spawn_feed() -> Feed {
     let host = TestHost {
         base_ws: Arc::new(Mutex::new(format!("ws://{addr}"))),
         faults: Arc::default(),
+        revoked: Arc::default(),
+        events: Arc::default(),
         start: tokio::time::Instant::now(),
     };
     let app = feed_router(host.clone());
@@ -537,7 +549,7 @@ async fn drop_fault_cuts_the_connection_without_a_close_frame() {
     next_tick(&mut ws).await;
     feed.set_faults(FeedFaults {
         drop: true,
-        stall: false,
+        ..FeedFaults::default()
     });
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
@@ -549,7 +561,7 @@ async fn drop_fault_cuts_the_connection_without_a_close_frame() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stall_fault_keeps_the_socket_open_with_pings_only() {
+async fn quiet_fault_keeps_the_socket_open_with_pings_only() {
     let feed = spawn_feed().await;
     let mut ws = feed.open(NORMAL).await;
     ws.send(request("sub", None, &["NSE_EQ|INE669E01016"]))
@@ -557,8 +569,8 @@ async fn stall_fault_keeps_the_socket_open_with_pings_only() {
         .unwrap();
     next_tick(&mut ws).await;
     feed.set_faults(FeedFaults {
-        drop: false,
-        stall: true,
+        quiet: true,
+        ..FeedFaults::default()
     });
     loop {
         if let Message::Ping(_) = next_message(&mut ws).await {
@@ -567,12 +579,68 @@ async fn stall_fault_keeps_the_socket_open_with_pings_only() {
     }
     for _ in 0..3 {
         let m = next_message(&mut ws).await;
-        assert!(matches!(m, Message::Ping(_)), "stalled feed sent {m:?}");
+        assert!(matches!(m, Message::Ping(_)), "quiet feed sent {m:?}");
     }
     feed.set_faults(FeedFaults::default());
     let tick = next_tick(&mut ws).await;
     assert!(
         tick.feeds.contains_key("NSE_EQ|INE669E01016"),
-        "ticks resume after the stall"
+        "ticks resume after the quiet spell"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stall_fault_keeps_the_socket_open_and_silent() {
+    let feed = spawn_feed().await;
+    let mut ws = feed.open(NORMAL).await;
+    ws.send(request("sub", None, &["NSE_EQ|INE669E01016"]))
+        .await
+        .unwrap();
+    next_tick(&mut ws).await;
+    feed.set_faults(FeedFaults {
+        stall: true,
+        ..FeedFaults::default()
+    });
+    // At most the tick already on its way, then nothing: no data and no pings.
+    let _ = tokio::time::timeout(TICK / 2, ws.next()).await;
+    let silent = tokio::time::timeout(TICK * 5, ws.next()).await;
+    assert!(silent.is_err(), "stalled feed sent {silent:?}");
+    feed.set_faults(FeedFaults::default());
+    let tick = next_tick(&mut ws).await;
+    assert!(tick.feeds.contains_key("NSE_EQ|INE669E01016"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_token_closes_its_sockets_with_1008() {
+    let feed = spawn_feed().await;
+    let mut ws = feed.open(NORMAL).await;
+    let mut other = feed.open(PLUS).await;
+    feed.host.revoked.lock().unwrap().push(NORMAL.into());
+    loop {
+        match next_message(&mut ws).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                break;
+            }
+            Message::Close(None) => panic!("closed without a code"),
+            _ => continue,
+        }
+    }
+    // Another user's socket carries on.
+    assert!(matches!(next_message(&mut other).await, Message::Ping(_)));
+    let events = feed.host.events.lock().unwrap().clone();
+    assert!(events.contains(&FeedEvent::TokenClosed), "{events:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_and_limit_refusals_are_reported_to_the_host() {
+    let feed = spawn_feed().await;
+    let _a = feed.open(NORMAL).await;
+    let _b = feed.open(NORMAL).await;
+    let url = feed.authorized_url(NORMAL).await;
+    assert!(connect(url.as_str()).await.is_err());
+    let events = feed.host.events.lock().unwrap().clone();
+    let count = |e: FeedEvent| events.iter().filter(|x| **x == e).count();
+    assert_eq!(count(FeedEvent::Opened), 2);
+    assert_eq!(count(FeedEvent::RefusedLimit), 1);
 }

@@ -140,6 +140,31 @@ impl UpstoxClient {
         self.call(EP, self.http.get(url), Some(token)).await
     }
 
+    /// `GET /v3/feed/market-data-feed/authorize`: a fresh single-use WebSocket URL for
+    /// the Market Data Feed V3 (reference 7.1). Either key spelling of the answer is
+    /// read; anything but a `ws`/`wss` URL is refused.
+    pub async fn feed_authorize(&self, token: &AccessToken) -> Result<Url, UpstoxError> {
+        const EP: &str = "GET /v3/feed/market-data-feed/authorize";
+        let url = endpoint(&self.config.hosts.api, "v3/feed/market-data-feed/authorize");
+        let (status, data) = self.call_raw(EP, self.http.get(url), Some(token)).await?;
+        let raw = ["authorized_redirect_uri", "authorizedRedirectUri"]
+            .iter()
+            .find_map(|k| data.get(*k).and_then(Value::as_str))
+            .ok_or_else(|| UpstoxError::Decode {
+                endpoint: EP,
+                status,
+                detail: "no authorized_redirect_uri in the answer".into(),
+            })?;
+        match Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "ws" | "wss") => Ok(u),
+            _ => Err(UpstoxError::Decode {
+                endpoint: EP,
+                status,
+                detail: "authorized_redirect_uri is not a ws:// or wss:// URL".into(),
+            }),
+        }
+    }
+
     /// `DELETE /v2/logout`: invalidates the token.
     pub async fn logout(&self, token: &AccessToken) -> Result<(), UpstoxError> {
         const EP: &str = "DELETE /v2/logout";

@@ -38,8 +38,8 @@ Control API (JSON in and out):
                                            approve POSTs the token to the app's notifier URL
   POST /sim/refresh-tokens                 {\"client_id\"} -> refresh token for POST /sim/oauth2/token
   GET  /sim/faults, POST /sim/faults       {\"latency_ms\", \"error_rate\", \"login_down\",
-                                           \"login_blocked\", \"feed_drop\", \"feed_stall\",
-                                           \"expired_codes\"}
+                                           \"login_blocked\", \"feed_drop\", \"feed_quiet\",
+                                           \"feed_stall\", \"expired_codes\"}
   GET  /sim/state, GET /sim/credentials    counters, users, apps / demo credentials
 
 Full reference: crates/upkeep-sim/README.md";

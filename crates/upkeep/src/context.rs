@@ -221,6 +221,19 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
         // supervisors re-read the plan as often so the daemon reacts within seconds.
         s.poll = s.poll.min(std::time::Duration::from_secs(1));
     }
+    let relay = &config.relay;
+    s.relay = upkeep_server::settings::RelaySettings {
+        enabled: relay.enabled,
+        upstream: upkeep_upstox::feed::upstream::UpstreamConfig {
+            stall_timeout: secs(relay.stall_timeout),
+            backoff_min: secs(relay.backoff_min),
+            backoff_max: secs(relay.backoff_max),
+            event_queue: relay.upstream_queue,
+            max_connections: (relay.max_connections > 0).then_some(relay.max_connections),
+        },
+        consumer_queue: relay.consumer_queue,
+        persist_ticks: relay.persist_ticks,
+    };
     s.sinks = SinkSettings {
         json_file: config.sinks.json_file.clone(),
         env_file: config.sinks.env_file.clone(),

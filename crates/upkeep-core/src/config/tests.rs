@@ -373,7 +373,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[serverr]\n".into(),
             vec![],
-            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert",
+            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert, relay",
         ),
         (
             "[[account]]\nenv = \"live\"\n".into(),
@@ -862,4 +862,48 @@ fn an_unedited_example_is_flagged_key_by_key_without_showing_secrets() {
         load(Some(&edited), &[]).placeholders(),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn relay_defaults_match_the_example_and_an_empty_file() {
+    assert_eq!(load(None, &[]).relay, RelayConfig::default());
+    assert_eq!(
+        load(Some(example_toml()), &[]).relay,
+        RelayConfig::default()
+    );
+    let r = RelayConfig::default();
+    assert!(r.enabled && !r.persist_ticks);
+    assert_eq!(r.stall_timeout, SignedDuration::from_secs(30));
+}
+
+#[test]
+fn relay_settings_out_of_range_are_refused_by_key() {
+    let e = err("[relay]\nstall_timeout = \"2s\"\n", &[]);
+    assert!(
+        e.contains("relay.stall_timeout") && e.contains("5s to 10m"),
+        "{e}"
+    );
+    let e = err(
+        "[relay]\nbackoff_min = \"10s\"\nbackoff_max = \"5s\"\n",
+        &[],
+    );
+    assert!(e.contains("relay.backoff_max"), "{e}");
+    let e = err("[relay]\nmax_connections = 6\n", &[]);
+    assert!(
+        e.contains("relay.max_connections") && e.contains("at most 5"),
+        "{e}"
+    );
+    let e = err("[relay]\nconsumer_queue = 0\n", &[]);
+    assert!(e.contains("relay.consumer_queue"), "{e}");
+    let e = err("[relay]\nstall_timeout = 30\n", &[]);
+    assert!(
+        e.contains("relay.stall_timeout") && e.contains("\"30s\""),
+        "{e}"
+    );
+    let ok = load(
+        Some("[relay]\nenabled = false\nstall_timeout = \"45s\"\nmax_connections = 1\n"),
+        &[],
+    );
+    assert!(!ok.relay.enabled);
+    assert_eq!(ok.relay.max_connections, 1);
 }

@@ -1,15 +1,22 @@
-//! The market-data relay's local side: many local consumers of one account's upstream
-//! feed.
+//! The market-data relay: one upstream Market Data Feed V3 pool per account
+//! (`upkeep_upstox::feed::upstream::FeedPool`), shared by local consumers.
 //!
-//! - [`hub`]: consumers, their subscriptions and bounded queues, the last-state cache
-//!   and the fan-out of upstream frames.
+//! - [`upstream`]: [`Upstreams`], the pools by account, started on first use.
+//! - [`tokens`]: the pool's token source, fed from the engine's in-memory token
+//!   (every rotation reaches the pool) and reporting refused tokens to the engine's
+//!   reactive renewal.
+//! - [`hub`]: the local side: consumers, their subscriptions and bounded queues, the
+//!   last-state cache and the fan-out of upstream frames.
 
 pub mod hub;
+pub mod tokens;
+pub mod upstream;
 
 pub use hub::{
     Consumer, ConsumerHealth, ConsumerKind, Delivery, Hub, HubConfig, HubHealth, UpstreamLink,
     UpstreamSubscriber,
 };
+pub use upstream::{RelayError, Upstreams};
 
 #[cfg(test)]
 mod tests;

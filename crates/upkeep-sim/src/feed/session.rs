@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use prost::Message as _;
 use tokio::time::{Instant, MissedTickBehavior};
 use upkeep_proto::feed as pb;
 
 use super::market::{self, Mode};
-use super::{FeedHost, FeedUser, Slot};
+use super::{FeedEvent, FeedHost, FeedUser, Slot};
 
 /// Per-mode key limits (ref 7.4): `(alone, combined)`. "Alone" applies when only that mode
 /// is in use on the connection, "combined" when several are. Counted per connection
@@ -141,9 +141,26 @@ fn binary(msg: &pb::FeedResponse) -> Message {
     Message::Binary(msg.encode_to_vec().into())
 }
 
-/// Runs one connection until the client leaves or a `drop` fault cuts it. `_slot` holds
-/// the user's connection count until the end.
-pub(crate) async fn run<S: FeedHost>(mut socket: WebSocket, host: S, user: FeedUser, _slot: Slot) {
+/// Counts the connection as open for the host while it lives.
+struct Counted<S: FeedHost>(S);
+
+impl<S: FeedHost> Drop for Counted<S> {
+    fn drop(&mut self) {
+        self.0.feed_event(FeedEvent::Closed);
+    }
+}
+
+/// Runs one connection until the client leaves, a `drop` fault cuts it or its token
+/// stops authenticating. `_slot` holds the user's connection count until the end.
+pub(crate) async fn run<S: FeedHost>(
+    mut socket: WebSocket,
+    host: S,
+    user: FeedUser,
+    token: String,
+    _slot: Slot,
+) {
+    host.feed_event(FeedEvent::Opened);
+    let _counted = Counted(host.clone());
     // A `drop` fault: return without a close frame, so the TCP stream just ends.
     if host.faults().drop {
         return;
@@ -183,7 +200,7 @@ pub(crate) async fn run<S: FeedHost>(mut socket: WebSocket, host: S, user: FeedU
                         if faults.drop {
                             return;
                         }
-                        if faults.stall {
+                        if faults.stall || faults.quiet {
                             continue;
                         }
                         let now_ms = host.now().as_millisecond();
@@ -211,8 +228,22 @@ pub(crate) async fn run<S: FeedHost>(mut socket: WebSocket, host: S, user: FeedU
                 if faults.drop {
                     return;
                 }
-                let msg = if faults.stall || subs.is_empty() {
-                    // Idle (or stalled): standard WebSocket pings keep the connection alive.
+                if host.authenticate(&token).is_err() {
+                    // The token that opened this socket was revoked, superseded or expired.
+                    host.feed_event(FeedEvent::TokenClosed);
+                    let frame = CloseFrame {
+                        code: close_code::POLICY,
+                        reason: "access token is no longer valid".into(),
+                    };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+                if faults.stall {
+                    // A dead socket: open, but nothing on it.
+                    continue;
+                }
+                let msg = if faults.quiet || subs.is_empty() {
+                    // Idle (or a quiet market): standard WebSocket pings keep it alive.
                     Message::Ping(Vec::new().into())
                 } else {
                     let now_ms = host.now().as_millisecond();

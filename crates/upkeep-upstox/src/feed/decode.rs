@@ -333,3 +333,17 @@ fn status_entry(buf: &[u8]) -> Result<(&str, StatusInfo<'_>)> {
     });
     Ok((key, info))
 }
+
+/// The `type` of a `FeedResponse` without decoding the rest (the relay routes frames by
+/// it). A frame without the field is an `initial_feed` (the wire default).
+pub fn frame_type(buf: &[u8]) -> std::result::Result<FeedType, FeedDecodeError> {
+    let mut kind = FeedType::InitialFeed;
+    let mut r = Reader::new(buf);
+    while r.has_more() {
+        match r.tag()? {
+            V1 => kind = FeedType::from_i32(r.int32()?),
+            t => r.skip_tag(t)?,
+        }
+    }
+    Ok(kind)
+}

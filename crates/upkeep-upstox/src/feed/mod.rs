@@ -25,9 +25,10 @@ mod parts;
 mod request;
 mod request_parse;
 mod types;
+pub mod upstream;
 mod wire;
 
-pub use decode::{MAX_FEEDS, decode};
+pub use decode::{MAX_FEEDS, decode, frame_type};
 pub use json::to_sdk_json;
 pub use json_text::SdkJsonWriter;
 pub use parts::{FeedPart, FrameParts, split, write_snapshot};
