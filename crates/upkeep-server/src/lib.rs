@@ -132,7 +132,12 @@ impl App {
             keys.set_local(digest);
         }
         let sessions = dashboard::Sessions::default();
+        let relay_local = relay::Relay::new(engine.clone(), self.relay.clone());
         let router = http::router(engine.clone())
+            .merge(relay::routes::router(relay::routes::RelayState::new(
+                relay_local,
+                keys.clone(),
+            )))
             .merge(api::router(api::ApiState {
                 engine: engine.clone(),
                 keys: keys.clone(),

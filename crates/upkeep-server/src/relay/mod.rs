@@ -7,8 +7,14 @@
 //!   reactive renewal.
 //! - [`hub`]: the local side: consumers, their subscriptions and bounded queues, the
 //!   last-state cache and the fan-out of upstream frames.
+//! - [`Relay`]: one hub per account, fed from the account's pool (started together on
+//!   first use).
+//! - [`routes`]: the doors: Upstox's authorize and feed socket under `/upstox`, the
+//!   JSON ticks socket `/ws/ticks`, and `GET /api/v1/feed`.
 
 pub mod hub;
+mod local;
+pub mod routes;
 pub mod tokens;
 pub mod upstream;
 
@@ -16,6 +22,7 @@ pub use hub::{
     Consumer, ConsumerHealth, ConsumerKind, Delivery, Hub, HubConfig, HubHealth, UpstreamLink,
     UpstreamSubscriber,
 };
+pub use local::{AccountFeedHealth, Relay};
 pub use upstream::{RelayError, Upstreams};
 
 #[cfg(test)]

@@ -84,3 +84,16 @@ impl FeedRequest {
         })
     }
 }
+
+/// The body of Upstox's answer to `GET /v3/feed/market-data-feed/authorize` for a
+/// single-use socket URL, with both spellings of the key (docs: `authorized_redirect_uri`;
+/// the SDK's model: `authorizedRedirectUri`), for a relay that stands in for Upstox.
+pub fn authorize_answer(url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "status": "success",
+        "data": {
+            "authorized_redirect_uri": url,
+            "authorizedRedirectUri": url,
+        }
+    })
+}
