@@ -6,12 +6,14 @@
 #   bench/feed-decode.sh --quick    # shorter runs
 #
 # Prints frames/s for the Rust decoder (upkeep_upstox::feed::decode), for prost into the
-# generated types, and for decode + the SDK JSON view; then, when a Python with
+# generated types, for decode + the SDK JSON view (as a Value, as text through serde_json,
+# and through SdkJsonWriter into a reused buffer); then, when a Python with
 # upstox-python-sdk 2.30.0 is found, the official SDK's figures (bench/feed_decode_sdk.py)
 # and the ratios. The Python is, in order: $UPKEEP_SDK_PYTHON, /tmp/sdkvenv/bin/python,
 # .venv-sdk/bin/python (made by scripts/sdk-venv.sh). To make one:
 #   python3 -m venv /tmp/sdkvenv && /tmp/sdkvenv/bin/pip install upstox-python-sdk==2.30.0
-# Goal: >= 320,000 frames/s for the Rust decoder (2x the SDK's upb parse of 161,552).
+# Goals: >= 320,000 frames/s for the Rust decoder (2x the SDK's upb parse of 161,552);
+# >= 100,000 frames/s for decode + the SDK-shaped JSON text (`/ws/ticks`, SdkJsonWriter).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +49,8 @@ rate_of() { awk -v n="$1" '$1 == n { print $2 }' <<<"$rates"; }
 rust="$(rate_of upkeep_zero_copy)"
 prost="$(rate_of prost_generated)"
 rust_json="$(rate_of upkeep_to_sdk_json)"
+rust_json_text="$(rate_of upkeep_to_sdk_json_text)"
+rust_writer="$(rate_of upkeep_sdk_json_writer)"
 if [[ -z "$rust" ]]; then
     cat "$log" >&2
     echo "feed-decode: could not read criterion's output" >&2
@@ -56,9 +60,13 @@ fi
 printf 'frame: %s (%s bytes)\n' "${frame#"$root"/}" "$(wc -c <"$frame")"
 printf '%-44s %12s frames/s\n' "rust upkeep_upstox::feed::decode" "$rust"
 printf '%-44s %12s frames/s\n' "rust prost into upkeep_proto types" "${prost:-?}"
-printf '%-44s %12s frames/s\n' "rust decode + to_sdk_json" "${rust_json:-?}"
+printf '%-44s %12s frames/s\n' "rust decode + to_sdk_json (Value)" "${rust_json:-?}"
+printf '%-44s %12s frames/s\n' "rust decode + to_sdk_json + to_string" "${rust_json_text:-?}"
+printf '%-44s %12s frames/s\n' "rust decode + SdkJsonWriter (same text)" "${rust_writer:-?}"
 verdict="$(awk -v r="$rust" 'BEGIN { print (r >= 320000) ? "met" : "NOT met" }')"
-echo "goal >= 320000 frames/s: $verdict"
+echo "goal >= 320000 frames/s (decode): $verdict"
+verdict="$(awk -v r="${rust_writer:-0}" 'BEGIN { print (r >= 100000) ? "met" : "NOT met" }')"
+echo "goal >= 100000 frames/s (decode + JSON text, /ws/ticks): $verdict"
 
 py=""
 for cand in "${UPKEEP_SDK_PYTHON:-}" /tmp/sdkvenv/bin/python "$root/.venv-sdk/bin/python"; do

@@ -144,7 +144,12 @@ impl App {
             engine.clock().clone(),
             engine.store().clone(),
         );
+        let relay_local = relay::Relay::new(engine.clone(), self.relay.clone());
         let mut router = http::router(engine.clone())
+            .merge(relay::routes::router(relay::routes::RelayState::new(
+                relay_local,
+                keys.clone(),
+            )))
             .merge(api::router(api::ApiState {
                 engine: engine.clone(),
                 keys: keys.clone(),

@@ -4,7 +4,9 @@
 //! `bench/feed-decode.sh` runs this and prints frames/s. Reported per frame:
 //! - `upkeep_zero_copy`: `upkeep_upstox::feed::decode` into borrowed typed structs;
 //! - `prost_generated`: prost decode into the generated `upkeep_proto` types, for comparison;
-//! - `upkeep_to_sdk_json`: decode plus the SDK's JSON view (what the SDK's streamer does).
+//! - `upkeep_to_sdk_json`: decode plus the SDK's JSON view as a `serde_json::Value`;
+//! - `upkeep_to_sdk_json_text`: the same, serialized to a `String` (the old `/ws/ticks` path);
+//! - `upkeep_sdk_json_writer`: decode plus `SdkJsonWriter` into a reused buffer (same text).
 
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap (TEAM-BRIEF)
 
@@ -42,6 +44,19 @@ fn feed_decode(c: &mut Criterion) {
         b.iter(|| {
             let frame = upkeep_upstox::feed::decode(black_box(&bytes)).unwrap();
             black_box(upkeep_upstox::feed::to_sdk_json(&frame))
+        })
+    });
+    g.bench_function("upkeep_to_sdk_json_text", |b| {
+        b.iter(|| {
+            let frame = upkeep_upstox::feed::decode(black_box(&bytes)).unwrap();
+            black_box(serde_json::to_string(&upkeep_upstox::feed::to_sdk_json(&frame)).unwrap())
+        })
+    });
+    let mut writer = upkeep_upstox::feed::SdkJsonWriter::new();
+    g.bench_function("upkeep_sdk_json_writer", |b| {
+        b.iter(|| {
+            let frame = upkeep_upstox::feed::decode(black_box(&bytes)).unwrap();
+            black_box(writer.render(&frame).len())
         })
     });
     g.finish();

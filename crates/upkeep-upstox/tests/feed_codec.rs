@@ -624,3 +624,186 @@ proptest! {
         }
     }
 }
+
+// ---- the JSON text writer: byte for byte what serde_json writes for to_sdk_json ----
+
+fn old_text(bytes: &[u8]) -> String {
+    serde_json::to_string(&frame_json(bytes)).unwrap()
+}
+
+#[test]
+fn json_writer_is_byte_identical_to_the_value_path_on_every_golden_frame() {
+    let mut w = feed::SdkJsonWriter::new();
+    for (name, bin, want) in golden_frames() {
+        let frame = feed::decode(&bin).unwrap();
+        let text = w.render(&frame).to_owned();
+        assert_eq!(text, old_text(&bin), "{name}");
+        // and it still is the SDK's dict
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            normalized(&want),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn json_writer_filter_keeps_only_the_wanted_instruments() {
+    let bin = std::fs::read(fixtures_dir().join("live_full_d5_10.bin")).unwrap();
+    let frame = feed::decode(&bin).unwrap();
+    let mut w = feed::SdkJsonWriter::new();
+    let (text, kept) = w.render_filtered(&frame, |k| k == "NSE_FO|45459");
+    assert_eq!(kept, 1);
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    let mut want = frame_json(&bin);
+    want["feeds"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k == "NSE_FO|45459");
+    assert_eq!(v, want);
+    let (text, kept) = w.render_filtered(&frame, |_| false);
+    assert_eq!(kept, 0);
+    assert_eq!(text, r#"{"currentTs":"1740729566039","type":"live_feed"}"#);
+}
+
+#[test]
+fn json_writer_escapes_keys_like_serde_json() {
+    let msg = pb::FeedResponse {
+        feeds: [(
+            "NSE_EQ|a\"b\\c\u{1}\n\u{7f}é".to_owned(),
+            pb::Feed::default(),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let bytes = msg.encode_to_vec();
+    let frame = feed::decode(&bytes).unwrap();
+    assert_eq!(feed::SdkJsonWriter::new().render(&frame), old_text(&bytes));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn json_writer_matches_the_value_path_on_generated_messages(
+        a in any_response(),
+        b in any_response(),
+    ) {
+        // The concatenation repeats map keys, so "last one wins" is exercised too.
+        let bytes = [a.encode_to_vec(), b.encode_to_vec()].concat();
+        let frame = feed::decode(&bytes).unwrap();
+        let mut w = feed::SdkJsonWriter::new();
+        prop_assert_eq!(w.render(&frame), old_text(&bytes));
+    }
+}
+
+// ---- wire-level split / filter / snapshot (the relay's fan-out) ----
+
+#[test]
+fn filtered_frame_decodes_to_the_same_frame_with_only_the_kept_instruments() {
+    for (name, bin, _) in golden_frames() {
+        let parts = feed::split(&bin).unwrap();
+        let whole = feed::decode(&bin).unwrap();
+        assert_eq!(parts.feeds.len(), whole.feeds.len(), "{name}");
+        assert_eq!(parts.kind, whole.kind, "{name}");
+        assert_eq!(parts.current_ts, whole.current_ts, "{name}");
+        assert_eq!(parts.has_market_info, whole.market_info.is_some(), "{name}");
+        for (p, (k, f)) in parts.feeds.iter().zip(&whole.feeds) {
+            assert_eq!((p.key, p.mode), (*k, f.request_mode), "{name}");
+        }
+        // every other instrument
+        let mut out = Vec::new();
+        parts.write_filtered(|i, _| i % 2 == 0, &mut out);
+        let got = feed::decode(&out).unwrap();
+        let mut want = whole.clone();
+        want.feeds = whole.feeds.iter().step_by(2).cloned().collect();
+        assert_eq!(feed::to_sdk_json(&got), feed::to_sdk_json(&want), "{name}");
+    }
+}
+
+#[test]
+fn snapshot_frame_carries_the_kept_entries_with_type_and_time() {
+    let bin = std::fs::read(fixtures_dir().join("live_full_d5_10.bin")).unwrap();
+    let parts = feed::split(&bin).unwrap();
+    let mut out = Vec::new();
+    feed::write_snapshot(
+        FeedType::InitialFeed,
+        42,
+        parts.feeds.iter().take(3).map(|p| p.field),
+        &mut out,
+    );
+    let snap = feed::decode(&out).unwrap();
+    assert_eq!(snap.kind, FeedType::InitialFeed);
+    assert_eq!(snap.current_ts, 42);
+    assert_eq!(snap.feeds.len(), 3);
+    assert_eq!(
+        snap.feeds[0],
+        feed::decode(&bin).unwrap().feeds[0],
+        "entry bytes kept as they came"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn split_and_rejoin_keeps_every_generated_message(msg in any_response()) {
+        let bytes = msg.encode_to_vec();
+        let parts = feed::split(&bytes).unwrap();
+        let mut out = Vec::new();
+        parts.write_filtered(|_, _| true, &mut out);
+        prop_assert_eq!(frame_json(&out), frame_json(&bytes));
+    }
+
+    #[test]
+    fn split_never_panics_on_mutated_frames(cut in 0usize..3299, byte in any::<u8>()) {
+        let mut bin = std::fs::read(fixtures_dir().join("live_full_d5_10.bin")).unwrap();
+        if let Some(b) = bin.get_mut(cut) { *b = byte; }
+        let _ = feed::split(&bin);
+    }
+}
+
+#[test]
+fn client_requests_parse_back_from_what_the_sdk_sends() {
+    for req in [
+        FeedRequest::subscribe(SubscriptionMode::Full, ["NSE_EQ|A", "NSE_FO|1"]),
+        FeedRequest::change_mode(SubscriptionMode::OptionGreeks, ["NSE_FO|1"]),
+        FeedRequest::unsubscribe(["NSE_EQ|A"]),
+    ] {
+        assert_eq!(FeedRequest::parse(&req.to_bytes()).unwrap(), req);
+    }
+    let sub = FeedRequest::parse(
+        br#"{"guid":"g","method":"sub","data":{"instrumentKeys":["NSE_EQ|A"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        sub.mode(),
+        Some(SubscriptionMode::Ltpc),
+        "sub defaults to ltpc"
+    );
+}
+
+#[test]
+fn bad_client_requests_are_named_errors() {
+    use feed::RequestParseError as E;
+    assert!(matches!(
+        FeedRequest::parse(b"not json"),
+        Err(E::Malformed(_))
+    ));
+    assert_eq!(
+        FeedRequest::parse(br#"{"method":"subscribe","data":{}}"#),
+        Err(E::UnknownMethod("subscribe".into()))
+    );
+    assert_eq!(
+        FeedRequest::parse(br#"{"method":"sub","data":{"mode":"full_d5"}}"#),
+        Err(E::UnknownMode("full_d5".into()))
+    );
+    assert_eq!(
+        FeedRequest::parse(br#"{"method":"change_mode","data":{"instrumentKeys":["A|B"]}}"#),
+        Err(E::MissingMode("change_mode"))
+    );
+    assert_eq!(
+        FeedRequest::parse(&vec![b' '; feed::MAX_REQUEST_BYTES + 1]),
+        Err(E::TooLarge)
+    );
+}

@@ -20,14 +20,20 @@
 
 mod decode;
 mod json;
+mod json_text;
+mod parts;
 mod request;
+mod request_parse;
 mod types;
 pub mod upstream;
 mod wire;
 
 pub use decode::{MAX_FEEDS, decode, frame_type};
 pub use json::to_sdk_json;
+pub use json_text::SdkJsonWriter;
+pub use parts::{FeedPart, FrameParts, split, write_snapshot};
 pub use request::{FeedMethod, FeedRequest, SubscriptionMode};
+pub use request_parse::{MAX_REQUEST_BYTES, RequestParseError, authorize_answer};
 pub use types::*;
 
 /// Why a feed frame could not be decoded. The frame is not a well-formed `FeedResponse`:

@@ -27,6 +27,12 @@ impl<'a> Reader<'a> {
         Self { buf }
     }
 
+    /// The bytes not read yet.
+    #[inline]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     #[inline]
     pub(crate) fn has_more(&self) -> bool {
         !self.buf.is_empty()

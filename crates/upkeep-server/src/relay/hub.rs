@@ -1,0 +1,535 @@
+//! The consumer hub: local consumers of one account's feed, each with its own
+//! subscriptions and its own bounded queue.
+//!
+//! Frames come in as the bytes Upstox sent ([`Hub::publish`]). Each is split at the wire
+//! level once ([`upkeep_upstox::feed::split`]); a consumer that wants every instrument
+//! of a frame gets the same buffer (a reference count, no copy), one that wants some of
+//! them a filtered copy, built once per distinct subset per frame. The hub keeps the last
+//! `feeds` entry of every instrument and the last `market_info`: a new consumer gets that
+//! `market_info` first, and every `sub` is answered at once with a snapshot of the
+//! requested keys from that cache.
+//!
+//! A consumer's queue holds at most [`HubConfig::queue`] frames. At the limit, the oldest
+//! frame that carries only ltpc data is dropped to make room (drop-oldest: a newer
+//! price supersedes it); a consumer that has lost [`HubConfig::queue`] frames since its
+//! queue was last empty, or whose full queue holds nothing droppable, is closed with the
+//! reason. Nothing a consumer does (or fails to do) blocks [`Hub::publish`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Notify;
+use upkeep_upstox::feed::{self, FeedRequest, FeedType, FrameParts, RequestMode, SubscriptionMode};
+
+/// How the hub treats consumers.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames a consumer may have queued (see the module docs).
+    pub queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { queue: 1024 }
+    }
+}
+
+/// Where consumers' subscriptions go: the upstream pool, or a test's stand-in.
+pub trait UpstreamLink: Send + Sync + 'static {
+    /// A subscriber for one new consumer; dropping it releases what it subscribed.
+    fn open(&self) -> Box<dyn UpstreamSubscriber>;
+}
+
+/// One consumer's subscriptions upstream. Errors are one line, shown to the consumer.
+pub trait UpstreamSubscriber: Send + 'static {
+    fn subscribe(&self, mode: SubscriptionMode, keys: &[String]) -> Result<(), String>;
+    fn change_mode(&self, mode: SubscriptionMode, keys: &[String]) -> Result<(), String>;
+    fn unsubscribe(&self, keys: &[String]);
+}
+
+/// Which door a consumer came through (for health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerKind {
+    /// Protobuf frames, as Upstox sends them.
+    Protobuf,
+    /// The SDK's JSON view (`/ws/ticks`).
+    Json,
+}
+
+/// What a consumer reads next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One `FeedResponse` with only what the consumer subscribed to.
+    Frame(Bytes),
+    /// The hub closed the consumer; the reason is for the consumer.
+    Closed(String),
+}
+
+/// Health of one consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerHealth {
+    pub id: u64,
+    pub name: String,
+    pub kind: ConsumerKind,
+    /// Instruments it subscribed to.
+    pub keys: usize,
+    /// Frames waiting in its queue now (its lag, in frames).
+    pub lag: usize,
+    /// The longest its queue has been.
+    pub max_lag: usize,
+    pub delivered: u64,
+    /// Frames dropped for it (drop-oldest, ltpc only).
+    pub drops: u64,
+}
+
+/// Counters of the whole hub.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HubHealth {
+    /// Frames received from upstream.
+    pub frames: u64,
+    /// Frames that were not a `FeedResponse` (dropped).
+    pub bad_frames: u64,
+    /// Instruments with a cached last state.
+    pub cached_keys: usize,
+    /// Consumers closed for falling behind, since start.
+    pub closed_slow: u64,
+    pub consumers: Vec<ConsumerHealth>,
+}
+
+struct Item {
+    data: Bytes,
+    /// Only ltpc data: may be dropped for a newer price.
+    droppable: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    closed: Option<String>,
+    delivered: u64,
+    drops: u64,
+    /// Drops since the queue was last empty.
+    behind: u64,
+    max_len: usize,
+}
+
+struct Slot {
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+impl Slot {
+    /// Queues a frame; `Err(reason)` when the consumer has to be closed.
+    fn push(&self, data: Bytes, droppable: bool, limit: usize) -> Result<(), String> {
+        let mut q = lock(&self.queue);
+        if q.closed.is_some() {
+            return Ok(());
+        }
+        if q.items.len() >= limit {
+            let oldest_ltpc = q.items.iter().position(|i| i.droppable);
+            match oldest_ltpc {
+                Some(i) if q.behind < limit as u64 => {
+                    q.items.remove(i);
+                    q.drops += 1;
+                    q.behind += 1;
+                    metrics::counter!("upkeep_relay_consumer_drops_total").increment(1);
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "too slow: lost {} frames since it last caught up ({limit} frames queued); \
+                         read faster or subscribe fewer instruments",
+                        q.behind
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "too slow: {limit} frames queued and none can be dropped (full-mode \
+                         data); read faster or subscribe fewer instruments"
+                    ));
+                }
+            }
+        }
+        q.items.push_back(Item { data, droppable });
+        q.max_len = q.max_len.max(q.items.len());
+        drop(q);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    fn close(&self, reason: String) {
+        let mut q = lock(&self.queue);
+        if q.closed.is_none() {
+            q.closed = Some(reason);
+        }
+        q.items.clear();
+        drop(q);
+        self.notify.notify_one();
+    }
+}
+
+struct Entry {
+    slot: Arc<Slot>,
+    name: String,
+    kind: ConsumerKind,
+    wants: HashMap<String, SubscriptionMode>,
+    upstream: Box<dyn UpstreamSubscriber>,
+}
+
+struct Cached {
+    /// The `feeds` field as it came (key, length, entry).
+    field: Vec<u8>,
+    mode: RequestMode,
+}
+
+#[derive(Default)]
+struct State {
+    consumers: HashMap<u64, Entry>,
+    cache: HashMap<String, Cached>,
+    market_info: Option<Bytes>,
+    last_ts: i64,
+    // scratch, reused per frame
+    keep: Vec<bool>,
+    memo: Vec<(Vec<bool>, Bytes, bool)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    config: HubConfig,
+    link: Box<dyn UpstreamLink>,
+    next_id: AtomicU64,
+    frames: AtomicU64,
+    bad_frames: AtomicU64,
+    closed_slow: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is complete before anything can panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The hub of one account's feed (a cheap handle; clones share it).
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig, link: impl UpstreamLink) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                config,
+                link: Box::new(link),
+                next_id: AtomicU64::new(1),
+                frames: AtomicU64::new(0),
+                bad_frames: AtomicU64::new(0),
+                closed_slow: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A new consumer; it gets the last `market_info` (if any) first.
+    pub fn connect(&self, name: impl Into<String>, kind: ConsumerKind) -> Consumer {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+        });
+        let upstream = self.shared.link.open();
+        let mut st = lock(&self.shared.state);
+        if let Some(mi) = &st.market_info {
+            let _ = slot.push(mi.clone(), false, self.shared.config.queue);
+        }
+        st.consumers.insert(
+            id,
+            Entry {
+                slot: Arc::clone(&slot),
+                name: name.into(),
+                kind,
+                wants: HashMap::new(),
+                upstream,
+            },
+        );
+        drop(st);
+        metrics::gauge!("upkeep_relay_consumers").increment(1.0);
+        Consumer {
+            id,
+            slot,
+            hub: self.clone(),
+        }
+    }
+
+    /// One frame from upstream, as Upstox sent it. Never waits for a consumer.
+    pub fn publish(&self, frame: Bytes) {
+        self.shared.frames.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("upkeep_relay_frames_total").increment(1);
+        let parts = match feed::split(&frame) {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "relay: dropped a frame that is not a FeedResponse");
+                return;
+            }
+        };
+        let limit = self.shared.config.queue;
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        if parts.current_ts != 0 {
+            st.last_ts = parts.current_ts;
+        }
+        for p in &parts.feeds {
+            match st.cache.get_mut(p.key) {
+                Some(c) => {
+                    c.field.clear();
+                    c.field.extend_from_slice(p.field);
+                    c.mode = p.mode;
+                }
+                None => {
+                    st.cache.insert(
+                        p.key.to_owned(),
+                        Cached {
+                            field: p.field.to_vec(),
+                            mode: p.mode,
+                        },
+                    );
+                }
+            }
+        }
+        let mut closing = Vec::new();
+        if parts.has_market_info {
+            st.market_info = Some(frame.clone());
+            // Status for everyone, whatever they subscribed.
+            for (id, e) in &st.consumers {
+                if let Err(why) = e.slot.push(frame.clone(), false, limit) {
+                    closing.push((*id, why));
+                }
+            }
+        } else if !parts.feeds.is_empty() {
+            st.memo.clear();
+            let State {
+                consumers,
+                keep,
+                memo,
+                ..
+            } = st;
+            for (id, e) in consumers.iter() {
+                keep.clear();
+                keep.extend(parts.feeds.iter().map(|p| e.wants.contains_key(p.key)));
+                let kept = keep.iter().filter(|k| **k).count();
+                if kept == 0 {
+                    continue;
+                }
+                let (data, droppable) = if kept == parts.feeds.len() {
+                    let droppable = parts.feeds.iter().all(|p| p.mode == RequestMode::Ltpc);
+                    (frame.clone(), droppable)
+                } else if let Some((_, b, d)) = memo.iter().find(|(m, _, _)| m == keep) {
+                    (b.clone(), *d)
+                } else {
+                    let (b, d) = filtered(&parts, keep, frame.len());
+                    memo.push((keep.clone(), b.clone(), d));
+                    (b, d)
+                };
+                if let Err(why) = e.slot.push(data, droppable, limit) {
+                    closing.push((*id, why));
+                }
+            }
+        }
+        for (id, why) in closing {
+            if let Some(e) = st.consumers.remove(&id) {
+                tracing::info!(consumer = %e.name, reason = %why, "relay: closing a slow consumer");
+                self.shared.closed_slow.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("upkeep_relay_consumers_closed_total", "reason" => "slow")
+                    .increment(1);
+                metrics::gauge!("upkeep_relay_consumers").decrement(1.0);
+                e.slot.close(why);
+                // `e.upstream` drops here: its keys are released upstream.
+            }
+        }
+    }
+
+    /// Health of the hub and of every consumer.
+    pub fn health(&self) -> HubHealth {
+        let st = lock(&self.shared.state);
+        let mut consumers: Vec<ConsumerHealth> = st
+            .consumers
+            .iter()
+            .map(|(id, e)| {
+                let q = lock(&e.slot.queue);
+                ConsumerHealth {
+                    id: *id,
+                    name: e.name.clone(),
+                    kind: e.kind,
+                    keys: e.wants.len(),
+                    lag: q.items.len(),
+                    max_lag: q.max_len,
+                    delivered: q.delivered,
+                    drops: q.drops,
+                }
+            })
+            .collect();
+        consumers.sort_by_key(|c| c.id);
+        HubHealth {
+            frames: self.shared.frames.load(Ordering::Relaxed),
+            bad_frames: self.shared.bad_frames.load(Ordering::Relaxed),
+            cached_keys: st.cache.len(),
+            closed_slow: self.shared.closed_slow.load(Ordering::Relaxed),
+            consumers,
+        }
+    }
+
+    fn request(&self, id: u64, req: &FeedRequest) -> Result<(), String> {
+        let limit = self.shared.config.queue;
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        let Some(e) = st.consumers.get_mut(&id) else {
+            return Err("this consumer was closed".into());
+        };
+        let keys = req.instrument_keys();
+        match (req.method(), req.mode()) {
+            (feed::FeedMethod::Sub, mode) => {
+                let mode = mode.unwrap_or(SubscriptionMode::Ltpc);
+                e.upstream.subscribe(mode, keys)?;
+                for k in keys {
+                    e.wants.insert(k.clone(), mode);
+                }
+            }
+            (feed::FeedMethod::ChangeMode, Some(mode)) => {
+                // Only keys the consumer has change (as Upstox does).
+                let mine: Vec<String> = keys
+                    .iter()
+                    .filter(|k| e.wants.contains_key(*k))
+                    .cloned()
+                    .collect();
+                e.upstream.change_mode(mode, &mine)?;
+                for k in &mine {
+                    e.wants.insert(k.clone(), mode);
+                }
+            }
+            (feed::FeedMethod::ChangeMode, None) => {
+                return Err("change_mode needs a mode".into());
+            }
+            (feed::FeedMethod::Unsub, _) => {
+                e.upstream.unsubscribe(keys);
+                for k in keys {
+                    e.wants.remove(k);
+                }
+                return Ok(());
+            }
+        }
+        // The snapshot of what it just asked for, from the cache, before any newer tick.
+        let mut fields = Vec::new();
+        let mut droppable = true;
+        for k in keys {
+            if let Some(c) = st.cache.get(k.as_str()) {
+                fields.push(c.field.as_slice());
+                droppable &= c.mode == RequestMode::Ltpc;
+            }
+        }
+        if !fields.is_empty() {
+            let mut out = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + 16);
+            feed::write_snapshot(FeedType::InitialFeed, st.last_ts, fields, &mut out);
+            if let Err(why) = e.slot.push(Bytes::from(out), droppable, limit) {
+                e.slot.close(why.clone());
+                st.consumers.remove(&id);
+                return Err(why);
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(&self, id: u64) {
+        let removed = lock(&self.shared.state).consumers.remove(&id);
+        if removed.is_some() {
+            metrics::gauge!("upkeep_relay_consumers").decrement(1.0);
+        }
+        // `removed` (and its upstream subscriber) drops outside the lock.
+        drop(removed);
+    }
+}
+
+/// The frame with only the kept entries; and whether those all are ltpc data.
+fn filtered(parts: &FrameParts<'_>, keep: &[bool], size: usize) -> (Bytes, bool) {
+    let mut out = Vec::with_capacity(size);
+    let mut droppable = true;
+    parts.write_filtered(
+        |i, p| {
+            let k = keep.get(i).copied().unwrap_or(false);
+            if k {
+                droppable &= p.mode == RequestMode::Ltpc;
+            }
+            k
+        },
+        &mut out,
+    );
+    (Bytes::from(out), droppable)
+}
+
+/// One local consumer. Dropping it unsubscribes everything it asked for.
+pub struct Consumer {
+    id: u64,
+    slot: Arc<Slot>,
+    hub: Hub,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("id", &self.id).finish()
+    }
+}
+
+impl Consumer {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A client's `sub` / `unsub` / `change_mode` request, as it sent it.
+    pub fn request_bytes(&self, bytes: &[u8]) -> Result<(), String> {
+        let req = FeedRequest::parse(bytes).map_err(|e| e.to_string())?;
+        self.request(&req)
+    }
+
+    /// Applies a request: upstream first (it may refuse), then this consumer's filter;
+    /// a `sub` or `change_mode` queues a snapshot of the keys from the cache.
+    pub fn request(&self, req: &FeedRequest) -> Result<(), String> {
+        self.hub.request(self.id, req)
+    }
+
+    /// The next frame, or why the hub closed this consumer.
+    pub async fn next(&self) -> Delivery {
+        loop {
+            if let Some(d) = self.try_next() {
+                return d;
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_next(&self) -> Option<Delivery> {
+        let mut q = lock(&self.slot.queue);
+        if let Some(item) = q.items.pop_front() {
+            q.delivered += 1;
+            if q.items.is_empty() {
+                q.behind = 0;
+            }
+            return Some(Delivery::Frame(item.data));
+        }
+        q.closed.clone().map(Delivery::Closed)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.id);
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Relay`]: the local side of every account's feed: one [`Hub`] per account, fed by a
+//! task that passes the account's upstream frames on, started with the account's pool
+//! on first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use upkeep_upstox::feed::SubscriptionMode;
+use upkeep_upstox::feed::upstream::{FeedConsumer, FeedPool, PoolHealth, UpstreamEvent};
+
+use super::hub::{Hub, HubConfig, HubHealth, UpstreamLink, UpstreamSubscriber};
+use super::upstream::{RelayError, Upstreams};
+use crate::engine::Engine;
+
+/// Consumers subscribe through the account's pool (its refcounted book).
+struct PoolLink(FeedPool);
+
+impl UpstreamLink for PoolLink {
+    fn open(&self) -> Box<dyn UpstreamSubscriber> {
+        Box::new(self.0.consumer())
+    }
+}
+
+impl UpstreamSubscriber for FeedConsumer {
+    fn subscribe(&self, mode: SubscriptionMode, keys: &[String]) -> Result<(), String> {
+        FeedConsumer::subscribe(self, mode, keys).map_err(|e| e.to_string())
+    }
+    fn change_mode(&self, mode: SubscriptionMode, keys: &[String]) -> Result<(), String> {
+        FeedConsumer::change_mode(self, mode, keys).map_err(|e| e.to_string())
+    }
+    fn unsubscribe(&self, keys: &[String]) {
+        FeedConsumer::unsubscribe(self, keys)
+    }
+}
+
+/// The health of one account's relay.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountFeedHealth {
+    pub account: String,
+    pub upstream: PoolHealth,
+    pub local: HubHealth,
+}
+
+struct Inner {
+    engine: Engine,
+    upstreams: Upstreams,
+    hubs: Mutex<HashMap<String, Hub>>,
+}
+
+/// The relay's local side for all accounts. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(engine: Engine, upstreams: Upstreams) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                upstreams,
+                hubs: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The account a consumer means: the one it names, else the first live account.
+    pub fn account(&self, named: Option<&str>) -> Result<String, RelayError> {
+        let engine = &self.inner.engine;
+        match named {
+            Some(id) => engine
+                .account_settings(id)
+                .map(|s| s.id.clone())
+                .ok_or_else(|| RelayError::UnknownAccount(id.to_owned())),
+            None => engine
+                .account_ids()
+                .into_iter()
+                .find(|id| {
+                    engine
+                        .account_settings(id)
+                        .is_some_and(|s| s.env != "sandbox")
+                })
+                .ok_or_else(|| RelayError::UnknownAccount("(none live configured)".into())),
+        }
+    }
+
+    /// The account's hub, started (with its upstream pool) on first use.
+    pub fn hub(&self, account: &str) -> Result<Hub, RelayError> {
+        let mut hubs = self.inner.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hubs.get(account) {
+            return Ok(h.clone());
+        }
+        let pool = self.inner.upstreams.pool(account)?;
+        let queue = self.inner.upstreams.settings().consumer_queue.max(4);
+        let hub = Hub::new(HubConfig { queue }, PoolLink(pool.clone()));
+        spawn_pump(
+            self.inner.engine.clone(),
+            account.to_owned(),
+            pool,
+            hub.clone(),
+        );
+        hubs.insert(account.to_owned(), hub.clone());
+        Ok(hub)
+    }
+
+    /// Upstream and local health of every account whose relay has started.
+    pub fn health(&self) -> Vec<AccountFeedHealth> {
+        let upstream = self.inner.upstreams.health();
+        let hubs = self.inner.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        upstream
+            .into_iter()
+            .map(|(account, up)| AccountFeedHealth {
+                local: hubs.get(&account).map(Hub::health).unwrap_or_default(),
+                account,
+                upstream: up,
+            })
+            .collect()
+    }
+}
+
+/// Passes the pool's frames to the hub until the pool or the engine stops; every
+/// second, the gauges of the account's feed.
+fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
+    let mut events = pool.events();
+    let stop = engine.shutdown_token();
+    tokio::spawn(async move {
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(UpstreamEvent::Frame { data, .. }) => hub.publish(data),
+                    Ok(UpstreamEvent::Up { .. } | UpstreamEvent::Down { .. }) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(account = %account, frames = n, "relay: the local side fell behind the upstream; frames lost for every consumer");
+                        metrics::counter!("upkeep_relay_frames_lost_total", "account" => account.clone()).increment(n);
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                _ = gauges.tick() => record_gauges(&account, &pool, &hub),
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+}
+
+fn record_gauges(account: &str, pool: &FeedPool, hub: &Hub) {
+    let up = pool.health();
+    let live = up
+        .connections
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.state,
+                upkeep_upstox::feed::upstream::ConnectionState::Live
+            )
+        })
+        .count();
+    let a = account.to_owned();
+    metrics::gauge!("upkeep_relay_upstream_connections_live", "account" => a.clone())
+        .set(live as f64);
+    metrics::gauge!("upkeep_relay_upstream_keys", "account" => a.clone()).set(up.keys as f64);
+    let reconnects: u64 = up.connections.iter().map(|c| c.reconnects).sum();
+    metrics::gauge!("upkeep_relay_upstream_reconnects", "account" => a.clone())
+        .set(reconnects as f64);
+    let local = hub.health();
+    let max_lag = local.consumers.iter().map(|c| c.lag).max().unwrap_or(0);
+    metrics::gauge!("upkeep_relay_local_consumers", "account" => a.clone())
+        .set(local.consumers.len() as f64);
+    metrics::gauge!("upkeep_relay_consumer_max_lag_frames", "account" => a).set(max_lag as f64);
+}

@@ -1,0 +1,330 @@
+//! The relay's doors (HTTP layer: the only relay module that knows status codes).
+//!
+//! - `GET /upstox/v3/feed/market-data-feed/authorize` (`token:read` or `admin`): answers
+//!   like Upstox, with a single-use socket URL of this relay (valid 60 s).
+//! - `GET /upstox/v3/feed/market-data-feed`: the websocket; with an upkeep key
+//!   (`Authorization: Bearer`) or the URL's single-use `code`. Requests and frames as
+//!   with Upstox: JSON `sub` / `unsub` / `change_mode`, protobuf `FeedResponse` frames.
+//! - `GET /ws/ticks?keys=K1,K2&mode=ltpc`: the same feed as JSON text frames (the SDK's
+//!   dict shape); more requests may be sent as JSON text.
+//! - `GET /api/v1/feed` (`status:read`): upstream connections and local consumers.
+//!
+//! `?account=ID` picks the account (default: the first live one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use upkeep_upstox::feed::{self, FeedRequest, SdkJsonWriter, SubscriptionMode};
+
+use super::hub::{ConsumerKind, Delivery, Hub};
+use super::local::Relay;
+use super::upstream::RelayError;
+use crate::api::keys::{KeyCache, Scope};
+use crate::http::{bearer, error};
+
+/// How long a single-use socket URL stays valid.
+const CODE_TTL: SignedDuration = SignedDuration::from_secs(60);
+/// Most single-use URLs outstanding (older ones are forgotten first).
+const MAX_CODES: usize = 1024;
+/// Websocket close code for a consumer closed for falling behind ("try again later").
+const CLOSE_SLOW: u16 = 1013;
+
+#[derive(Clone)]
+pub struct RelayState {
+    pub relay: Relay,
+    pub keys: KeyCache,
+    codes: Arc<Mutex<HashMap<String, (String, Timestamp)>>>,
+}
+
+impl RelayState {
+    pub fn new(relay: Relay, keys: KeyCache) -> Self {
+        Self {
+            relay,
+            keys,
+            codes: Arc::default(),
+        }
+    }
+}
+
+/// The relay's routes.
+pub fn router(state: RelayState) -> Router {
+    Router::new()
+        .route("/upstox/v3/feed/market-data-feed/authorize", get(authorize))
+        .route("/upstox/v3/feed/market-data-feed", get(feed_socket))
+        .route("/ws/ticks", get(ticks_socket))
+        .route("/api/v1/feed", get(feed_health))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    account: Option<String>,
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TicksQuery {
+    account: Option<String>,
+    keys: Option<String>,
+    mode: Option<String>,
+}
+
+/// Why a request is refused, before it becomes a response.
+struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, self.2)
+    }
+}
+
+/// Checks the Bearer key against `needed`; the key's name.
+fn require(state: &RelayState, headers: &HeaderMap, needed: Scope) -> Result<String, Refusal> {
+    let Some(key) = bearer(headers) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "an API key with scope {} is required (Authorization: Bearer <key>)",
+                needed.as_str()
+            ),
+        ));
+    };
+    let Some(holder) = state.keys.check(key) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this API key is not known or was revoked".into(),
+        ));
+    };
+    if !holder.scope.allows(needed) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key's scope is {}; this needs {}",
+                holder.scope.as_str(),
+                needed.as_str()
+            ),
+        ));
+    }
+    Ok(holder.name.to_string())
+}
+
+fn relay_error(e: &RelayError) -> Refusal {
+    let status = match e {
+        RelayError::UnknownAccount(_) => StatusCode::NOT_FOUND,
+        RelayError::Disabled | RelayError::Sandbox(_) => StatusCode::CONFLICT,
+        RelayError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Refusal(status, "relay", e.to_string())
+}
+
+fn hub_for(state: &RelayState, account: Option<&str>) -> Result<(String, Hub), Refusal> {
+    let account = state.relay.account(account).map_err(|e| relay_error(&e))?;
+    let hub = state.relay.hub(&account).map_err(|e| relay_error(&e))?;
+    Ok((account, hub))
+}
+
+async fn authorize(
+    State(state): State<RelayState>,
+    headers: HeaderMap,
+    Query(q): Query<FeedQuery>,
+) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::TokenRead) {
+        return r.into_response();
+    }
+    let account = match state.relay.account(q.account.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return relay_error(&e).into_response(),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("127.0.0.1");
+    let code = hex32(rand::random());
+    let now = state.relay.engine().clock().now();
+    {
+        let mut codes = state.codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes.retain(|_, (_, exp)| *exp > now);
+        if codes.len() >= MAX_CODES
+            && let Some(oldest) = codes
+                .iter()
+                .min_by_key(|(_, (_, exp))| *exp)
+                .map(|(k, _)| k.clone())
+        {
+            codes.remove(&oldest);
+        }
+        codes.insert(code.clone(), (account.clone(), now + CODE_TTL));
+    }
+    let url = format!("ws://{host}/upstox/v3/feed/market-data-feed?code={code}");
+    Json(feed::authorize_answer(&url)).into_response()
+}
+
+fn hex32(b: [u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn feed_socket(
+    State(state): State<RelayState>,
+    headers: HeaderMap,
+    Query(q): Query<FeedQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A single-use code from the authorize answer, else a key.
+    let (name, account) = if let Some(code) = q.code.as_deref() {
+        let now = state.relay.engine().clock().now();
+        let taken = state
+            .codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(code);
+        match taken {
+            Some((account, exp)) if exp > now => ("authorized url".to_owned(), Some(account)),
+            _ => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this feed URL was already used or has expired; authorize again",
+                );
+            }
+        }
+    } else {
+        match require(&state, &headers, Scope::TokenRead) {
+            Ok(name) => (name, q.account),
+            Err(r) => return r.into_response(),
+        }
+    };
+    let (account, hub) = match hub_for(&state, account.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let name = format!("{name} ({account}, protobuf)");
+    ws.on_upgrade(move |socket| serve(socket, hub, name, ConsumerKind::Protobuf, None))
+}
+
+async fn ticks_socket(
+    State(state): State<RelayState>,
+    headers: HeaderMap,
+    Query(q): Query<TicksQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let name = match require(&state, &headers, Scope::TokenRead) {
+        Ok(n) => n,
+        Err(r) => return r.into_response(),
+    };
+    let first = match (q.keys.as_deref(), q.mode.as_deref()) {
+        (None, _) => None,
+        (Some(keys), mode) => {
+            let mode = match mode.map(SubscriptionMode::parse) {
+                None => SubscriptionMode::Ltpc,
+                Some(Some(m)) => m,
+                Some(None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "mode must be ltpc, full, option_greeks or full_d30",
+                    );
+                }
+            };
+            let keys: Vec<String> = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some(FeedRequest::subscribe(mode, keys))
+        }
+    };
+    let (account, hub) = match hub_for(&state, q.account.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let name = format!("{name} ({account}, json)");
+    ws.on_upgrade(move |socket| serve(socket, hub, name, ConsumerKind::Json, first))
+}
+
+/// One consumer's socket: frames out as they are queued for it, requests in.
+async fn serve(
+    mut socket: WebSocket,
+    hub: Hub,
+    name: String,
+    kind: ConsumerKind,
+    first: Option<FeedRequest>,
+) {
+    let consumer = hub.connect(name.clone(), kind);
+    let mut writer = SdkJsonWriter::new();
+    if let Some(req) = first
+        && let Err(why) = consumer.request(&req)
+    {
+        let _ = socket.send(Message::Text(error_text(&why).into())).await;
+    }
+    loop {
+        tokio::select! {
+            d = consumer.next() => match d {
+                Delivery::Frame(bytes) => {
+                    let msg = match kind {
+                        ConsumerKind::Protobuf => Message::Binary(bytes),
+                        ConsumerKind::Json => match feed::decode(&bytes) {
+                            Ok(frame) => Message::Text(writer.render(&frame).into()),
+                            Err(_) => continue,
+                        },
+                    };
+                    if socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Delivery::Closed(why) => {
+                    let mut reason = why;
+                    reason.truncate(120);
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame { code: CLOSE_SLOW, reason: reason.into() })))
+                        .await;
+                    break;
+                }
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => answer(&mut socket, &consumer, &b, kind).await,
+                Some(Ok(Message::Text(t))) => answer(&mut socket, &consumer, t.as_bytes(), kind).await,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    tracing::debug!(consumer = %name, "relay: consumer left");
+}
+
+async fn answer(
+    socket: &mut WebSocket,
+    consumer: &super::hub::Consumer,
+    req: &[u8],
+    kind: ConsumerKind,
+) {
+    if let Err(why) = consumer.request_bytes(req) {
+        tracing::info!(consumer = consumer.id(), reason = %why, "relay: refused a consumer's request");
+        // Upstox answers requests with nothing; a JSON consumer is told why.
+        if kind == ConsumerKind::Json {
+            let _ = socket.send(Message::Text(error_text(&why).into())).await;
+        }
+    }
+}
+
+fn error_text(why: &str) -> String {
+    serde_json::json!({ "type": "error", "message": why }).to_string()
+}
+
+async fn feed_health(State(state): State<RelayState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    Json(serde_json::json!({ "accounts": state.relay.health() })).into_response()
+}

@@ -1,0 +1,350 @@
+//! The relay's local side in the daemon, against the simulator: consumers on the
+//! Upstox-shaped socket (`/upstox/v3/feed/market-data-feed`, protobuf) and on `/ws/ticks`
+//! (JSON), sharing the account's upstream connections.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use futures_util::{SinkExt, StreamExt};
+use jiff::civil::{Weekday, date};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use upkeep_sim::Plan;
+use upkeep_upstox::feed::{self, FeedRequest, FeedType, SubscriptionMode};
+
+use common::{PATIENCE, Setup, TestApp, eventually_async, ist, spawn_app};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const TOKEN: &str = "upk_token_key_for_relay_tests_000000000000";
+const STATUS: &str = "upk_status_key_for_relay_tests_00000000000";
+
+const INFY: &str = "NSE_EQ|INE009A01021";
+const TATA: &str = "NSE_EQ|INE669E01016";
+const RELI: &str = "NSE_EQ|INE002A01018";
+const NIFTY: &str = "NSE_INDEX|Nifty 50";
+
+async fn app(queue: usize, tick_ms: u64) -> TestApp {
+    let tue = date(2026, 2, 10);
+    assert_eq!(tue.weekday(), Weekday::Tuesday);
+    let h = spawn_app(
+        Setup::at(ist(tue, 10, 0, 0))
+            .sim(move |c| {
+                c.feed_tick_interval_ms = tick_ms;
+                c.users[0].plan = Plan::Normal;
+            })
+            .settings(move |s| s.relay.consumer_queue = queue),
+    )
+    .await;
+    h.wait_for_renewal(None).await;
+    for (name, key, scope) in [
+        ("bot", TOKEN, "token:read"),
+        ("grafana", STATUS, "status:read"),
+    ] {
+        h.engine
+            .store()
+            .create_api_key(
+                name,
+                &Sha256::digest(key.as_bytes()).into(),
+                scope,
+                h.clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    eventually_async("the keys loaded", || async {
+        (feed_health(&h).await.is_some()).then_some(())
+    })
+    .await;
+    h
+}
+
+async fn feed_health(h: &TestApp) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/feed", h.daemon_url))
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 200 {
+        return None;
+    }
+    Some(r.json().await.unwrap())
+}
+
+fn ws_url(h: &TestApp, path: &str) -> String {
+    format!("{}{path}", h.daemon_url.replacen("http", "ws", 1))
+}
+
+async fn connect(h: &TestApp, path: &str, key: Option<&str>) -> Result<Ws, WsError> {
+    let mut req = ws_url(h, path).into_client_request().unwrap();
+    if let Some(key) = key {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn protobuf_consumer(h: &TestApp) -> Ws {
+    connect(h, "/upstox/v3/feed/market-data-feed", Some(TOKEN))
+        .await
+        .unwrap()
+}
+
+async fn send(ws: &mut Ws, req: FeedRequest) {
+    ws.send(Message::Binary(req.to_bytes().into()))
+        .await
+        .unwrap();
+}
+
+/// Reads protobuf frames until one of type live_feed holds `want`; returns the keys seen
+/// in live frames on the way.
+async fn live_keys_until(ws: &mut Ws, want: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    let f = feed::decode(&b).unwrap();
+                    if f.kind == FeedType::LiveFeed {
+                        seen.extend(f.feeds.iter().map(|(k, _)| (*k).to_owned()));
+                        if f.feed(want).is_some() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no tick for the key");
+    seen
+}
+
+#[tokio::test]
+async fn three_consumers_share_two_upstream_connections_and_each_gets_only_its_keys() {
+    let h = app(1024, 50).await;
+    let mut a = protobuf_consumer(&h).await;
+    let mut b = protobuf_consumer(&h).await;
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut a,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    send(
+        &mut b,
+        FeedRequest::subscribe(SubscriptionMode::Full, [RELI, NIFTY]),
+    )
+    .await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA, INFY]),
+    )
+    .await;
+    // The first frame of every consumer is market_info once the upstream has one.
+    for _ in 0..3 {
+        assert_eq!(
+            live_keys_until(&mut a, TATA).await,
+            BTreeSet::from([TATA.to_owned()])
+        );
+    }
+    let b_seen = live_keys_until(&mut b, NIFTY).await;
+    assert!(b_seen.is_subset(&BTreeSet::from([RELI.to_owned(), NIFTY.to_owned()])));
+    let c_seen = live_keys_until(&mut c, INFY).await;
+    assert!(c_seen.is_subset(&BTreeSet::from([TATA.to_owned(), INFY.to_owned()])));
+    let counters = h.counters();
+    assert!(
+        counters.feed_connections_open == 2 && counters.feed_connections_peak == 2,
+        "a normal plan allows 2 feed connections: {counters:?}"
+    );
+    let health = feed_health(&h).await.unwrap();
+    let acct = &health["accounts"][0];
+    assert_eq!(acct["local"]["consumers"].as_array().unwrap().len(), 3);
+    assert_eq!(acct["upstream"]["keys"], 4);
+}
+
+#[tokio::test]
+async fn one_consumers_unsubscribe_does_not_drop_a_key_another_still_wants() {
+    let h = app(1024, 50).await;
+    let mut a = protobuf_consumer(&h).await;
+    let mut b = protobuf_consumer(&h).await;
+    send(
+        &mut a,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    send(
+        &mut b,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA, RELI]),
+    )
+    .await;
+    live_keys_until(&mut a, TATA).await;
+    send(&mut a, FeedRequest::unsubscribe([TATA])).await;
+    eventually_async("a's unsubscribe reached the hub", || async {
+        feed_health(&h)
+            .await
+            .filter(|v| v["accounts"][0]["local"]["consumers"][0]["keys"] == 0)
+    })
+    .await;
+    // b still gets TATA, several ticks after the unsubscribe.
+    for _ in 0..3 {
+        let seen = live_keys_until(&mut b, TATA).await;
+        assert!(seen.contains(TATA));
+    }
+    let health = feed_health(&h).await.unwrap();
+    assert_eq!(health["accounts"][0]["upstream"]["keys"], 2);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_with_a_reason_while_the_others_keep_receiving() {
+    // Fast ticks, many full-mode keys and a small queue: a consumer that does not read
+    // fills its socket and then its queue within moments.
+    let h = app(8, 2).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("NSE_FO|{}", 40_000 + i)).collect();
+    let mut slow = protobuf_consumer(&h).await;
+    send(
+        &mut slow,
+        FeedRequest::subscribe(SubscriptionMode::Full, keys.clone()),
+    )
+    .await;
+    let mut fast = connect(&h, &format!("/ws/ticks?keys={TATA}"), Some(TOKEN))
+        .await
+        .unwrap();
+    let closed = eventually_async("the slow consumer was closed", || async {
+        let v = feed_health(&h).await?;
+        (v["accounts"][0]["local"]["closed_slow"] == 1).then_some(())
+    });
+    tokio::pin!(closed);
+    // Keep reading the fast one meanwhile.
+    loop {
+        tokio::select! {
+            _ = &mut closed => break,
+            m = fast.next() => assert!(matches!(m, Some(Ok(_))), "the fast consumer's socket ended"),
+        }
+    }
+    // The fast one goes on receiving after the slow one is gone.
+    let mut after = 0;
+    while after < 3 {
+        let Some(Ok(Message::Text(t))) = tokio::time::timeout(PATIENCE, fast.next()).await.unwrap()
+        else {
+            panic!("the fast consumer's socket ended")
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "live_feed" && v["feeds"][TATA]["ltpc"]["ltp"].is_number() {
+            after += 1;
+        }
+    }
+    // The slow one finds the reason at the end of what was already sent.
+    let reason = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string());
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reason.0, 1013);
+    assert!(reason.1.contains("too slow"), "{}", reason.1);
+}
+
+#[tokio::test]
+async fn authorize_answers_like_upstox_with_a_single_use_url() {
+    let h = app(1024, 50).await;
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/upstox/v3/feed/market-data-feed/authorize",
+            h.daemon_url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "success");
+    let url = v["data"]["authorized_redirect_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(v["data"]["authorizedRedirectUri"], url.as_str());
+    let path = &url[url.find("/upstox").unwrap()..];
+    let mut ws = connect(&h, path, None).await.unwrap();
+    send(
+        &mut ws,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut ws, TATA).await;
+    // Used once: a second connect is refused, as is one without key or code.
+    assert!(matches!(connect(&h, path, None).await, Err(WsError::Http(r)) if r.status() == 401));
+    assert!(matches!(
+        connect(&h, "/upstox/v3/feed/market-data-feed", None).await,
+        Err(WsError::Http(r)) if r.status() == 401
+    ));
+    // A status:read key may not stream.
+    assert!(matches!(
+        connect(&h, "/upstox/v3/feed/market-data-feed", Some(STATUS)).await,
+        Err(WsError::Http(r)) if r.status() == 403
+    ));
+}
+
+#[tokio::test]
+async fn json_ticks_are_the_sdk_dict_shape_with_int64_as_strings() {
+    let h = app(1024, 50).await;
+    let mut ws = connect(&h, &format!("/ws/ticks?keys={TATA}&mode=full"), Some(TOKEN))
+        .await
+        .unwrap();
+    let tick = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "live_feed" {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let ff = &tick["feeds"][TATA]["fullFeed"]["marketFF"];
+    assert!(ff["ltpc"]["ltp"].is_number(), "{tick}");
+    assert!(ff["ltpc"]["ltt"].is_string(), "int64 as a string: {tick}");
+    assert_eq!(tick["feeds"][TATA]["requestMode"], "full_d5");
+    // A bad request is answered with the reason, and the socket stays.
+    ws.send(Message::Text(r#"{"method":"subscribe"}"#.into()))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "error" {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        err["message"].as_str().unwrap().contains("unknown"),
+        "{err}"
+    );
+}
