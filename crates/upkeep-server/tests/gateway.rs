@@ -379,3 +379,50 @@ async fn usage_counts_per_account_key_and_endpoint_in_the_api_and_the_metrics() 
     // No key, not even its digest, appears.
     assert!(!text.contains(BOT) && !usage.to_string().contains(BOT));
 }
+
+#[tokio::test]
+async fn a_keys_default_account_is_used_when_the_request_names_none() {
+    let h = app_with(
+        Setup::at(ist(day(), 10, 0, 0))
+            .token_issued_at(ist(day(), 9, 0, 0))
+            .settings(|s| {
+                s.gateway
+                    .default_accounts
+                    .insert("bot".into(), "elsewhere".into());
+            }),
+    )
+    .await;
+    let bot = call(&h, Method::GET, "/v2/user/profile", Some(BOT), None).await;
+    assert_eq!(bot.status, StatusCode::NOT_FOUND, "{}", bot.body);
+    assert!(
+        bot.body["upkeep"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`elsewhere`")
+    );
+    // The header wins over the key's default; a key with no default uses the daemon's.
+    let named = reqwest::Client::new()
+        .get(format!("{}/upstox/v2/user/profile", h.daemon_url))
+        .bearer_auth(BOT)
+        .header("x-upkeep-account", ACCOUNT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), StatusCode::OK);
+    let admin = call(&h, Method::GET, "/v2/user/profile", Some(ADMIN), None).await;
+    assert_eq!(admin.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_disabled_gateway_serves_nothing_under_upstox() {
+    let h = app_with(
+        Setup::at(ist(day(), 10, 0, 0))
+            .token_issued_at(ist(day(), 9, 0, 0))
+            .settings(|s| s.gateway.enabled = false),
+    )
+    .await;
+    let before = h.counters().api_requests;
+    let r = call(&h, Method::GET, "/v2/user/profile", Some(BOT), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.counters().api_requests, before);
+}

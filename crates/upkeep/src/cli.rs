@@ -68,7 +68,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: scheduled renewals, health checks, alerts, the notifier webhook
-    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz. SIGHUP re-reads
+    /// (POST /webhooks/upstox/token), the OAuth callback, the HTTP API, the Upstox gateway
+    /// (/upstox/...) and /healthz. SIGHUP re-reads
     /// the configuration (`upkeep reload`); SIGTERM stops it.
     Serve(ServeArgs),
     /// Start the simulator and the daemon together, jump the simulated clock over the

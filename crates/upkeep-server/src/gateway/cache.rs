@@ -105,11 +105,14 @@ fn decode(s: &str) -> String {
 }
 
 fn encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b',') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
 }
@@ -169,9 +172,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Entries {
-    by_key: HashMap<CacheKey, Entry>,
+    by_key: HashMap<Arc<CacheKey>, Entry>,
     /// Store order: the oldest sequence number is evicted first.
-    order: BTreeMap<u64, CacheKey>,
+    order: BTreeMap<u64, Arc<CacheKey>>,
     next_seq: u64,
     bytes: usize,
 }
@@ -187,7 +190,7 @@ impl Entries {
     }
 
     /// Inserts within the bounds, evicting the oldest; false if it cannot fit at all.
-    fn insert(&mut self, s: &StaleCacheConfig, key: CacheKey, entry: Entry) -> bool {
+    fn insert(&mut self, s: &StaleCacheConfig, key: Arc<CacheKey>, entry: Entry) -> bool {
         let weight = entry.answer.body.len() + key.weight();
         if entry.answer.body.len() > s.max_body_bytes || s.max_entries == 0 || weight > s.max_bytes
         {
@@ -289,6 +292,7 @@ impl StaleCache {
             body,
             stored_at: now,
         });
+        let key = Arc::new(key);
         let persist = {
             let mut e = self.entries();
             let persisted_at = e.remove(&key).and_then(|old| old.persisted_at);
@@ -307,9 +311,9 @@ impl StaleCache {
         self.inner.counters.stored.fetch_add(1, Ordering::Relaxed);
         if let (true, Some(store)) = (persist, self.inner.store.clone()) {
             let record = CachedAnswerRecord {
-                account: key.account,
-                path: key.path,
-                query: key.query,
+                account: key.account.clone(),
+                path: key.path.clone(),
+                query: key.query.clone(),
                 status: answer.status,
                 content_type: answer.content_type.clone(),
                 body: answer.body.to_vec(),
@@ -376,7 +380,7 @@ impl StaleCache {
         };
         let mut e = self.entries();
         if !e.by_key.contains_key(key) {
-            e.insert(&self.inner.settings, key.clone(), entry);
+            e.insert(&self.inner.settings, Arc::new(key.clone()), entry);
         }
         Some(answer)
     }
