@@ -326,3 +326,27 @@ async fn a_failing_upstox_gets_the_last_good_ltp_marked_stale_until_it_is_too_ol
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_budget_lets_upstox_answer_for_itself() {
+    let h = app_with(
+        setup()
+            // A frozen simulator clock: its window fills and stays full.
+            .sim(|c| c.rate_limits = true)
+            .settings(|s| s.gateway.budget.enabled = false),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..55 {
+        let a = get(&client, &h, LTP, BOT).await;
+        assert_eq!(a.header("x-upkeep-error"), None, "never upkeep's 429");
+        statuses.push(a.status);
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 5, "Upstox's own limit of 50 a second");
+    assert_eq!(h.counters().rate_limited, 5);
+}
