@@ -350,3 +350,20 @@ async fn a_disabled_budget_lets_upstox_answer_for_itself() {
     assert_eq!(refused, 5, "Upstox's own limit of 50 a second");
     assert_eq!(h.counters().rate_limited, 5);
 }
+
+#[tokio::test]
+async fn a_refused_token_whose_renewal_fails_gets_the_last_good_ltp_marked_stale() {
+    let h = app_with(setup().wrong_totp()).await;
+    let client = reqwest::Client::new();
+    let good = get(&client, &h, LTP, BOT).await;
+    assert_eq!(good.status, StatusCode::OK);
+
+    // Upstox stops accepting the token; the renewal cannot succeed (wrong TOTP seed).
+    assert!(h.sim.state().revoke(h.seeded.as_ref().unwrap().expose()));
+    h.clock.advance(SignedDuration::from_secs(5));
+    let stale = get(&client, &h, LTP, BOT).await;
+    assert_eq!(stale.status, StatusCode::OK, "{}", stale.body);
+    assert_eq!(stale.body, good.body);
+    assert_eq!(stale.header("x-upkeep-stale"), Some("5"));
+    assert_eq!(stale.header("warning"), Some("110 - \"Response is Stale\""));
+}
