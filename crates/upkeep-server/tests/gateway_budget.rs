@@ -326,3 +326,44 @@ async fn a_failing_upstox_gets_the_last_good_ltp_marked_stale_until_it_is_too_ol
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_budget_lets_upstox_answer_for_itself() {
+    let h = app_with(
+        setup()
+            // A frozen simulator clock: its window fills and stays full.
+            .sim(|c| c.rate_limits = true)
+            .settings(|s| s.gateway.budget.enabled = false),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..55 {
+        let a = get(&client, &h, LTP, BOT).await;
+        assert_eq!(a.header("x-upkeep-error"), None, "never upkeep's 429");
+        statuses.push(a.status);
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 5, "Upstox's own limit of 50 a second");
+    assert_eq!(h.counters().rate_limited, 5);
+}
+
+#[tokio::test]
+async fn a_refused_token_whose_renewal_fails_gets_the_last_good_ltp_marked_stale() {
+    let h = app_with(setup().wrong_totp()).await;
+    let client = reqwest::Client::new();
+    let good = get(&client, &h, LTP, BOT).await;
+    assert_eq!(good.status, StatusCode::OK);
+
+    // Upstox stops accepting the token; the renewal cannot succeed (wrong TOTP seed).
+    assert!(h.sim.state().revoke(h.seeded.as_ref().unwrap().expose()));
+    h.clock.advance(SignedDuration::from_secs(5));
+    let stale = get(&client, &h, LTP, BOT).await;
+    assert_eq!(stale.status, StatusCode::OK, "{}", stale.body);
+    assert_eq!(stale.body, good.body);
+    assert_eq!(stale.header("x-upkeep-stale"), Some("5"));
+    assert_eq!(stale.header("warning"), Some("110 - \"Response is Stale\""));
+}

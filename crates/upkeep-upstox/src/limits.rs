@@ -114,8 +114,8 @@ impl RateLimits {
 }
 
 /// What Upstox counts a call against: its group and the API within it (all order
-/// placement calls share one API, `orders`; a standard API is its path up to the first
-/// parameter, e.g. `/v3/historical-candle/*`).
+/// placement calls share one API, `orders`; a standard API is its endpoint template,
+/// e.g. `/v2/market/holidays/{}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ApiKey {
     pub group: ApiGroup,
@@ -125,51 +125,20 @@ pub struct ApiKey {
 
 /// The API a request path is counted against. `path` is the Upstox path without the
 /// query (`/v3/market-quote/ltp`); a query, if present, is ignored. The group and the
-/// template come from [`crate::gateway::endpoint`]; a path it does not know is counted
-/// per path up to its first parameter.
+/// template come from [`crate::gateway::endpoint`]. Paths it does not know share one
+/// API, `other`: stricter than Upstox perhaps, but a caller cannot grow the budget's
+/// tables by inventing paths.
 pub fn api_of(path: &str) -> ApiKey {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let ep = crate::gateway::endpoint(path);
     let api = match ep.group {
-        ApiGroup::Order => Cow::Borrowed("orders"),
-        _ if ep.template != "other" => Cow::Borrowed(ep.template),
-        _ => Cow::Owned(api_template(path)),
+        ApiGroup::Order => "orders",
+        _ => ep.template,
     };
     ApiKey {
         group: ep.group,
-        api,
+        api: Cow::Borrowed(api),
     }
-}
-
-/// The path up to its first parameter segment (a segment with a digit, an instrument
-/// key's `|` or `:`, an escape or an upper-case letter), which becomes `*`; the version
-/// segment (`v2`, `v3`) is kept. Merging two APIs only makes the budget stricter, never
-/// looser, so an unknown shape errs on the safe side.
-fn api_template(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for (i, seg) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        out.push('/');
-        let version = i == 0 && is_version(seg);
-        if !version && is_parameter(seg) {
-            out.push('*');
-            return out;
-        }
-        out.push_str(seg);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
-fn is_version(seg: &str) -> bool {
-    seg.strip_prefix('v')
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_parameter(seg: &str) -> bool {
-    seg.bytes()
-        .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase() || matches!(b, b'|' | b':' | b'%'))
 }
 
 #[cfg(test)]
@@ -249,8 +218,12 @@ mod tests {
             "/v2/market/holidays/{}"
         );
         assert_eq!(api_of("/v2/market/holidays").api, "/v2/market/holidays");
-        assert_eq!(api_of("/v9/new-api/NSE_EQ|X/7").api, "/v9/new-api/*");
-        assert_eq!(api_of("/v9/new-api/list").api, "/v9/new-api/list");
-        assert_eq!(api_of("").api, "/");
+    }
+
+    #[test]
+    fn unknown_paths_share_one_api() {
+        assert_eq!(api_of("/v9/new-api/NSE_EQ|X/7").api, "other");
+        assert_eq!(api_of("/v9/other-api/list"), api_of("/v9/new-api/list"));
+        assert_eq!(api_of("").group, ApiGroup::Standard);
     }
 }

@@ -30,6 +30,9 @@ pub const STALE_WARNING: &str = "110 - \"Response is Stale\"";
 
 /// A query's answer is written to the store at most this often.
 pub const PERSIST_EVERY: SignedDuration = SignedDuration::from_secs(10);
+/// Stored answers older than `max_age` (useless: never served) are deleted at most
+/// this often, after a write.
+pub const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(5);
 
 /// What is cached: one account's GET of one path with one query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,11 +108,14 @@ fn decode(s: &str) -> String {
 }
 
 fn encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b',') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
 }
@@ -169,9 +175,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Entries {
-    by_key: HashMap<CacheKey, Entry>,
+    by_key: HashMap<Arc<CacheKey>, Entry>,
     /// Store order: the oldest sequence number is evicted first.
-    order: BTreeMap<u64, CacheKey>,
+    order: BTreeMap<u64, Arc<CacheKey>>,
     next_seq: u64,
     bytes: usize,
 }
@@ -187,7 +193,7 @@ impl Entries {
     }
 
     /// Inserts within the bounds, evicting the oldest; false if it cannot fit at all.
-    fn insert(&mut self, s: &StaleCacheConfig, key: CacheKey, entry: Entry) -> bool {
+    fn insert(&mut self, s: &StaleCacheConfig, key: Arc<CacheKey>, entry: Entry) -> bool {
         let weight = entry.answer.body.len() + key.weight();
         if entry.answer.body.len() > s.max_body_bytes || s.max_entries == 0 || weight > s.max_bytes
         {
@@ -220,6 +226,8 @@ struct Inner {
     entries: Mutex<Entries>,
     counters: Counters,
     store: Option<Arc<dyn TokenStore>>,
+    /// When the store's old answers were last deleted.
+    pruned_at: Mutex<Option<Timestamp>>,
 }
 
 impl std::fmt::Debug for StaleCache {
@@ -239,6 +247,7 @@ impl StaleCache {
                 entries: Mutex::new(Entries::default()),
                 counters: Counters::default(),
                 store: None,
+                pruned_at: Mutex::new(None),
             }),
         }
     }
@@ -289,6 +298,7 @@ impl StaleCache {
             body,
             stored_at: now,
         });
+        let key = Arc::new(key);
         let persist = {
             let mut e = self.entries();
             let persisted_at = e.remove(&key).and_then(|old| old.persisted_at);
@@ -307,20 +317,40 @@ impl StaleCache {
         self.inner.counters.stored.fetch_add(1, Ordering::Relaxed);
         if let (true, Some(store)) = (persist, self.inner.store.clone()) {
             let record = CachedAnswerRecord {
-                account: key.account,
-                path: key.path,
-                query: key.query,
+                account: key.account.clone(),
+                path: key.path.clone(),
+                query: key.query.clone(),
                 status: answer.status,
                 content_type: answer.content_type.clone(),
                 body: answer.body.to_vec(),
                 stored_at: answer.stored_at,
             };
+            let prune_before = self.prune_due(now);
             tokio::spawn(async move {
                 if let Err(e) = store.put_cached_answer(&record).await {
                     tracing::warn!(account = %record.account, path = %record.path, error = %e, "could not keep a cached gateway answer in the store");
                 }
+                if let Some(before) = prune_before
+                    && let Err(e) = store.prune_cached_answers(before).await
+                {
+                    tracing::warn!(error = %e, "could not delete old cached gateway answers from the store");
+                }
             });
         }
+    }
+
+    /// `Some(now - max_age)` when the store's old answers are due to be deleted.
+    fn prune_due(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut last = self
+            .inner
+            .pruned_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < PRUNE_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        now.checked_sub(self.inner.settings.max_age).ok()
     }
 
     /// What to answer for `key` now that upstream failed.
@@ -376,7 +406,7 @@ impl StaleCache {
         };
         let mut e = self.entries();
         if !e.by_key.contains_key(key) {
-            e.insert(&self.inner.settings, key.clone(), entry);
+            e.insert(&self.inner.settings, Arc::new(key.clone()), entry);
         }
         Some(answer)
     }
@@ -723,7 +753,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         clock.advance(SignedDuration::from_secs(30));
-        let second = StaleCache::with_store(settings, clock, store.clone());
+        let second = StaleCache::with_store(settings, clock.clone(), store.clone());
         match second.fallback(&key("main", "k=1")).await {
             Fallback::Stale { answer, age_secs } => {
                 assert_eq!(answer.body, body("kept"));
@@ -732,6 +762,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(second.fallback(&key("other", "k=1")).await, Fallback::Miss);
+
+        // Answers past max_age are deleted from the store after a later write.
+        clock.advance(SignedDuration::from_hours(1));
+        second.remember(key("main", "k=2"), 200, None, body("fresh"));
+        while store
+            .cached_answer("main", LTP, "k=1")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::task::yield_now().await;
+        }
         store.close().await;
     }
 }

@@ -38,6 +38,9 @@ use crate::api::keys::Scope;
 use crate::engine::{CurrentToken, RenewOutcome};
 use crate::http::bearer;
 
+/// Upstream bodies of a known length up to this are read whole before they are answered.
+const MAX_BUFFERED: usize = 256 * 1024;
+
 /// The longest upstream 401 body the gateway reads to classify it.
 const MAX_401_BODY: usize = 64 * 1024;
 
@@ -291,7 +294,23 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
         None
     } else {
         let hint = http_body::Body::size_hint(&body);
-        Some(reqwest::Body::wrap(SyncBody(Mutex::new(body), hint)))
+        if hint.exact().is_some_and(|n| n <= MAX_BUFFERED as u64) {
+            // Small (an order): read whole, so the caller's connection stays reusable
+            // (see `upstream_response`).
+            match body.collect().await {
+                Ok(b) => Some(reqwest::Body::from(b.to_bytes())),
+                Err(_) => {
+                    let r = refusal(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "the request body could not be read".into(),
+                    );
+                    return finish(&gw, &ex, started, r);
+                }
+            }
+        } else {
+            Some(reqwest::Body::wrap(SyncBody(Mutex::new(body), hint)))
+        }
     };
     let first = send(&gw, &method, &url, headers, &current, body).await;
     let response = match first {
@@ -344,31 +363,49 @@ async fn send(
     })
 }
 
-/// Upstream's answer as the client's response (hop-by-hop headers dropped, body
-/// streamed), or the failure's.
+/// Upstream's answer as the client's response (hop-by-hop headers dropped), or the
+/// failure's. A body of a known length up to [`MAX_BUFFERED`] is read whole first: the
+/// server stops polling a body once its length is written, and an upstream body dropped
+/// before its end takes its connection with it (no reuse from the pool). Larger or
+/// unsized bodies stream.
 async fn upstream_response(
     gw: &Gateway,
     ex: &Exchange<'_>,
     r: Result<reqwest::Response, Failure>,
 ) -> Response {
-    match r {
-        Ok(r) => {
-            let status = r.status();
-            if status.is_server_error()
-                && let Some(cached) =
-                    hooks::upstream_failed(gw, ex, Failure::ServerError(status)).await
-            {
-                return cached;
-            }
-            let r: axum::http::Response<reqwest::Body> = r.into();
-            let (mut parts, body) = r.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+    let r = match r {
+        Ok(r) => r,
+        Err(f) => {
+            return match hooks::upstream_failed(gw, ex, f).await {
+                Some(cached) => cached,
+                None => failure_response(f),
+            };
         }
-        Err(f) => match hooks::upstream_failed(gw, ex, f).await {
-            Some(cached) => cached,
-            None => failure_response(f),
-        },
+    };
+    let status = r.status();
+    if status.is_server_error()
+        && let Some(cached) = hooks::upstream_failed(gw, ex, Failure::ServerError(status)).await
+    {
+        return cached;
+    }
+    let small = r.content_length().is_some_and(|n| n <= MAX_BUFFERED as u64);
+    let r: axum::http::Response<reqwest::Body> = r.into();
+    let (mut parts, body) = r.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if small {
+        match body.collect().await {
+            Ok(b) => Response::from_parts(parts, Body::from(b.to_bytes())),
+            Err(e) => {
+                tracing::debug!(error = %e, "gateway: upstream body failed");
+                let f = Failure::Unreachable;
+                match hooks::upstream_failed(gw, ex, f).await {
+                    Some(cached) => cached,
+                    None => failure_response(f),
+                }
+            }
+        }
+    } else {
+        Response::from_parts(parts, Body::new(body))
     }
 }
 
