@@ -94,12 +94,13 @@ const TEMPLATES: &[&str] = &[
     "/v2/market-quote/ohlc",
     "/v3/market-quote/ohlc",
     "/v3/market-quote/option-greek",
+    // Intraday first: the generic candle templates would also match its paths.
+    "/v2/historical-candle/intraday/{}/{}",
+    "/v3/historical-candle/intraday/{}/{}/{}",
     "/v2/historical-candle/{}/{}/{}",
     "/v2/historical-candle/{}/{}/{}/{}",
     "/v3/historical-candle/{}/{}/{}/{}",
     "/v3/historical-candle/{}/{}/{}/{}/{}",
-    "/v2/historical-candle/intraday/{}/{}",
-    "/v3/historical-candle/intraday/{}/{}/{}",
     "/v2/option/contract",
     "/v2/option/chain",
     "/v2/market/holidays",
@@ -293,6 +294,18 @@ mod tests {
         assert_eq!(
             endpoint("/v2/market/status/NSE").template,
             "/v2/market/status/{}"
+        );
+        assert_eq!(
+            endpoint("/v2/historical-candle/intraday/NSE_EQ%7CX/1minute").template,
+            "/v2/historical-candle/intraday/{}/{}"
+        );
+        assert_eq!(
+            endpoint("/v3/historical-candle/intraday/NSE_EQ%7CX/minutes/1").template,
+            "/v3/historical-candle/intraday/{}/{}/{}"
+        );
+        assert_eq!(
+            endpoint("/v3/historical-candle/NSE_EQ%7CX/days/1/2026-11-30").template,
+            "/v3/historical-candle/{}/{}/{}/{}"
         );
         assert_eq!(endpoint("/v9/attacker/12345").template, "other");
         assert_eq!(endpoint("/v2/market/status/").template, "other");
