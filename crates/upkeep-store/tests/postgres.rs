@@ -182,7 +182,9 @@ async fn unreachable_server_is_a_clear_error() {
 async fn a_lease_expires_on_the_databases_clock_whatever_the_callers_clocks_say() {
     common::with_pg(|s| async move {
         s.upsert_account("a", "live", t0()).await.unwrap();
-        let ttl = std::time::Duration::from_secs(1);
+        // The database keeps whole seconds: a 3 s lease holds for at least 2 s after it
+        // was taken, so the refusal below stands however loaded the machine is.
+        let ttl = std::time::Duration::from_secs(3);
         // Two hosts whose clocks are a day apart: the one running ahead must not think
         // the other's fresh lease has expired.
         assert!(s.try_acquire_lease("a", "host-a", t0(), ttl).await.unwrap());
@@ -192,8 +194,8 @@ async fn a_lease_expires_on_the_databases_clock_whatever_the_callers_clocks_say(
                 .unwrap()
         );
         // Only time passing on the database frees it. (The database's clock cannot be
-        // paused: a short real wait, two whole seconds of its epoch granularity.)
-        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        // paused: a short real wait, just past the lease's whole seconds.)
+        tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
         assert!(s.try_acquire_lease("a", "host-b", t0(), ttl).await.unwrap());
         assert!(
             !s.try_acquire_lease("a", "host-a", at(48), ttl)
