@@ -166,7 +166,9 @@ async fn a_token_revoked_at_upstox_is_renewed_reactively_and_the_feed_resumes() 
 
     assert!(h.sim.state().revoke(first.token.expose()));
     // The socket is closed (1008); authorize then answers 401 and the engine renews.
-    assert_eq!(feed.down().await, DownCause::Closed);
+    let down = feed.down().await;
+    let started = h.events_of("renewal_started").await;
+    assert_eq!(down, DownCause::Closed, "{started:?}");
     let renewed = h.wait_for_new_token(Some(&first.fingerprint)).await;
     assert!(feed.up().await);
     feed.tick().await;
@@ -188,4 +190,46 @@ async fn an_unknown_account_and_a_disabled_relay_are_refused() {
     let err = relay.pool("nope").unwrap_err();
     assert_eq!(err, RelayError::UnknownAccount("nope".into()));
     assert!(err.to_string().contains("nope"));
+}
+
+#[tokio::test]
+async fn with_persist_ticks_the_feeds_ticks_and_connection_events_reach_the_store() {
+    let h = spawn_app(
+        Setup::at(ist(tuesday(), 10, 0, 0))
+            .sim(|c| c.feed_tick_interval_ms = 50)
+            .settings(|s| s.relay.persist_ticks = true),
+    )
+    .await;
+    h.wait_for_renewal(None).await;
+    let relay = Upstreams::new(h.engine.clone());
+    let mut feed = Feed::open(&relay);
+    let consumer = feed.pool.consumer();
+    consumer.subscribe(SubscriptionMode::Full, &[KEY]).unwrap();
+    feed.tick().await;
+    let store = h.engine.store().clone();
+    let query = upkeep_store::TickQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        instrument: Some(KEY.into()),
+        limit: 10,
+    };
+    let ticks = common::eventually_async("stored ticks", || {
+        let (store, query) = (store.clone(), query.clone());
+        async move {
+            let t = store.ticks(&query).await.unwrap();
+            (!t.is_empty()).then_some(t)
+        }
+    })
+    .await;
+    let t = &ticks[0];
+    assert_eq!(t.account, ACCOUNT);
+    assert!(t.ltp > 0.0);
+    assert!(
+        t.volume.is_some() && t.bid_price.is_some() && t.ask_qty.is_some(),
+        "{t:?}"
+    );
+    let events = store.feed_connection_events(0, i64::MAX).await.unwrap();
+    assert_eq!(events[0].kind, "up");
+    assert_eq!(events[0].cause, "open");
+    relay.shutdown();
 }

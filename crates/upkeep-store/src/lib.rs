@@ -100,6 +100,51 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// One market-data tick the relay received (times in epoch milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickRecord {
+    pub account: String,
+    pub instrument: String,
+    /// Last trade time.
+    pub ltt_ms: i64,
+    pub ltp: f64,
+    pub ltq: i64,
+    /// Volume traded today (full modes only).
+    pub volume: Option<i64>,
+    /// Open interest (full modes only).
+    pub oi: Option<f64>,
+    /// Best bid and ask, price and quantity (modes with depth only).
+    pub bid_price: Option<f64>,
+    pub bid_qty: Option<i64>,
+    pub ask_price: Option<f64>,
+    pub ask_qty: Option<i64>,
+    /// When the relay received it.
+    pub received_ms: i64,
+}
+
+/// Which ticks to read: last trade time in `[from_ms, to_ms)`, optionally of one
+/// instrument, oldest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub instrument: Option<String>,
+    pub limit: u32,
+}
+
+/// An upstream feed connection going up or down (times in epoch milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConnectionEvent {
+    pub account: String,
+    pub connection: i32,
+    pub at_ms: i64,
+    /// "up" or "down".
+    pub kind: String,
+    /// Why: "open", "reconnect", "rotation", "stall", "closed", "error", ...
+    pub cause: String,
+    pub detail: String,
+}
+
 /// Storage for accounts, tokens, secrets, audit events and leases.
 ///
 /// Every implementation passes the same contract tests (`tests/contract.rs`).
@@ -187,6 +232,21 @@ pub trait TokenStore: Send + Sync {
     /// Replace accounts, tokens, secrets and events with `backup`, in one transaction
     /// (all or nothing). Leases are left alone.
     async fn import(&self, backup: Backup) -> Result<(), StoreError>;
+
+    /// Append a batch of relay ticks and feed connection events, in one transaction.
+    async fn record_ticks(
+        &self,
+        ticks: &[TickRecord],
+        events: &[FeedConnectionEvent],
+    ) -> Result<(), StoreError>;
+    /// Relay ticks, oldest first (by last trade time, then arrival).
+    async fn ticks(&self, query: &TickQuery) -> Result<Vec<TickRecord>, StoreError>;
+    /// Feed connection events with `at_ms` in `[from_ms, to_ms)`, oldest first.
+    async fn feed_connection_events(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<FeedConnectionEvent>, StoreError>;
 
     /// The database answers.
     async fn health(&self) -> Result<(), StoreError>;

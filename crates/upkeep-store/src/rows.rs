@@ -87,6 +87,18 @@ pub(crate) mod sql {
     pub const API_KEY_REVOKE: &str =
         "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
 
+    pub const TICK_INSERT: &str = "INSERT INTO feed_ticks \
+         (account, instrument, ltt_ms, ltp, ltq, volume, oi, bid_price, bid_qty, ask_price, ask_qty, received_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    pub const TICK_LIST: &str = "SELECT account, instrument, ltt_ms, ltp, ltq, volume, oi, \
+         bid_price, bid_qty, ask_price, ask_qty, received_ms FROM feed_ticks \
+         WHERE ltt_ms >= $1 AND ltt_ms < $2 AND ($3 IS NULL OR instrument = $3) \
+         ORDER BY ltt_ms, id LIMIT $4";
+    pub const FEED_EVENT_INSERT: &str = "INSERT INTO feed_connection_events \
+         (account, connection, at_ms, kind, cause, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+    pub const FEED_EVENT_LIST: &str = "SELECT account, connection, at_ms, kind, cause, detail \
+         FROM feed_connection_events WHERE at_ms >= $1 AND at_ms < $2 ORDER BY at_ms, id";
+
     pub const WIPE_FOR_IMPORT: [&str; 4] = [
         "DELETE FROM tokens",
         "DELETE FROM secrets",
@@ -169,6 +181,64 @@ pub(crate) struct EventRow {
     pub kind: String,
     pub outcome: String,
     pub detail: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TickRow {
+    pub account: String,
+    pub instrument: String,
+    pub ltt_ms: i64,
+    pub ltp: f64,
+    pub ltq: i64,
+    pub volume: Option<i64>,
+    pub oi: Option<f64>,
+    pub bid_price: Option<f64>,
+    pub bid_qty: Option<i64>,
+    pub ask_price: Option<f64>,
+    pub ask_qty: Option<i64>,
+    pub received_ms: i64,
+}
+
+impl From<TickRow> for crate::TickRecord {
+    fn from(r: TickRow) -> Self {
+        Self {
+            account: r.account,
+            instrument: r.instrument,
+            ltt_ms: r.ltt_ms,
+            ltp: r.ltp,
+            ltq: r.ltq,
+            volume: r.volume,
+            oi: r.oi,
+            bid_price: r.bid_price,
+            bid_qty: r.bid_qty,
+            ask_price: r.ask_price,
+            ask_qty: r.ask_qty,
+            received_ms: r.received_ms,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FeedEventRow {
+    pub account: String,
+    pub connection: i32,
+    pub at_ms: i64,
+    pub kind: String,
+    pub cause: String,
+    pub detail: String,
+}
+
+impl From<FeedEventRow> for crate::FeedConnectionEvent {
+    fn from(r: FeedEventRow) -> Self {
+        Self {
+            account: r.account,
+            connection: r.connection,
+            at_ms: r.at_ms,
+            kind: r.kind,
+            cause: r.cause,
+            detail: r.detail,
+        }
+    }
 }
 
 pub(crate) fn ts(secs: i64, what: &str) -> Result<Timestamp, StoreError> {

@@ -14,7 +14,8 @@ use crate::error::StoreError;
 use crate::key::MasterKey;
 use crate::rows::{self, sql};
 use crate::{
-    AccountRecord, ApiKeyRecord, AuditEvent, Backup, NewToken, StoredToken, TokenSlot, TokenStore,
+    AccountRecord, ApiKeyRecord, AuditEvent, Backup, FeedConnectionEvent, NewToken, StoredToken,
+    TickQuery, TickRecord, TokenSlot, TokenStore,
 };
 
 /// How long a statement waits for another process's lock before failing with
@@ -644,6 +645,74 @@ impl TokenStore for SqliteStore {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn record_ticks(
+        &self,
+        ticks: &[TickRecord],
+        events: &[FeedConnectionEvent],
+    ) -> Result<(), StoreError> {
+        if ticks.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for t in ticks {
+            sqlx::query(sql::TICK_INSERT)
+                .bind(&t.account)
+                .bind(&t.instrument)
+                .bind(t.ltt_ms)
+                .bind(t.ltp)
+                .bind(t.ltq)
+                .bind(t.volume)
+                .bind(t.oi)
+                .bind(t.bid_price)
+                .bind(t.bid_qty)
+                .bind(t.ask_price)
+                .bind(t.ask_qty)
+                .bind(t.received_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        for e in events {
+            sqlx::query(sql::FEED_EVENT_INSERT)
+                .bind(&e.account)
+                .bind(e.connection)
+                .bind(e.at_ms)
+                .bind(&e.kind)
+                .bind(&e.cause)
+                .bind(&e.detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn ticks(&self, query: &TickQuery) -> Result<Vec<TickRecord>, StoreError> {
+        let rows: Vec<rows::TickRow> = sqlx::query_as(sql::TICK_LIST)
+            .bind(query.from_ms)
+            .bind(query.to_ms)
+            .bind(query.instrument.as_deref())
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn feed_connection_events(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<FeedConnectionEvent>, StoreError> {
+        let rows: Vec<rows::FeedEventRow> = sqlx::query_as(sql::FEED_EVENT_LIST)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::{at, new_token, t0, token_text};
 use upkeep_core::{AccessToken, Secret};
-use upkeep_store::{AuditEvent, StoreError, TokenStore};
+use upkeep_store::{
+    AuditEvent, FeedConnectionEvent, StoreError, TickQuery, TickRecord, TokenStore,
+};
 
 type Store = Arc<dyn TokenStore>;
 
@@ -442,6 +444,88 @@ async fn api_keys_are_kept_by_digest_revoked_and_never_renamed(s: Store) {
     ));
 }
 
+fn tick(instrument: &str, ltt_ms: i64, ltp: f64, depth: bool) -> TickRecord {
+    TickRecord {
+        account: "main".into(),
+        instrument: instrument.into(),
+        ltt_ms,
+        ltp,
+        ltq: 75,
+        volume: depth.then_some(1_234_567),
+        oi: depth.then_some(89_000.5),
+        bid_price: depth.then_some(ltp - 0.05),
+        bid_qty: depth.then_some(300),
+        ask_price: depth.then_some(ltp + 0.05),
+        ask_qty: depth.then_some(150),
+        received_ms: ltt_ms + 7,
+    }
+}
+
+async fn relay_ticks_and_feed_events_are_written_in_batches_and_read_back_by_time_and_instrument(
+    s: Store,
+) {
+    let a = "NSE_EQ|INE669E01016";
+    let b = "NSE_FO|45450";
+    let batch = vec![
+        tick(a, 1_000, 219.3, false),
+        tick(b, 1_500, 88.0, true),
+        tick(a, 2_000, 219.35, true),
+        tick(a, 3_000, 219.4, false),
+    ];
+    let events = vec![
+        FeedConnectionEvent {
+            account: "main".into(),
+            connection: 0,
+            at_ms: 900,
+            kind: "up".into(),
+            cause: "open".into(),
+            detail: String::new(),
+        },
+        FeedConnectionEvent {
+            account: "main".into(),
+            connection: 1,
+            at_ms: 2_500,
+            kind: "down".into(),
+            cause: "stall".into(),
+            detail: "no data, ping or pong for 30 s".into(),
+        },
+    ];
+    s.record_ticks(&batch, &events).await.unwrap();
+    s.record_ticks(&[], &[]).await.unwrap();
+    let q = |from_ms, to_ms, instrument: Option<&str>| TickQuery {
+        from_ms,
+        to_ms,
+        instrument: instrument.map(str::to_owned),
+        limit: 100,
+    };
+    assert_eq!(s.ticks(&q(0, 10_000, None)).await.unwrap(), batch);
+    let only_a = s.ticks(&q(1_000, 3_000, Some(a))).await.unwrap();
+    assert_eq!(
+        only_a,
+        vec![batch[0].clone(), batch[2].clone()],
+        "to is exclusive"
+    );
+    assert!(
+        s.ticks(&q(0, 10_000, Some("NSE_EQ|none")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let limited = s
+        .ticks(&TickQuery {
+            limit: 1,
+            ..q(0, 10_000, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited, vec![batch[0].clone()]);
+    assert_eq!(s.feed_connection_events(0, 10_000).await.unwrap(), events);
+    assert_eq!(
+        s.feed_connection_events(1_000, 10_000).await.unwrap(),
+        events[1..].to_vec()
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -481,4 +565,5 @@ contract!(
     failed_import_changes_nothing,
     health_is_ok_on_an_open_store_and_an_error_once_it_cannot_answer,
     api_keys_are_kept_by_digest_revoked_and_never_renamed,
+    relay_ticks_and_feed_events_are_written_in_batches_and_read_back_by_time_and_instrument,
 );

@@ -126,6 +126,30 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore the store from an encrypted backup (replaces its contents).
     Restore(RestoreArgs),
+    /// Market-data ticks the relay stored (`[relay] persist_ticks = true`).
+    Ticks {
+        #[command(subcommand)]
+        command: TicksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicksCommand {
+    /// Print stored ticks as CSV, oldest first: instrument, ltt (IST, milliseconds),
+    /// ltp, ltq, volume, oi, best bid/ask price and quantity (empty when the mode had
+    /// none). Times: RFC 3339 (2026-02-10T09:15:00+05:30), or an IST date-time
+    /// (2026-02-10T09:15) or date (2026-02-10).
+    Export {
+        /// First last-trade time included.
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// Last-trade times before this (not included).
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// Only this instrument key, e.g. "NSE_EQ|INE669E01016".
+        #[arg(long, value_name = "KEY")]
+        instrument: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -2139,3 +2139,89 @@ fn an_invalid_listen_port_is_named_as_such_not_blamed_on_another_upkeep() {
     );
     assert!(!err.contains("another upkeep"), "{err}");
 }
+
+#[test]
+fn ticks_export_prints_the_stored_ticks_of_a_period_as_csv() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    // Stored by the relay's writer in the daemon; written here straight to the store.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let key = upkeep_store::key::read_key_file(&env.path("upkeep.key")).unwrap();
+        let url = format!("sqlite://{}", env.path("upkeep.db").display());
+        let store = upkeep_store::open_store(&url, key).await.unwrap();
+        // 2026-02-10 09:15:00.250 IST and one second later; another instrument between.
+        let t0 = 1_770_695_100_250;
+        let tick =
+            |instrument: &str, ltt_ms: i64, ltp: f64, depth: bool| upkeep_store::TickRecord {
+                account: "main".into(),
+                instrument: instrument.into(),
+                ltt_ms,
+                ltp,
+                ltq: 75,
+                volume: depth.then_some(1200),
+                oi: None,
+                bid_price: depth.then_some(219.3),
+                bid_qty: depth.then_some(10),
+                ask_price: depth.then_some(219.4),
+                ask_qty: depth.then_some(20),
+                received_ms: ltt_ms + 5,
+            };
+        store
+            .record_ticks(
+                &[
+                    tick("NSE_EQ|INE669E01016", t0, 219.3, false),
+                    tick("NSE_INDEX|Nifty 50", t0 + 500, 24_100.5, false),
+                    tick("NSE_EQ|INE669E01016", t0 + 1_000, 219.35, true),
+                    tick("NSE_EQ|INE669E01016", t0 + 3_600_000, 220.0, false),
+                ],
+                &[],
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let out = env
+        .cmd()
+        .args([
+            "ticks",
+            "export",
+            "--from",
+            "2026-02-10T09:15",
+            "--to",
+            "2026-02-10T10:00:00+05:30",
+            "--instrument",
+            "NSE_EQ|INE669E01016",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "instrument,ltt,ltp,ltq,volume,oi,bid_price,bid_qty,ask_price,ask_qty\n\
+         NSE_EQ|INE669E01016,2026-02-10T09:15:00.250+05:30,219.3,75,,,,,,\n\
+         NSE_EQ|INE669E01016,2026-02-10T09:15:01.250+05:30,219.35,75,1200,,219.3,10,219.4,20\n"
+    );
+    let out = env
+        .cmd()
+        .args([
+            "ticks",
+            "export",
+            "--from",
+            "tomorrow",
+            "--to",
+            "2026-02-11",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--from") && err.contains("is not a time"),
+        "{err}"
+    );
+}

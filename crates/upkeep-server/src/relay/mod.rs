@@ -11,9 +11,12 @@
 //!   first use).
 //! - [`routes`]: the doors: Upstox's authorize and feed socket under `/upstox`, the
 //!   JSON ticks socket `/ws/ticks`, and `GET /api/v1/feed`.
+//! - [`persist`]: with `[relay] persist_ticks`, ticks and connection events written to
+//!   the store in batches.
 
 pub mod hub;
 mod local;
+pub mod persist;
 pub mod routes;
 pub mod tokens;
 pub mod upstream;

@@ -90,6 +90,9 @@ impl Upstreams {
             tokens,
             inner.engine.clock().clone(),
         );
+        if inner.settings.persist_ticks {
+            super::persist::spawn_writer(&inner.engine, account, &pool);
+        }
         tracing::info!(account, "relay: upstream feed pool started");
         pools.insert(account.to_owned(), pool.clone());
         Ok(pool)

@@ -4,6 +4,7 @@
 mod demo;
 mod serve;
 mod sim;
+mod ticks;
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -82,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
         Command::Reload => reload(config_path).await,
         Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Ticks { command } => ticks::run(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
         Command::Backup(args) => {
