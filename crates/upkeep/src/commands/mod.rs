@@ -2,6 +2,7 @@
 //! (bad input: malformed token, broken config, unknown account) exits with code 2.
 
 mod demo;
+mod feed;
 mod serve;
 mod sim;
 mod ticks;
@@ -83,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
         Command::Reload => reload(config_path).await,
         Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Feed { command } => feed::run(config_path, command).await,
         Command::Ticks { command } => ticks::run(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,
