@@ -440,7 +440,7 @@ fn help_explains_the_commands() {
         .collect();
     for cmd in [
         "serve", "demo", "sim", "status", "token", "decode", "login", "renew", "accounts",
-        "apikey", "keygen", "config", "exec", "import", "backup", "restore",
+        "apikey", "keygen", "config", "exec", "import", "backup", "restore", "ticks",
     ] {
         assert!(
             commands.contains(&cmd),
