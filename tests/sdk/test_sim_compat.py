@@ -383,6 +383,9 @@ PRIMITIVES = {
     "int": (int,),
     "float": (int, float),
     "bool": (bool,),
+    # The SDK parses these from strings (dateutil).
+    "date": (str,),
+    "datetime": (str,),
 }
 
 
@@ -460,6 +463,180 @@ class SimCase(unittest.TestCase):
 
     def client(self) -> RecordingApiClient:
         return sdk_client(self.sim, self.token.access_token)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same bot through upkeep's gateway
+
+
+def bot(client) -> dict:
+    """What a bot does with the SDK. Nothing in it knows whether `client` talks to Upstox
+    directly or through upkeep's gateway: only the configuration differs."""
+    user = upstox_client.UserApi(client)
+    profile = user.get_profile("2.0", _request_timeout=HTTP_TIMEOUT)
+    funds = user.get_user_fund_margin("2.0", _request_timeout=HTTP_TIMEOUT)
+    ltp = upstox_client.MarketQuoteV3Api(client).get_ltp(
+        instrument_key=LTPC_KEY, _request_timeout=HTTP_TIMEOUT
+    )
+    orders = upstox_client.OrderApi(client)
+    placed = orders.place_order(
+        upstox_client.PlaceOrderRequest(
+            quantity=1, product="D", validity="DAY", price=0.0, tag="sdk",
+            instrument_token=LTPC_KEY, order_type="MARKET", transaction_type="BUY",
+            disclosed_quantity=0, trigger_price=0.0, is_amo=False,
+        ),
+        "2.0",
+        _request_timeout=HTTP_TIMEOUT,
+    )
+    cancelled = orders.cancel_order(placed.data.order_id, "2.0", _request_timeout=HTTP_TIMEOUT)
+    return {"profile": profile, "funds": funds, "ltp": ltp, "placed": placed,
+            "cancelled": cancelled}
+
+
+class Daemon:
+    """`upkeep serve` in front of the simulator: one account holding the simulator's token
+    (static strategy), on the simulator's clock, with one token:read API key."""
+
+    def __init__(self, sim: Sim, token: str) -> None:
+        self.sim = sim
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        d = sim.tmp.name
+        self.config = os.path.join(d, "upkeep.toml")
+        self.log_path = os.path.join(d, "daemon.log")
+        c = sim.creds
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(
+                f"""[server]
+listen = "127.0.0.1:{self.port}"
+[store]
+url = "sqlite://{d}/upkeep.db"
+key_file = "{d}/upkeep.key"
+[upstox]
+api_url = "{sim.base}"
+order_url = "{sim.base}"
+login_url = "{sim.base}"
+feed_url = "ws://127.0.0.1:{sim.port}"
+sandbox_url = "{sim.base}"
+follow_sim_clock = true
+[[account]]
+id = "main"
+client_id = "{c['client_id']}"
+client_secret = "{c['client_secret']}"
+redirect_uri = "{c['redirect_uri']}"
+user_id = "{c['ucc']}"
+renew = ["static"]
+access_token = "{token}"
+"""
+            )
+        self.proc: subprocess.Popen | None = None
+        self.key = ""
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(
+            [UPKEEP_BIN, *args, "--config", self.config],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        if out.returncode != 0:
+            raise SimError(f"upkeep {' '.join(args)} exited {out.returncode}: {out.stderr}")
+        return out.stdout
+
+    def start(self) -> "Daemon":
+        self.run("keygen")
+        self.key = self.run("apikey", "create", "--name", "sdk-bot", "--scope",
+                            "token:read").strip()
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [UPKEEP_BIN, "serve", "--config", self.config],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise SimError(f"upkeep serve exited {self.proc.returncode}:\n" + self.log_tail())
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SimError("upkeep serve did not answer /healthz:\n" + self.log_tail())
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no daemon log)"
+
+
+class GatewayCompat(SimCase):
+    """The official SDK through upkeep's gateway: `host` and `order_host` point at
+    `http://127.0.0.1:<port>/upstox`, `access_token` is an upkeep API key. The bot code is
+    the same function as against the simulator directly."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.daemon = Daemon(cls.sim, cls.token.access_token)
+        try:
+            cls.daemon.start()
+        except BaseException:
+            sys.stderr.write("daemon log tail:\n" + cls.daemon.log_tail())
+            cls.daemon.stop()
+            cls.sim.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.daemon.stop()
+        super().tearDownClass()
+
+    def gateway_client(self) -> RecordingApiClient:
+        conf = upstox_client.Configuration()
+        conf.sandbox = False
+        conf.host = self.daemon.base + "/upstox"  # the two-line change of the README
+        conf.order_host = self.daemon.base + "/upstox"
+        conf.access_token = self.daemon.key  # an upkeep API key, not an Upstox token
+        conf.verify_ssl = True
+        conf.proxy = None
+        client = RecordingApiClient(conf)
+        _CLIENTS.append(client)
+        return client
+
+    def test_the_same_bot_runs_through_the_gateway_with_an_upkeep_key(self):
+        self.assertFalse(self.daemon.key.startswith("eyJ"), "the bot holds no Upstox token")
+        direct = bot(self.client())
+        via = bot(self.gateway_client())
+        self.assertEqual(via["profile"].data.user_id, self.sim.creds["ucc"])
+        self.assertEqual(via["profile"].data.user_id, direct["profile"].data.user_id)
+        self.assertIsInstance(via["funds"].data["equity"].available_margin, float)
+        self.assertIn("NSE_EQ:NHPC", via["ltp"].data)
+        self.assertEqual(via["ltp"].data["NSE_EQ:NHPC"].instrument_token, LTPC_KEY)
+        self.assertTrue(via["placed"].data.order_id)
+        self.assertEqual(via["cancelled"].data.order_id, via["placed"].data.order_id)
+
+    def test_a_wrong_key_is_refused_before_upstox_in_upstox_error_shape(self):
+        conf_client = self.gateway_client()
+        conf_client.configuration.access_token = "not-an-upkeep-key"
+        with self.assertRaises(ApiException) as ctx:
+            upstox_client.UserApi(conf_client).get_profile("2.0", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(ctx.exception.status, 401)
+        first = assert_error_envelope(self, ctx.exception.body, "UPKEEP_UNAUTHORIZED")
+        self.assertIn("API key", first["message"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,6 +742,78 @@ class RestCompat(SimCase):
             self.assertTrue(name.startswith(segment + ":"), f"map key {name!r} is SEGMENT:SYMBOL")
         self.assertIn("NSE_EQ:NHPC", resp.data)
         assert_matches_model(self, client.last_raw, "GetMarketQuoteLastTradedPriceResponseV3")
+
+
+class MarketCalendarCompat(SimCase):
+    """MarketHolidaysAndTimingsApi against the simulator's default calendar (its clock is on
+    Monday 2026-11-23: the 2026 calendar, with the Muhurat session on Friday 2026-11-06)."""
+
+    def calendar_api(self, token: str = ""):
+        client = sdk_client(self.sim, token)
+        return client, upstox_client.MarketHolidaysAndTimingsApi(client)
+
+    def test_get_holidays_parses_the_years_dates(self):
+        client, api = self.calendar_api()  # the SDK sends no token for holidays
+        resp = api.get_holidays(_request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetHolidayResponse)
+        self.assertEqual(resp.status, "success")
+        self.assertTrue(resp.data)
+        for day in resp.data:
+            self.assertIsInstance(day, upstox_client.HolidayData)
+            self.assertEqual(day._date.year, 2026)
+        types = {d.holiday_type for d in resp.data}
+        self.assertIn("SETTLEMENT_HOLIDAY", types)
+        budget = [d for d in resp.data if d._date.weekday() == 5 and d.open_exchanges]
+        self.assertTrue(budget, "a Saturday special session is listed")
+        session = budget[0].open_exchanges[0]
+        self.assertIsInstance(session, upstox_client.ExchangeTimingData)
+        self.assertIsInstance(session.start_time, int)
+        self.assertLess(session.start_time, session.end_time)
+        assert_matches_model(self, client.last_raw, "GetHolidayResponse")
+
+    def test_get_holiday_of_one_date(self):
+        client, api = self.calendar_api()
+        resp = api.get_holiday("2026-11-06", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(len(resp.data), 1)
+        muhurat = resp.data[0]
+        self.assertEqual(muhurat.holiday_type, "TRADING_HOLIDAY")
+        nse = [s for s in muhurat.open_exchanges if s.exchange == "NSE"]
+        self.assertEqual(len(nse), 1)
+        # 18:00-19:00 IST = 12:30-13:30 UTC.
+        start = dt.datetime.fromtimestamp(nse[0].start_time / 1000, dt.timezone.utc)
+        self.assertEqual((start.hour, start.minute), (12, 30))
+        self.assertEqual(nse[0].end_time - nse[0].start_time, 3_600_000)
+        assert_matches_model(self, client.last_raw, "GetHolidayResponse")
+        self.assertEqual(api.get_holiday("2026-11-23", _request_timeout=HTTP_TIMEOUT).data, [])
+        with self.assertRaises(ApiException) as ctx:
+            api.get_holiday("2026-02-30", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(ctx.exception.status, 400)
+        assert_error_envelope(self, ctx.exception.body, "UDAPI1088")
+
+    def test_get_market_timings_are_empty_on_a_closed_day(self):
+        client, api = self.calendar_api()
+        resp = api.get_exchange_timings("2026-11-23", _request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetExchangeTimingResponse)
+        by_exchange = {t.exchange: t for t in resp.data}
+        self.assertIn("NSE", by_exchange)
+        self.assertIn("MCX", by_exchange)
+        assert_matches_model(self, client.last_raw, "GetExchangeTimingResponse")
+        sunday = api.get_exchange_timings("2026-11-22", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(sunday.data, [])
+
+    def test_get_market_status_needs_the_token_and_says_open_in_market_hours(self):
+        client, api = self.calendar_api(self.token.access_token)
+        resp = api.get_market_status("NSE", _request_timeout=HTTP_TIMEOUT)
+        self.assertIsInstance(resp, upstox_client.GetMarketStatusResponse)
+        self.assertIsInstance(resp.data, upstox_client.MarketStatusData)
+        self.assertEqual(resp.data.exchange, "NSE")
+        self.assertEqual(resp.data.status, "NORMAL_OPEN")
+        self.assertIsInstance(resp.data.last_updated, int)
+        assert_matches_model(self, client.last_raw, "GetMarketStatusResponse")
+        _, anonymous = self.calendar_api()
+        with self.assertRaises(ApiException) as ctx:
+            anonymous.get_market_status("NSE", _request_timeout=HTTP_TIMEOUT)
+        self.assertEqual(ctx.exception.status, 401)
 
 
 def assert_error_envelope(tc: unittest.TestCase, body, code: str | None = None) -> dict:

@@ -19,6 +19,7 @@
 //! Errors name the key (as `section.key`, `account[0].renew`, or `account "main"`) and
 //! say how to fix it, on one line. They never contain a secret value.
 
+pub mod gateway_budget;
 pub mod import;
 
 use crate::expiry::format_hm;
@@ -299,6 +300,8 @@ pub struct Config {
     #[serde(default)]
     pub alert: AlertConfig,
     #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
     pub relay: RelayConfig,
 }
 
@@ -540,6 +543,46 @@ impl Default for UpstoxConfig {
             feed_url: "wss://api.upstox.com".into(),
             sandbox_url: "https://api-sandbox.upstox.com".into(),
             follow_sim_clock: false,
+        }
+    }
+}
+
+/// `[gateway]`: the Upstox API gateway at `/upstox/...` (bots send an upkeep API key as
+/// their Bearer token; upkeep swaps in the account's current Upstox token).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub enabled: bool,
+    /// The request header that picks the account (default `X-Upkeep-Account`).
+    pub account_header: String,
+    /// Connecting to Upstox (TCP + TLS) must take at most this.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect_timeout: SignedDuration,
+    /// A whole upstream exchange (request, response headers and body) at most this.
+    #[serde(deserialize_with = "de_duration")]
+    pub request_timeout: SignedDuration,
+    /// Idle upstream connections kept per host for reuse.
+    pub max_idle_connections: usize,
+    /// API key name -> the account its requests use when they name none. Keys not
+    /// listed use the default account.
+    pub default_accounts: BTreeMap<String, String>,
+    /// `[gateway.budget]`: the shared rate budget per Upstox user and API.
+    pub budget: gateway_budget::BudgetConfig,
+    /// `[gateway.cache]`: the cached fallback for market-data GETs.
+    pub cache: gateway_budget::StaleCacheConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            account_header: "X-Upkeep-Account".into(),
+            connect_timeout: SignedDuration::from_secs(5),
+            request_timeout: SignedDuration::from_secs(30),
+            max_idle_connections: 64,
+            default_accounts: BTreeMap::new(),
+            budget: gateway_budget::BudgetConfig::default(),
+            cache: gateway_budget::StaleCacheConfig::default(),
         }
     }
 }
@@ -1435,6 +1478,7 @@ impl Config {
         self.validate_renewal(&mut c);
         self.validate_accounts(&mut c);
         self.validate_alerts(&mut c);
+        self.validate_gateway(&mut c);
         self.validate_relay(&mut c);
         c.finish()
     }
@@ -1692,6 +1736,67 @@ impl Config {
                         "accounts \"{first}\" and \"{}\" use the same client_id; each account \
                          needs its own Upstox app (the webhook finds the account by it)",
                         a.id
+                    ),
+                );
+            }
+        }
+    }
+
+    fn validate_gateway(&self, c: &mut Collector) {
+        let g = &self.gateway;
+        gateway_budget::validate(&g.budget, &g.cache, "gateway", c);
+        let name = g.account_header.to_ascii_lowercase();
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token_char) {
+            c.push(
+                "gateway.account_header",
+                format!(
+                    "\"{}\" is not an HTTP header name; use e.g. X-Upkeep-Account",
+                    g.account_header
+                ),
+            );
+        } else if [
+            "authorization",
+            "host",
+            "connection",
+            "content-length",
+            "content-type",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "cookie",
+        ]
+        .contains(&name.as_str())
+        {
+            c.push(
+                "gateway.account_header",
+                format!(
+                    "\"{}\" is a standard header the requests need; use e.g. X-Upkeep-Account",
+                    g.account_header
+                ),
+            );
+        }
+        for (key, d) in [
+            ("gateway.connect_timeout", g.connect_timeout),
+            ("gateway.request_timeout", g.request_timeout),
+        ] {
+            if d <= SignedDuration::ZERO || d > SignedDuration::from_mins(10) {
+                c.push(
+                    key,
+                    format!(
+                        "is {}; use more than 0 and at most 10m",
+                        format_config_duration(d)
+                    ),
+                );
+            }
+        }
+        for (key, account) in &g.default_accounts {
+            if self.account(account).is_none() {
+                c.push(
+                    format!("gateway.default_accounts.{key}"),
+                    format!(
+                        "names account \"{account}\", which is not configured; use one of the \
+                         [[account]] ids"
                     ),
                 );
             }
@@ -2128,6 +2233,32 @@ secret = "JBSWY3DPEHPK3PXP"             # base32 seed from the Upstox TOTP setup
 # [account.refresh_token]               # for renew = ["refresh_token"]
 # token_url = "https://tokens.example.com/upstox"
 # refresh_token = "..."
+
+[gateway]                               # the Upstox API gateway at /upstox/... (see README)
+enabled = true
+account_header = "X-Upkeep-Account"     # picks the account; else the key's default below
+connect_timeout = "5s"
+request_timeout = "30s"
+max_idle_connections = 64               # pooled upstream connections per host
+
+[gateway.default_accounts]              # API key name = account its requests use
+# trading-bot = "main"
+
+[gateway.budget]                        # every bot behind one Upstox user shares its limits
+enabled = true
+queue_max = 64                          # calls of one user waiting for a slot; more get 429
+queue_wait_ms = 1000                    # the longest a call waits, then 429 + Retry-After
+max_backoff = "60s"                     # cap on how long an upstream 429 holds a user back
+# [gateway.budget.rate_limits.order]    # override Upstox's published limits per group:
+# per_second = 50                       # order, standard, payout_standard, payout_restricted, ipo
+
+[gateway.cache]                         # last good market-data answers, served stale on failure
+paths = ["/v2/market-quote/", "/v3/market-quote/", "/v2/historical-candle/", "/v3/historical-candle/"]
+max_age = "15m"                         # older: 503 instead
+max_entries = 10000
+max_bytes = 67108864
+max_body_bytes = 1048576
+store = false                           # also keep them in the store (survive a restart)
 
 [[alert.webhook]]
 url = "https://hooks.example.com/upkeep"

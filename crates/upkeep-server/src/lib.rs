@@ -9,6 +9,8 @@
 //! - [`strategies`]: totp, token_request, oauth, refresh_token, static.
 //! - [`http`]: `/healthz`, `POST /webhooks/upstox/token`, `/auth/upstox/login`,
 //!   `/auth/upstox/callback`.
+//! - [`gateway`]: the Upstox API gateway at `/upstox/...` (token swap, reactive
+//!   renewal, usage).
 //! - [`alerts`]: webhook (generic, Slack, Telegram) and SMTP alerts, de-duplicated and
 //!   rate-limited.
 
@@ -17,6 +19,7 @@ pub mod api;
 pub mod clock;
 pub mod dashboard;
 pub mod engine;
+pub mod gateway;
 pub mod http;
 pub mod oauth_state;
 pub mod relay;
@@ -28,6 +31,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use clock::SystemClock;
+pub use engine::calendar::{CalendarSource, CalendarView, resolve_calendar};
 pub use engine::{
     Actor, CurrentToken, Engine, EngineDeps, EngineEvent, RecordedCheck, RecordedView,
     RejectReason, ReloadSummary, Reloader, RenewOutcome,
@@ -132,8 +136,16 @@ impl App {
             keys.set_local(digest);
         }
         let sessions = dashboard::Sessions::default();
+        let usage = gateway::Usage::default();
+        let settings = engine.settings();
+        let budget = gateway::budget::Budget::new(settings.gateway.budget.clone());
+        let cache = gateway::cache::StaleCache::with_store(
+            settings.gateway.cache.clone(),
+            engine.clock().clone(),
+            engine.store().clone(),
+        );
         let relay_local = relay::Relay::new(engine.clone(), self.relay.clone());
-        let router = http::router(engine.clone())
+        let mut router = http::router(engine.clone())
             .merge(relay::routes::router(relay::routes::RelayState::new(
                 relay_local,
                 keys.clone(),
@@ -143,8 +155,16 @@ impl App {
                 engine: engine.clone(),
                 keys: keys.clone(),
                 sessions: sessions.clone(),
+                usage: usage.clone(),
+                budget: budget.clone(),
+                cache: cache.clone(),
             }))
-            .merge(dashboard::router(engine.clone(), keys, sessions));
+            .merge(dashboard::router(engine.clone(), keys.clone(), sessions));
+        if engine.settings().gateway.enabled {
+            let gw = gateway::Gateway::new(engine.clone(), keys, usage, budget, cache)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            router = router.merge(gateway::router(gw));
+        }
         let server = http::serve::serve(self.listener, router, engine.settings().http, {
             let stop = stop.clone();
             async move {

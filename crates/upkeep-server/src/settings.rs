@@ -109,6 +109,40 @@ impl Default for WebhookSettings {
     }
 }
 
+/// The Upstox API gateway (`/upstox/...`).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub enabled: bool,
+    /// The request header that picks the account.
+    pub account_header: String,
+    pub connect_timeout: Duration,
+    /// A whole upstream exchange, body included.
+    pub request_timeout: Duration,
+    /// Idle upstream connections kept per host.
+    pub max_idle_connections: usize,
+    /// API key name -> account used when a request names none (else the default account).
+    pub default_accounts: std::collections::BTreeMap<String, String>,
+    /// The shared rate budget (`[gateway.budget]`).
+    pub budget: crate::gateway::budget::BudgetSettings,
+    /// The cached fallback (`[gateway.cache]`).
+    pub cache: upkeep_core::config::gateway_budget::StaleCacheConfig,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            account_header: "X-Upkeep-Account".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_idle_connections: 64,
+            default_accounts: Default::default(),
+            budget: Default::default(),
+            cache: Default::default(),
+        }
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
@@ -134,6 +168,8 @@ pub struct DaemonSettings {
     pub http: crate::http::serve::ServeLimits,
     /// Audit events older than this are deleted (checked every few hours).
     pub audit_retention: SignedDuration,
+    /// The Upstox API gateway (read at start; a reload keeps the running one).
+    pub gateway: GatewaySettings,
     /// The market-data relay (`[relay]`).
     pub relay: RelaySettings,
 }
@@ -177,6 +213,7 @@ impl DaemonSettings {
             webhook: WebhookSettings::default(),
             http: crate::http::serve::ServeLimits::default(),
             audit_retention: SignedDuration::from_hours(90 * 24),
+            gateway: GatewaySettings::default(),
             relay: RelaySettings::default(),
         }
     }

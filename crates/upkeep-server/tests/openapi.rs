@@ -28,6 +28,7 @@ fn the_openapi_document_matches_its_snapshot() {
         "/api/v1/accounts",
         "/api/v1/accounts/{id}",
         "/api/v1/accounts/{id}/renew",
+        "/api/v1/usage",
         "/api/v1/accounts/{id}/login-link",
         "/api/v1/accounts/{id}/token",
         "/api/v1/scheduler",

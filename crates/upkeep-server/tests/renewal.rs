@@ -196,9 +196,14 @@ async fn no_renewal_on_weekend_or_holiday_mornings_and_one_on_the_next_trading_d
     let fri = next(thu);
     let (sat, sun, mon) = (next(fri), next(next(fri)), next(next(next(fri))));
     let tue = next(mon);
-    let h =
-        spawn_app(Setup::at(ist(thu, 10, 0, 0)).settings(move |s| s.policy.holidays = vec![mon]))
-            .await;
+    // Weekdays and the config holidays only: the simulator's default calendar holds a
+    // special session on Saturday 2026-02-07 (tests/calendar.rs covers the calendar).
+    let h = spawn_app(
+        Setup::at(ist(thu, 10, 0, 0))
+            .settings(move |s| s.policy.holidays = vec![mon])
+            .sim(|c| c.default_market_calendar = false),
+    )
+    .await;
     let (thursday_token, _) = h.wait_for_renewal(None).await;
 
     // Friday is a trading day: renewed in its window.

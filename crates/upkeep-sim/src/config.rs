@@ -13,7 +13,15 @@
 //! login_errors_as_200 = false        # login-service errors with HTTP 200
 //! token_api_limit_per_minute = 30    # optional; 429 UDAPI100099 on the token endpoints
 //! feed_snapshot_type = "initial_feed" # or "live_feed"
-//! market_holidays = ["2026-03-03"]   # closed days besides weekends (feed market status)
+//! market_holidays = ["2026-03-03"]   # shorthand: every exchange closed that day
+//! default_market_calendar = true     # built-in calendar for the clock's year and the next
+//!
+//! [[market_calendar]]                # a listed date; wins over the default and the shorthand
+//! date = "2026-02-07"
+//! description = "Special session"
+//! holiday_type = "TRADING_HOLIDAY"   # TRADING_HOLIDAY | SETTLEMENT_HOLIDAY | SPECIAL_TIMING
+//! closed_exchanges = ["CDS", "BCD"]
+//! open_exchanges = [{ exchange = "NSE", start = "09:15", end = "15:30" }]   # IST
 //!
 //! [[users]]
 //! ucc = "2ZCDQ9"
@@ -40,6 +48,7 @@ use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde::{Deserialize, Serialize};
 
+use crate::market_calendar::CalendarEntry;
 use crate::totp;
 
 /// Upstox subscription plan of a user (affects `isPlusPlan` and feed limits).
@@ -170,9 +179,18 @@ pub struct SimConfig {
     /// `type` of the feed's first snapshot: `initial_feed` (default) or `live_feed`.
     #[serde(default)]
     pub feed_snapshot_type: SnapshotType,
-    /// Days (IST) the exchanges are closed besides weekends, for the feed's market status.
+    /// Shorthand: days (IST) every exchange is closed (a `TRADING_HOLIDAY` listing all
+    /// exchanges in the calendar). `market_calendar` entries win on the same date.
     #[serde(default)]
     pub market_holidays: Vec<jiff::civil::Date>,
+    /// Listed dates of the market calendar (holidays, settlement holidays, special
+    /// sessions), served by `/v2/market/holidays` and used for the market status.
+    #[serde(default)]
+    pub market_calendar: Vec<CalendarEntry>,
+    /// Add the built-in calendar for the clock's year and the next (see
+    /// `market_calendar::default_year`); configured dates win over it.
+    #[serde(default = "default_true")]
+    pub default_market_calendar: bool,
 }
 
 impl Default for SimConfig {
@@ -194,6 +212,8 @@ impl Default for SimConfig {
             token_api_limit_per_minute: None,
             feed_snapshot_type: SnapshotType::default(),
             market_holidays: Vec::new(),
+            market_calendar: Vec::new(),
+            default_market_calendar: true,
         }
     }
 }
@@ -326,6 +346,16 @@ impl SimConfig {
             return Err(ConfigError::Invalid(
                 "token_api_limit_per_minute must be at least 1 (leave it out for no limit)".into(),
             ));
+        }
+        let mut dates = HashSet::new();
+        for entry in &self.market_calendar {
+            entry.validate().map_err(ConfigError::Invalid)?;
+            if !dates.insert(entry.date) {
+                return Err(ConfigError::Invalid(format!(
+                    "market_calendar lists {} twice; one entry per date",
+                    entry.date
+                )));
+            }
         }
         if self.login_attempts == 0 {
             return Err(ConfigError::Invalid(

@@ -46,6 +46,10 @@ pub(crate) async fn inject(State(sim): State<Sim>, req: Request, next: Next) -> 
             .into_response()
         };
     }
+    if faults.calendar_down && crate::market_calendar::is_calendar_path(path) {
+        bump(&sim.counters_raw().injected_errors);
+        return crate::market_calendar::down();
+    }
     if faults.error_rate > 0.0 && rand::thread_rng().gen_bool(faults.error_rate.clamp(0.0, 1.0)) {
         bump(&sim.counters_raw().injected_errors);
         return if path.starts_with("/sim/oauth2/") {

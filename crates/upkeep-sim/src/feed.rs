@@ -32,12 +32,17 @@
 //! (full_d30 without Plus, a key limit, an unknown mode) is ignored whole, with no reply;
 //! text frames are ignored; the snapshot is typed as [`FeedHost::snapshot_type`] says
 //! (Upstox has sent `initial_feed` and `live_feed`); codes expire after [`CODE_TTL`] of
-//! simulator time; segment status follows the host's clock and holidays with the
+//! simulator time; segment status is the host's ([`FeedHost::segment_status`]: the calendar's) with the
 //! session times in `market.rs` (exchange hours; the exact Upstox values per phase are
 //! unconfirmed).
 
 mod market;
 mod session;
+
+/// A segment's status at `seconds` into the IST day of a regular trading day.
+pub(crate) fn segment_status_at(segment: &str, seconds: i64) -> pb::MarketStatus {
+    market::segment_status(segment, seconds)
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +54,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use upkeep_proto::feed as pb;
 
 /// What the feed needs from the simulator core.
 pub trait FeedHost: Clone + Send + Sync + 'static {
@@ -66,9 +72,14 @@ pub trait FeedHost: Clone + Send + Sync + 'static {
     fn snapshot_type(&self) -> crate::config::SnapshotType {
         crate::config::SnapshotType::InitialFeed
     }
-    /// True if the exchanges are closed all day on `date` (IST), besides weekends.
-    fn is_holiday(&self, _date: jiff::civil::Date) -> bool {
-        false
+    /// The status of feed segment `segment` at `now`. By default: the segment's
+    /// session phases on Monday to Friday, `NORMAL_CLOSE` on weekends.
+    fn segment_status(&self, segment: &str, now: jiff::Timestamp) -> pb::MarketStatus {
+        if market::weekend(now) {
+            pb::MarketStatus::NormalClose
+        } else {
+            market::segment_status(segment, crate::ist::seconds_of_ist_day(now))
+        }
     }
     /// Counts a feed event (the simulator's `/sim/state` counters).
     fn feed_event(&self, _event: FeedEvent) {}

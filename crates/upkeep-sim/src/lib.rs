@@ -35,6 +35,8 @@
 //! | `GET /v2/user/get-funds-and-margin`, `GET /v3/user/get-funds-and-margin` | 423 UDAPI100072 00:00–05:30 IST |
 //! | `GET /v2/market-quote/ltp`, `GET /v3/market-quote/ltp` | ≤ 500 keys; one unknown key fails the call with 400 `UDAPI1087` naming it in `invalidValue` |
 //! | `POST /v2/order/place`, `POST /v3/order/place`, `DELETE /v2/order/cancel`, `DELETE /v3/order/cancel` | 423 UDAPI100074 00:00–05:30 IST |
+//! | `GET /v2/market/holidays`, `GET /v2/market/holidays/{date}`, `GET /v2/market/timings/{date}` | the market calendar (no token, as the SDK sends none): the clock year's listed dates, one date's entry, each open exchange's session (empty on closed days); invalid date 400 `UDAPI1088` |
+//! | `GET /v2/market/status/{exchange}` | bearer token; `{exchange, status, last_updated}` from the calendar and the sim clock |
 //! | `POST /sim/oauth2/token` | a generic OAuth 2 token service in front of Upstox: refresh grant (RFC 6749 §6), rotating refresh tokens, RFC 6749 §5.2 errors |
 //! | `/sim/...` | control API, see [`control`](crate#control-api) below and the README |
 //!
@@ -52,6 +54,7 @@ mod headless;
 pub mod instruments;
 pub mod ist;
 mod jwt;
+pub mod market_calendar;
 mod oauth;
 mod oauth2;
 mod ratelimit;
@@ -74,6 +77,7 @@ use tokio::task::JoinHandle;
 pub use clock::SimClock;
 pub use config::{AppConfig, ConfigError, Plan, SimConfig, SnapshotType, UserConfig};
 pub use jwt::{Claims, TokenKind};
+pub use market_calendar::{CalendarEntry, HolidayType, SessionConfig};
 pub use ratelimit::Group as RateLimitGroup;
 pub use sim::{
     Approval, Counters, Credentials, Faults, FaultsPatch, PendingTokenRequest, Sim, SimError,
@@ -116,6 +120,10 @@ pub fn router(sim: Sim) -> Router {
         .route("/v3/order/place", post(rest::place_v3))
         .route("/v2/order/cancel", delete(rest::cancel_v2))
         .route("/v3/order/cancel", delete(rest::cancel_v3))
+        .route("/v2/market/holidays", get(market_calendar::holidays))
+        .route("/v2/market/holidays/{date}", get(market_calendar::holiday))
+        .route("/v2/market/timings/{date}", get(market_calendar::timings))
+        .route("/v2/market/status/{exchange}", get(market_calendar::status))
         .route("/sim/oauth2/token", post(oauth2::token))
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),

@@ -59,6 +59,11 @@ fn authorize(
     Ok(info)
 }
 
+/// Authenticates a market-data call (daily and extended tokens) under `api`'s rate limit.
+pub(crate) fn authorize_market(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), ApiError> {
+    authorize(sim, headers, Access::Market, api, Group::Standard).map(|_| ())
+}
+
 fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }

@@ -62,6 +62,8 @@ pub struct Faults {
     /// The next this many authorization codes are issued already expired (the code
     /// exchange answers `UDAPI100057`); counts down as codes are issued.
     pub expired_codes: u32,
+    /// The market calendar routes (holidays, timings, status) answer 503 `UDAPI100500`.
+    pub calendar_down: bool,
 }
 
 /// A partial update of [`Faults`]; absent fields keep their value.
@@ -76,6 +78,7 @@ pub struct FaultsPatch {
     pub feed_quiet: Option<bool>,
     pub feed_stall: Option<bool>,
     pub expired_codes: Option<u32>,
+    pub calendar_down: Option<bool>,
 }
 
 /// Login credentials of one app + its user, as printed by `--credentials-out`.
@@ -370,7 +373,7 @@ pub(crate) struct Inner {
     pub login_errors_as_200: bool,
     pub token_api_limit: Option<u32>,
     pub snapshot_type: config::SnapshotType,
-    pub holidays: Vec<jiff::civil::Date>,
+    pub calendar: crate::market_calendar::MarketCalendar,
     pub counters: AtomicCounters,
     pub http: reqwest::Client,
     pub state: Mutex<State>,
@@ -455,7 +458,11 @@ impl Sim {
                 login_errors_as_200: config.login_errors_as_200,
                 token_api_limit: config.token_api_limit_per_minute,
                 snapshot_type: config.feed_snapshot_type,
-                holidays: config.market_holidays,
+                calendar: crate::market_calendar::MarketCalendar::new(
+                    &config.market_calendar,
+                    &config.market_holidays,
+                    config.default_market_calendar,
+                ),
                 counters: AtomicCounters::default(),
                 http,
                 state: Mutex::new(state),
@@ -472,6 +479,11 @@ impl Sim {
 
     pub(crate) fn counters_raw(&self) -> &AtomicCounters {
         &self.inner.counters
+    }
+
+    /// The market calendar.
+    pub(crate) fn calendar(&self) -> &crate::market_calendar::MarketCalendar {
+        &self.inner.calendar
     }
 
     /// The simulator clock.
@@ -742,6 +754,9 @@ impl Sim {
         if let Some(v) = patch.expired_codes {
             f.expired_codes = v;
         }
+        if let Some(v) = patch.calendar_down {
+            f.calendar_down = v;
+        }
         self.set_faults(f.clone())?;
         Ok(f)
     }
@@ -918,8 +933,8 @@ impl FeedHost for Sim {
         self.inner.snapshot_type
     }
 
-    fn is_holiday(&self, date: jiff::civil::Date) -> bool {
-        self.inner.holidays.contains(&date)
+    fn segment_status(&self, segment: &str, now: Timestamp) -> upkeep_proto::feed::MarketStatus {
+        Sim::segment_status(self, segment, now)
     }
 
     fn base_ws_url(&self) -> String {

@@ -100,6 +100,27 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// One year of the trading calendar as fetched from Upstox (public data, not sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCalendar {
+    pub year: i16,
+    pub calendar: upkeep_core::calendar::TradingCalendar,
+    pub fetched_at: Timestamp,
+}
+
+/// The gateway's last good answer to one account's market-data GET (path and canonical
+/// query). Market data, not a secret: stored as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAnswerRecord {
+    pub account: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub stored_at: Timestamp,
+}
+
 /// One market-data tick the relay received (times in epoch milliseconds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickRecord {
@@ -225,6 +246,23 @@ pub trait TokenStore: Send + Sync {
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revoke a live key. Returns whether there was one of that name.
     async fn revoke_api_key(&self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Keep (or replace) the fetched trading calendar of `calendar.year`.
+    async fn put_calendar(&self, calendar: &StoredCalendar) -> Result<(), StoreError>;
+    /// The stored trading calendar of `year`, if one was kept.
+    async fn calendar(&self, year: i16) -> Result<Option<StoredCalendar>, StoreError>;
+    /// Keeps `answer` as the account's last good answer to its path and query,
+    /// replacing an older one. The account must exist ([`StoreError::UnknownAccount`]).
+    async fn put_cached_answer(&self, answer: &CachedAnswerRecord) -> Result<(), StoreError>;
+    /// The last good answer kept for (account, path, query).
+    async fn cached_answer(
+        &self,
+        account: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<CachedAnswerRecord>, StoreError>;
+    /// Forgets cached answers stored before `before`; returns how many.
+    async fn prune_cached_answers(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Everything except leases and API keys, with tokens and secrets opened.
     /// Consistent snapshot.

@@ -13,8 +13,8 @@ use crate::error::StoreError;
 use crate::key::MasterKey;
 use crate::rows::{self, sql};
 use crate::{
-    AccountRecord, ApiKeyRecord, AuditEvent, Backup, FeedConnectionEvent, NewToken, StoredToken,
-    TickQuery, TickRecord, TokenSlot, TokenStore,
+    AccountRecord, ApiKeyRecord, AuditEvent, Backup, CachedAnswerRecord, FeedConnectionEvent,
+    NewToken, StoredToken, TickQuery, TickRecord, TokenSlot, TokenStore,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -448,6 +448,45 @@ impl TokenStore for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn put_cached_answer(&self, answer: &CachedAnswerRecord) -> Result<(), StoreError> {
+        let mut tx = self.lock_account(&answer.account).await?;
+        sqlx::query(sql::CACHE_PUT)
+            .bind(&answer.account)
+            .bind(&answer.path)
+            .bind(&answer.query)
+            .bind(i64::from(answer.status))
+            .bind(answer.content_type.as_deref())
+            .bind(answer.body.as_slice())
+            .bind(rows::secs(answer.stored_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cached_answer(
+        &self,
+        account: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<CachedAnswerRecord>, StoreError> {
+        let row: Option<rows::CachedAnswerRow> = sqlx::query_as(sql::CACHE_GET)
+            .bind(account)
+            .bind(path)
+            .bind(query)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(rows::CachedAnswerRow::into_record).transpose()
+    }
+
+    async fn prune_cached_answers(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::CACHE_PRUNE)
+            .bind(rows::secs(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn export(&self) -> Result<Backup, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -516,6 +555,24 @@ impl TokenStore for PgStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn put_calendar(&self, calendar: &crate::StoredCalendar) -> Result<(), StoreError> {
+        sqlx::query(sql::CALENDAR_PUT)
+            .bind(i32::from(calendar.year))
+            .bind(rows::calendar_body(calendar)?)
+            .bind(rows::secs(calendar.fetched_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn calendar(&self, year: i16) -> Result<Option<crate::StoredCalendar>, StoreError> {
+        let row: Option<rows::CalendarRow> = sqlx::query_as(sql::CALENDAR_GET)
+            .bind(i32::from(year))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(rows::calendar_from_row).transpose()
     }
 
     async fn record_ticks(

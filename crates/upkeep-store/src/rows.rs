@@ -87,6 +87,19 @@ pub(crate) mod sql {
     pub const API_KEY_REVOKE: &str =
         "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
 
+    pub const CALENDAR_PUT: &str = "INSERT INTO market_calendar (year, body, fetched_at) \
+         VALUES ($1, $2, $3) \
+         ON CONFLICT (year) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at";
+    pub const CALENDAR_GET: &str =
+        "SELECT year, body, fetched_at FROM market_calendar WHERE year = $1";
+    pub const CACHE_PUT: &str = "INSERT INTO gateway_cache \
+         (account, path, query, status, content_type, body, stored_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (account, path, query) DO UPDATE SET status = excluded.status, \
+         content_type = excluded.content_type, body = excluded.body, stored_at = excluded.stored_at";
+    pub const CACHE_GET: &str = "SELECT account, path, query, status, content_type, body, stored_at \
+         FROM gateway_cache WHERE account = $1 AND path = $2 AND query = $3";
+    pub const CACHE_PRUNE: &str = "DELETE FROM gateway_cache WHERE stored_at < $1";
     pub const TICK_INSERT: &str = "INSERT INTO feed_ticks \
          (account, instrument, ltt_ms, ltp, ltq, volume, oi, bid_price, bid_qty, ask_price, ask_qty, received_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -161,6 +174,35 @@ impl ApiKeyRow {
             name: self.name,
             digest,
             scope: self.scope,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CachedAnswerRow {
+    pub account: String,
+    pub path: String,
+    pub query: String,
+    pub status: i64,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub stored_at: i64,
+}
+
+impl CachedAnswerRow {
+    pub fn into_record(self) -> Result<crate::CachedAnswerRecord, StoreError> {
+        let status = u16::try_from(self.status).map_err(|_| StoreError::BadRow {
+            what: format!("cached answer of `{}`", self.path),
+            detail: format!("status {} out of range", self.status),
+        })?;
+        Ok(crate::CachedAnswerRecord {
+            stored_at: ts(self.stored_at, "gateway_cache.stored_at")?,
+            account: self.account,
+            path: self.path,
+            query: self.query,
+            status,
+            content_type: self.content_type,
+            body: self.body,
         })
     }
 }
@@ -469,5 +511,38 @@ pub(crate) fn backup_from_rows(
             .into_iter()
             .map(EventRow::into_event)
             .collect::<Result<_, _>>()?,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CalendarRow {
+    pub year: i32,
+    pub body: String,
+    pub fetched_at: i64,
+}
+
+/// The JSON kept for a year's calendar.
+pub(crate) fn calendar_body(c: &crate::StoredCalendar) -> Result<String, StoreError> {
+    serde_json::to_string(&c.calendar).map_err(|e| StoreError::BadRow {
+        what: format!("trading calendar {}", c.year),
+        detail: e.to_string(),
+    })
+}
+
+/// A stored year's calendar back from its row.
+pub(crate) fn calendar_from_row(row: CalendarRow) -> Result<crate::StoredCalendar, StoreError> {
+    let what = || format!("trading calendar {}", row.year);
+    let year = i16::try_from(row.year).map_err(|_| StoreError::BadRow {
+        what: what(),
+        detail: "year out of range".into(),
+    })?;
+    let calendar = serde_json::from_str(&row.body).map_err(|e| StoreError::BadRow {
+        what: what(),
+        detail: e.to_string(),
+    })?;
+    Ok(crate::StoredCalendar {
+        year,
+        calendar,
+        fetched_at: ts(row.fetched_at, "calendar fetched_at")?,
     })
 }

@@ -14,8 +14,8 @@ use crate::error::StoreError;
 use crate::key::MasterKey;
 use crate::rows::{self, sql};
 use crate::{
-    AccountRecord, ApiKeyRecord, AuditEvent, Backup, FeedConnectionEvent, NewToken, StoredToken,
-    TickQuery, TickRecord, TokenSlot, TokenStore,
+    AccountRecord, ApiKeyRecord, AuditEvent, Backup, CachedAnswerRecord, FeedConnectionEvent,
+    NewToken, StoredToken, TickQuery, TickRecord, TokenSlot, TokenStore,
 };
 
 /// How long a statement waits for another process's lock before failing with
@@ -576,6 +576,58 @@ impl TokenStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn put_cached_answer(&self, answer: &CachedAnswerRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let exists: Option<String> = sqlx::query_scalar(sql::ACCOUNT_EXISTS)
+            .bind(&answer.account)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownAccount {
+                account: answer.account.clone(),
+            });
+        }
+        sqlx::query(sql::CACHE_PUT)
+            .bind(&answer.account)
+            .bind(&answer.path)
+            .bind(&answer.query)
+            .bind(i64::from(answer.status))
+            .bind(answer.content_type.as_deref())
+            .bind(answer.body.as_slice())
+            .bind(rows::secs(answer.stored_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn cached_answer(
+        &self,
+        account: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Option<CachedAnswerRecord>, StoreError> {
+        let row: Option<rows::CachedAnswerRow> = sqlx::query_as(sql::CACHE_GET)
+            .bind(account)
+            .bind(path)
+            .bind(query)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(rows::CachedAnswerRow::into_record).transpose()
+    }
+
+    async fn prune_cached_answers(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::CACHE_PRUNE)
+            .bind(rows::secs(before))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn export(&self) -> Result<Backup, StoreError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let accounts: Vec<rows::AccountRow> = sqlx::query_as(sql::ACCOUNT_LIST)
@@ -645,6 +697,26 @@ impl TokenStore for SqliteStore {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn put_calendar(&self, calendar: &crate::StoredCalendar) -> Result<(), StoreError> {
+        sqlx::query(sql::CALENDAR_PUT)
+            .bind(i32::from(calendar.year))
+            .bind(rows::calendar_body(calendar)?)
+            .bind(rows::secs(calendar.fetched_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn calendar(&self, year: i16) -> Result<Option<crate::StoredCalendar>, StoreError> {
+        let row: Option<rows::CalendarRow> = sqlx::query_as(sql::CALENDAR_GET)
+            .bind(i32::from(year))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(rows::calendar_from_row).transpose()
     }
 
     async fn record_ticks(

@@ -444,6 +444,134 @@ async fn api_keys_are_kept_by_digest_revoked_and_never_renamed(s: Store) {
     ));
 }
 
+async fn a_years_trading_calendar_is_kept_and_replaced_per_year(s: Store) {
+    use jiff::civil::date;
+    use upkeep_core::calendar::{CalendarDay, Session, TradingCalendar};
+    use upkeep_store::StoredCalendar;
+
+    assert_eq!(s.calendar(2026).await.unwrap(), None);
+    let saturday = date(2026, 12, 5);
+    let session = Session {
+        exchange: "NSE".into(),
+        start: at(1),
+        end: at(7),
+    };
+    let day = |d, kind: &str, closed: Vec<String>, open: Vec<Session>| CalendarDay {
+        date: d,
+        description: "listed".into(),
+        kind: kind.into(),
+        closed,
+        open,
+    };
+    let y2026 = StoredCalendar {
+        year: 2026,
+        calendar: TradingCalendar::new(
+            [2026],
+            vec![
+                day(date(2026, 12, 1), "SETTLEMENT_HOLIDAY", vec![], vec![]),
+                day(
+                    saturday,
+                    "TRADING_HOLIDAY",
+                    vec!["MCX".into()],
+                    vec![session],
+                ),
+            ],
+        ),
+        fetched_at: at(0),
+    };
+    s.put_calendar(&y2026).await.unwrap();
+    let y2027 = StoredCalendar {
+        year: 2027,
+        calendar: TradingCalendar::new([2027], vec![]),
+        fetched_at: at(2),
+    };
+    s.put_calendar(&y2027).await.unwrap();
+    assert_eq!(s.calendar(2026).await.unwrap(), Some(y2026.clone()));
+    assert_eq!(s.calendar(2027).await.unwrap(), Some(y2027));
+    // A later fetch replaces that year only.
+    let refetched = StoredCalendar {
+        calendar: TradingCalendar::new(
+            [2026],
+            vec![day(
+                date(2026, 12, 4),
+                "TRADING_HOLIDAY",
+                vec!["NSE".into()],
+                vec![],
+            )],
+        ),
+        fetched_at: at(3),
+        ..y2026
+    };
+    s.put_calendar(&refetched).await.unwrap();
+    assert_eq!(s.calendar(2026).await.unwrap(), Some(refetched));
+    assert_eq!(s.calendar(2027).await.unwrap().unwrap().fetched_at, at(2));
+}
+
+async fn cached_answers_are_kept_per_account_replaced_and_pruned(s: Store) {
+    use upkeep_store::CachedAnswerRecord;
+    let answer = |account: &str, query: &str, body: &str, hours: i64| CachedAnswerRecord {
+        account: account.into(),
+        path: "/v3/market-quote/ltp".into(),
+        query: query.into(),
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: body.as_bytes().to_vec(),
+        stored_at: at(hours),
+    };
+    assert!(matches!(
+        s.put_cached_answer(&answer("ghost", "k=1", "{}", 0)).await,
+        Err(StoreError::UnknownAccount { .. })
+    ));
+    s.upsert_account("a", "live", t0()).await.unwrap();
+    s.upsert_account("b", "live", t0()).await.unwrap();
+    s.put_cached_answer(&answer("a", "k=1", "old", 0))
+        .await
+        .unwrap();
+    s.put_cached_answer(&answer("a", "k=1", "new", 1))
+        .await
+        .unwrap();
+    s.put_cached_answer(&answer("a", "k=2", "two", 0))
+        .await
+        .unwrap();
+    let got = s
+        .cached_answer("a", "/v3/market-quote/ltp", "k=1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, answer("a", "k=1", "new", 1));
+    assert_eq!(
+        s.cached_answer("b", "/v3/market-quote/ltp", "k=1")
+            .await
+            .unwrap(),
+        None,
+        "another account's answer is not shared"
+    );
+    let mut bare = answer("b", "", "[]", 2);
+    bare.content_type = None;
+    s.put_cached_answer(&bare).await.unwrap();
+    assert_eq!(
+        s.cached_answer("b", "/v3/market-quote/ltp", "")
+            .await
+            .unwrap(),
+        Some(bare)
+    );
+    assert_eq!(s.prune_cached_answers(at(1)).await.unwrap(), 1);
+    assert!(
+        s.cached_answer("a", "/v3/market-quote/ltp", "k=2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.remove_account("a").await.unwrap());
+    assert!(
+        s.cached_answer("a", "/v3/market-quote/ltp", "k=1")
+            .await
+            .unwrap()
+            .is_none(),
+        "removed with its account"
+    );
+}
+
 fn tick(instrument: &str, ltt_ms: i64, ltp: f64, depth: bool) -> TickRecord {
     TickRecord {
         account: "main".into(),
@@ -548,6 +676,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_years_trading_calendar_is_kept_and_replaced_per_year,
     accounts_are_upserted_listed_and_removed,
     removing_an_account_removes_its_tokens_secrets_and_lease_but_keeps_history,
     stored_token_comes_back_with_its_metadata_and_fingerprint,
@@ -565,5 +694,6 @@ contract!(
     failed_import_changes_nothing,
     health_is_ok_on_an_open_store_and_an_error_once_it_cannot_answer,
     api_keys_are_kept_by_digest_revoked_and_never_renamed,
+    cached_answers_are_kept_per_account_replaced_and_pruned,
     relay_ticks_and_feed_events_are_written_in_batches_and_read_back_by_time_and_instrument,
 );

@@ -91,6 +91,10 @@ impl UpstoxClient {
         &self.config.hosts
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `GET /v2/user/profile`: who the token belongs to. The cheap "is this token
     /// still valid" probe.
     pub async fn profile(&self, token: &AccessToken) -> Result<Profile, UpstoxError> {
@@ -305,7 +309,7 @@ impl UpstoxClient {
     }
 
     /// Sends, checks the status and envelope, and decodes `data` into `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         ep: &'static str,
         req: RequestBuilder,

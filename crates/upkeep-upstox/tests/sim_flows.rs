@@ -687,3 +687,106 @@ async fn approved_token_request_delivers_a_webhook_that_parses_into_a_working_to
     assert_eq!(profile.user_id, env.creds.ucc);
     server.abort();
 }
+
+// ---- the market calendar ----
+
+fn nse() -> Vec<String> {
+    vec!["NSE".into()]
+}
+
+#[tokio::test]
+async fn the_years_calendar_decides_by_listed_exchanges_not_the_holiday_type() {
+    // The simulator's default calendar for 2026 (the clock's year).
+    let env = start().await;
+    let cal = env.client.market_calendar(2026).await.unwrap().unwrap();
+    assert_eq!(cal.years, vec![2026]);
+    // Budget-day Saturday session (a TRADING_HOLIDAY listing NSE open).
+    let budget = civil::date(2026, 2, 7);
+    assert_eq!(cal.days[&budget].kind, "TRADING_HOLIDAY");
+    assert_eq!(cal.is_open(&nse(), budget), Some(true));
+    assert_eq!(cal.is_open(&["CDS".into()], budget), Some(false));
+    // A settlement holiday is a trading day.
+    assert_eq!(cal.is_open(&nse(), civil::date(2026, 4, 1)), Some(true));
+    // Republic Day (a Monday) is closed.
+    assert_eq!(cal.is_open(&nse(), civil::date(2026, 1, 26)), Some(false));
+    // Upstox serves only its current year: asking for another gives nothing.
+    assert_eq!(env.client.market_calendar(2027).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn one_date_timings_and_status_parse_into_sessions() {
+    let env = start().await;
+    let muhurat = civil::date(2026, 11, 6);
+    let day = env.client.market_holiday(muhurat).await.unwrap().unwrap();
+    let nse_session = day.open.iter().find(|s| s.exchange == "NSE").unwrap();
+    let ist = |h, m| {
+        upkeep_core::expiry::ist_timestamp(muhurat, civil::Time::constant(h, m, 0, 0)).unwrap()
+    };
+    assert_eq!(nse_session.start, ist(18, 0));
+    assert_eq!(nse_session.end, ist(19, 0));
+    assert_eq!(
+        env.client
+            .market_holiday(civil::date(2026, 2, 5))
+            .await
+            .unwrap(),
+        None
+    );
+    // Timings: regular day all exchanges; a Sunday none.
+    let timings = env
+        .client
+        .market_timings(civil::date(2026, 2, 5))
+        .await
+        .unwrap();
+    assert!(timings.iter().any(|s| s.exchange == "NSE"));
+    assert!(
+        env.client
+            .market_timings(civil::date(2026, 2, 8))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let status = env
+        .client
+        .market_status(&env.daily_token(), "NSE")
+        .await
+        .unwrap();
+    assert_eq!(status.exchange, "NSE");
+    assert_eq!(status.status, "NORMAL_OPEN");
+    assert_eq!(status.last_updated, Some(morning()));
+    let err = env
+        .client
+        .market_status(&env.daily_token(), "../x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstoxError::InvalidInput(_)), "{err}");
+}
+
+#[tokio::test]
+async fn calendar_errors_are_classified_like_other_calls() {
+    let env = start().await;
+    env.sim
+        .state()
+        .patch_faults(FaultsPatch {
+            calendar_down: Some(true),
+            ..FaultsPatch::default()
+        })
+        .unwrap();
+    let err = env.client.market_calendar(2026).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(err.code(), Some("UDAPI100500"));
+    env.sim.state().set_faults(Faults::default()).unwrap();
+    // An expired token on the status call.
+    let token = env.daily_token();
+    env.sim.clock().set("2026-02-06T00:00:00Z".parse().unwrap());
+    let err = env.client.market_status(&token, "NSE").await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::TokenInvalid, "{err}");
+    // The simulator gone: a network error, transient.
+    let base = Url::parse(&env.sim.base_url()).unwrap();
+    env.sim.shutdown().await;
+    let err = UpstoxClient::new(Hosts::all(&base))
+        .unwrap()
+        .market_calendar(2026)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+}

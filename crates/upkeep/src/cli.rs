@@ -39,8 +39,12 @@ Control API (JSON in and out):
   POST /sim/refresh-tokens                 {\"client_id\"} -> refresh token for POST /sim/oauth2/token
   GET  /sim/faults, POST /sim/faults       {\"latency_ms\", \"error_rate\", \"login_down\",
                                            \"login_blocked\", \"feed_drop\", \"feed_quiet\",
-                                           \"feed_stall\", \"expired_codes\"}
+                                           \"feed_stall\", \"expired_codes\", \"calendar_down\"}
   GET  /sim/state, GET /sim/credentials    counters, users, apps / demo credentials
+
+Market calendar (Upstox paths): GET /v2/market/holidays, /v2/market/holidays/{date},
+/v2/market/timings/{date}, /v2/market/status/{exchange}; [[market_calendar]] entries in
+the --sim-config file, a default calendar for the clock's year and the next otherwise.
 
 Full reference: crates/upkeep-sim/README.md";
 
@@ -68,7 +72,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: scheduled renewals, health checks, alerts, the notifier webhook
-    /// (POST /webhooks/upstox/token), the OAuth callback and /healthz. SIGHUP re-reads
+    /// (POST /webhooks/upstox/token), the OAuth callback, the HTTP API, the Upstox gateway
+    /// (/upstox/...) and /healthz. SIGHUP re-reads
     /// the configuration (`upkeep reload`); SIGTERM stops it.
     Serve(ServeArgs),
     /// Start the simulator and the daemon together, jump the simulated clock over the
@@ -99,6 +104,11 @@ pub enum Command {
     /// token files) without a restart, like SIGHUP. An invalid configuration is refused
     /// (exit 1 with the reason) and the daemon keeps the running one.
     Reload,
+    /// Print the trading days and special sessions the plan renews by for a year: the
+    /// days the calendar lists (holidays, settlement holidays, special sessions) and the
+    /// `[renewal] holidays`, judged for `[renewal] exchanges`, and where the calendar
+    /// came from (upstox, the stored copy, or the weekdays fallback).
+    Calendar(CalendarArgs),
     /// List, add or remove accounts in the store.
     Accounts {
         #[command(subcommand)]
@@ -224,6 +234,17 @@ pub struct SimArgs {
     /// overrides revoke_previous_tokens of --sim-config).
     #[arg(long)]
     pub revoke_previous_tokens: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalendarArgs {
+    /// The year (default: the current one, IST). Upstox publishes its current year only;
+    /// other years come from the store or the weekdays.
+    #[arg(long, value_name = "YEAR")]
+    pub year: Option<i16>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -216,6 +216,17 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
         idle_timeout: secs(srv.idle_timeout),
         shutdown_deadline: secs(srv.shutdown_timeout),
     };
+    let gw = &config.gateway;
+    s.gateway = upkeep_server::settings::GatewaySettings {
+        enabled: gw.enabled,
+        account_header: gw.account_header.clone(),
+        connect_timeout: secs(gw.connect_timeout),
+        request_timeout: secs(gw.request_timeout),
+        max_idle_connections: gw.max_idle_connections,
+        default_accounts: gw.default_accounts.clone(),
+        budget: upkeep_server::gateway::budget::BudgetSettings::from_config(&gw.budget),
+        cache: gw.cache.clone(),
+    };
     if config.upstox.follow_sim_clock {
         // A jump of the simulator's clock is seen within a second by the follower;
         // supervisors re-read the plan as often so the daemon reacts within seconds.

@@ -2141,6 +2141,79 @@ fn an_invalid_listen_port_is_named_as_such_not_blamed_on_another_upkeep() {
 }
 
 #[test]
+fn calendar_prints_the_days_it_plans_by_and_where_they_came_from() {
+    // `upkeep sim` serves its default calendar for the simulator clock's year; the CLI
+    // reads it from the daemon's configured Upstox host, on the simulator's clock.
+    let env = Env::new();
+    let (_sim, c) = start_sim(&env, free_port());
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    post_json(
+        &format!("{base}/sim/clock"),
+        &serde_json::json!({"jump_to_ist": "2026-11-02T10:00:00"}),
+    );
+    write_serve_config(
+        &env,
+        &c,
+        free_port(),
+        "",
+        "follow_sim_clock = true\n[renewal]\nholidays = [\"2026-11-24\"]",
+    );
+    let config = env.path("serve.toml");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd_with(&config)
+            .arg("calendar")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (out, _) = run(&[]);
+    assert!(
+        out.starts_with("trading calendar 2026 for NSE: upstox, fetched 2026-11-02T10:00:00"),
+        "{out}"
+    );
+    for line in [
+        "2026-01-26  Mon  closed",
+        "2026-02-07  Sat  trading  NSE 09:15-15:30",
+        "2026-04-01  Wed  trading",
+        "2026-11-06  Fri  trading  NSE 18:00-19:00",
+        "2026-11-24  Tue  closed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(out.contains("[renewal] holidays"), "{out}");
+
+    // Upstox's calendar unreachable: the copy the first run stored.
+    post_json(
+        &format!("{base}/sim/faults"),
+        &serde_json::json!({"calendar_down": true}),
+    );
+    let (out, err) = run(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["source"], "stored");
+    assert_eq!(v["year"], 2026);
+    let budget = v["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == "2026-02-07")
+        .unwrap();
+    assert_eq!(budget["trading"], true);
+    assert!(err.contains("was not fetched"), "{err}");
+    // A year nobody has: the weekdays.
+    let (out, _) = run(&["--year", "2031"]);
+    assert!(
+        out.starts_with("trading calendar 2031 for NSE: weekdays fallback"),
+        "{out}"
+    );
+}
+
+#[test]
 fn ticks_export_prints_the_stored_ticks_of_a_period_as_csv() {
     let env = Env::new();
     env.cmd().arg("keygen").assert().success();

@@ -68,6 +68,69 @@ fn example_config_parses_and_validates() {
     );
     assert_eq!(c.alert.webhook.len(), 1);
     assert_eq!(c.alert.email.as_ref().unwrap().to, vec!["you@example.com"]);
+    assert_eq!(c.gateway, GatewayConfig::default());
+}
+
+#[test]
+fn gateway_default_accounts_name_configured_accounts_and_the_header_is_a_header_name() {
+    let ok = load(
+        Some(&format!(
+            "{TOTP_ACCOUNT}\n[gateway.default_accounts]\nbot = \"main\"\n"
+        )),
+        &[],
+    );
+    assert_eq!(ok.gateway.default_accounts["bot"], "main");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.default_accounts]\nbot = \"other\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.default_accounts.bot"), "{e}");
+    assert!(e.contains("\"other\", which is not configured"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\naccount_header = \"X Account\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.account_header"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\naccount_header = \"Authorization\"\n"),
+        &[],
+    );
+    assert!(e.contains("standard header"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway]\nrequest_timeout = \"0s\"\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.request_timeout"), "{e}");
+}
+
+#[test]
+fn gateway_budget_and_cache_keys_are_read_and_checked_with_the_whole_config() {
+    let ok = load(
+        Some(&format!(
+            "{TOTP_ACCOUNT}\n[gateway.budget]\nqueue_max = 8\nqueue_wait_ms = 250\n\
+             [gateway.budget.rate_limits.order]\nper_second = 50\n\
+             [gateway.cache]\nmax_age = \"2m\"\nstore = true\n"
+        )),
+        &[],
+    );
+    assert_eq!(ok.gateway.budget.queue_max, 8);
+    assert_eq!(ok.gateway.budget.queue_wait_ms, 250);
+    assert_eq!(
+        ok.gateway.budget.rate_limits.order.unwrap().per_second,
+        Some(50)
+    );
+    assert_eq!(ok.gateway.cache.max_age, SignedDuration::from_mins(2));
+    assert!(ok.gateway.cache.store);
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.cache]\npaths = [\"market-quote\"]\n"),
+        &[],
+    );
+    assert!(e.contains("gateway.cache.paths"), "{e}");
+    let e = err(
+        &format!("{TOTP_ACCOUNT}\n[gateway.budget.rate_limits.orders]\nper_second = 5\n"),
+        &[],
+    );
+    assert!(e.contains("orders"), "{e}");
 }
 
 #[test]
@@ -373,7 +436,7 @@ fn each_invalid_config_gets_a_one_line_message_naming_key_and_fix() {
         (
             "[serverr]\n".into(),
             vec![],
-            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert, relay",
+            "serverr: unknown key `serverr`; valid keys here are server, store, upstox, renewal, thresholds, sinks, account, alert, gateway, relay",
         ),
         (
             "[[account]]\nenv = \"live\"\n".into(),

@@ -13,6 +13,7 @@
 //! | `PUT /api/v1/accounts/{id}/token` | `admin` |
 //! | `GET /api/v1/scheduler` | `status:read` |
 //! | `POST /api/v1/reload` | `admin` |
+//! | `GET /api/v1/usage` (the gateway's usage) | `status:read` |
 //! | `GET /metrics` | `status:read` |
 //!
 //! `admin` may do everything; `token:read` also reads status. Errors are
@@ -49,6 +50,11 @@ pub struct ApiState {
     pub keys: KeyCache,
     /// The dashboard's sessions (a session acts as `admin`; changes need its CSRF token).
     pub sessions: crate::dashboard::Sessions,
+    /// The gateway's usage table (`GET /api/v1/usage`, `/metrics`).
+    pub usage: crate::gateway::Usage,
+    /// The gateway's rate budget and cached fallback (their counters in `/metrics`).
+    pub budget: crate::gateway::budget::Budget,
+    pub cache: crate::gateway::cache::StaleCache,
 }
 
 /// The API's routes.
@@ -65,6 +71,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/scheduler", get(scheduler))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/usage", get(usage))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -82,7 +89,11 @@ impl IntoResponse for Refusal {
 
 /// The caller's key, if it allows `needed`: 401 without a (known) key, 403 with a key
 /// of a weaker scope.
-fn require(state: &ApiState, headers: &HeaderMap, needed: Scope) -> Result<KeyHolder, Refusal> {
+pub(crate) fn require(
+    state: &ApiState,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<KeyHolder, Refusal> {
     let Some(key) = bearer(headers) else {
         if state.sessions.csrf_of(headers).is_some() {
             return Ok(KeyHolder {
@@ -607,9 +618,25 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics_text::render(&state.engine),
+        {
+            let mut text = metrics_text::render(&state.engine);
+            state.usage.render(&mut text);
+            state.budget.render_metrics(&mut text);
+            state.cache.render_metrics(&mut text);
+            text
+        },
     )
         .into_response()
+}
+
+/// The gateway's usage since the daemon started, per account, API key (its name) and
+/// endpoint template.
+#[utoipa::path(get, path = "/api/v1/usage", tag = "upkeep", summary = "Gateway usage per account, API key name and endpoint: requests, errors, latency", description = "Scope: status:read.", security(("api_key" = []), ("dashboard_session" = [])), responses((status = 200, description = "{\"usage\": [{account, api_key, endpoint, requests, errors, latency_ms_avg, latency_ms_max}]}"), (status = 401, description = "no key, or an unknown or revoked key (`{\"error\": {code, message}}`)"), (status = 403, description = "the key's scope is too weak")))]
+async fn usage(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+        return r.into_response();
+    }
+    Json(state.usage.to_json()).into_response()
 }
 
 /// The API's OpenAPI document (from the handlers' annotations).
@@ -619,7 +646,7 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
     paths(
         seed_status, seed_force_refresh, seed_login_link, list_accounts, get_account,
         renew_account, account_login_link, get_token, put_token, scheduler, reload, events,
-        metrics
+        usage, metrics
     ),
     modifiers(&Security)
 )]

@@ -109,6 +109,7 @@ mod tests {
             fingerprint: "0123456789ab".into(),
             user_id: None,
             api_body: TokenBody::default(),
+            bearer: Default::default(),
         };
         let body = c.api_body.answer("main", &c, -5);
         let expected = serde_json::json!({

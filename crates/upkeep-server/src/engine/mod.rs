@@ -30,6 +30,7 @@ use crate::alerts::{Alert, Alerter};
 use crate::oauth_state::StateBook;
 use crate::settings::{AccountSettings, DaemonSettings, StrategyKind};
 
+pub mod calendar;
 mod escalation;
 pub(crate) use escalation::when;
 mod health;
@@ -58,6 +59,9 @@ pub struct CurrentToken {
     /// The token endpoint's answer for this token, rendered on the first read (it
     /// goes, zeroized, with the token: a rotation makes a new `CurrentToken`).
     pub(crate) api_body: crate::api::TokenBody,
+    /// `Bearer <token>` as the gateway sends it upstream, rendered on first use (goes,
+    /// zeroized, with the token).
+    pub(crate) bearer: crate::gateway::BearerHeader,
 }
 
 impl CurrentToken {
@@ -77,6 +81,7 @@ impl CurrentToken {
             stored_at: t.stored_at,
             fingerprint: t.fingerprint,
             api_body: Default::default(),
+            bearer: Default::default(),
         }
     }
 
@@ -390,6 +395,8 @@ pub(crate) struct Inner {
     pub(crate) holder: String,
     /// Completed rounds of the alert ladder's task.
     pub(crate) escalation_passes: std::sync::atomic::AtomicU64,
+    /// The trading calendar the plan uses.
+    pub(crate) calendar: calendar::CalendarKeeper,
 }
 
 /// The accounts, by id and in configuration order.
@@ -513,6 +520,7 @@ impl Engine {
             SignedDuration::from_mins(10),
         );
         let holder = lease::holder_id();
+        let stored_calendar = Self::stored_calendar(deps.store.as_ref(), now).await;
         let engine = Self {
             inner: Arc::new(Inner {
                 settings: Mutex::new(Arc::new(deps.settings)),
@@ -534,6 +542,7 @@ impl Engine {
                 holder,
                 events: tokio::sync::broadcast::channel(256).0,
                 escalation_passes: std::sync::atomic::AtomicU64::new(0),
+                calendar: calendar::CalendarKeeper::new(stored_calendar),
             }),
         };
         for a in engine.accounts().map.values() {

@@ -250,6 +250,7 @@ impl Engine {
                     stored_at: now,
                     user_id: Some(sub.clone()),
                     api_body: Default::default(),
+                    bearer: Default::default(),
                 });
                 *a.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
                 current

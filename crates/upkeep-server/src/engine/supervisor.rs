@@ -27,6 +27,10 @@ impl Engine {
         handles.push(self.spawn_supervised("alert ladder", None, move || {
             engine.clone().escalation_loop()
         }));
+        let engine = self.clone();
+        handles.push(self.spawn_supervised("trading calendar", None, move || {
+            engine.clone().calendar_loop()
+        }));
         handles
     }
 
@@ -66,9 +70,16 @@ impl Engine {
 
     pub(super) fn policy_for(&self, a: &AccountSettings) -> upkeep_core::plan::RenewalPolicy {
         let mut p = self.settings().policy.clone();
+        p.calendar = self.current_calendar();
         p.trade_weekends |= a.trades_weekends;
         p.trade_holidays |= a.trades_holidays;
         p
+    }
+
+    /// The renewal policy the account's plan uses now (calendar included).
+    pub fn renewal_policy(&self, account: &str) -> Option<upkeep_core::plan::RenewalPolicy> {
+        let a = self.account(account)?;
+        Some(self.policy_for(&a.settings()))
     }
 
     /// What the account's plan says now (for a process that runs no supervisor: the
@@ -106,6 +117,8 @@ impl Engine {
         let mut rx = triggers.lock().await;
         let rx = &mut *rx;
         let id = a.id.clone();
+        // Plan by the published calendar, not the weekdays, from the first pass.
+        self.wait_for_calendar().await;
         tracing::info!(account = %id, strategies = ?a.settings().strategies.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "supervisor started");
         let mut next_health = self.inner.clock.now();
         // After an automatic renewal fails, wait this long before the plan may start

@@ -5,14 +5,14 @@
 //! - [`tokens`]: the pool's token source, fed from the engine's in-memory token
 //!   (every rotation reaches the pool) and reporting refused tokens to the engine's
 //!   reactive renewal.
+//! - [`persist`]: with `[relay] persist_ticks`, ticks and connection events written to
+//!   the store in batches.
 //! - [`hub`]: the local side: consumers, their subscriptions and bounded queues, the
 //!   last-state cache and the fan-out of upstream frames.
 //! - [`Relay`]: one hub per account, fed from the account's pool (started together on
 //!   first use).
 //! - [`routes`]: the doors: Upstox's authorize and feed socket under `/upstox`, the
 //!   JSON ticks socket `/ws/ticks`, and `GET /api/v1/feed`.
-//! - [`persist`]: with `[relay] persist_ticks`, ticks and connection events written to
-//!   the store in batches.
 
 pub mod hub;
 mod local;

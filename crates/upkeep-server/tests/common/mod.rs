@@ -75,6 +75,7 @@ pub struct Setup {
     busy_timeout: Option<Duration>,
     tweaks: Vec<Tweak>,
     sim_tweaks: Vec<SimTweak>,
+    faults: FaultsPatch,
 }
 
 impl Setup {
@@ -93,6 +94,7 @@ impl Setup {
             busy_timeout: None,
             tweaks: Vec::new(),
             sim_tweaks: Vec::new(),
+            faults: FaultsPatch::default(),
         }
     }
 
@@ -146,6 +148,12 @@ impl Setup {
 
     pub fn settings(mut self, f: impl FnOnce(&mut DaemonSettings) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(f));
+        self
+    }
+
+    /// Inject these simulator faults before the daemon starts.
+    pub fn faults(mut self, f: FaultsPatch) -> Self {
+        self.faults = f;
         self
     }
 
@@ -254,7 +262,7 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
     sim.state()
         .patch_faults(FaultsPatch {
             latency_ms: Some(setup.latency_ms),
-            ..FaultsPatch::default()
+            ..setup.faults
         })
         .unwrap();
     let creds = sim.credentials()[0].clone();

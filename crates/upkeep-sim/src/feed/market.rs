@@ -67,17 +67,12 @@ pub(crate) fn valid_key(key: &str) -> bool {
     }
 }
 
-/// True if `now` falls on a day the exchanges are closed (IST): a weekend, or a day
-/// `is_holiday` names.
-pub(crate) fn closed_day(
-    now: jiff::Timestamp,
-    is_holiday: impl Fn(jiff::civil::Date) -> bool,
-) -> bool {
-    let date = crate::ist::to_ist(now).date();
+/// True if `now` falls on a Saturday or Sunday (IST).
+pub(crate) fn weekend(now: jiff::Timestamp) -> bool {
     matches!(
-        date.weekday(),
+        crate::ist::to_ist(now).date().weekday(),
         jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
-    ) || is_holiday(date)
+    )
 }
 
 /// A segment's status at `seconds` into the IST day of a trading day. Exchange session
@@ -114,20 +109,15 @@ pub(crate) fn segment_status(segment: &str, seconds: i64) -> pb::MarketStatus {
     }
 }
 
-/// The first message of every connection: each segment's status at `now`, all
-/// `NORMAL_CLOSE` on a `closed` day.
-pub(crate) fn market_info(now: jiff::Timestamp, closed: bool) -> pb::FeedResponse {
-    let seconds = crate::ist::seconds_of_ist_day(now);
+/// The first message of every connection: each segment's status at `now`, as
+/// `status_of` says.
+pub(crate) fn market_info(
+    now: jiff::Timestamp,
+    status_of: impl Fn(&str) -> pb::MarketStatus,
+) -> pb::FeedResponse {
     let segment_status = SEGMENTS
         .iter()
-        .map(|s| {
-            let status = if closed {
-                pb::MarketStatus::NormalClose
-            } else {
-                segment_status(s, seconds)
-            };
-            ((*s).to_owned(), status as i32)
-        })
+        .map(|s| ((*s).to_owned(), status_of(s) as i32))
         .collect();
     pb::FeedResponse {
         r#type: pb::Type::MarketInfo as i32,
@@ -497,20 +487,25 @@ mod tests {
     }
 
     #[test]
-    fn weekends_and_holidays_are_closed_days_and_close_every_segment() {
+    fn weekends_are_told_apart_and_market_info_lists_every_segment() {
         // Thursday 2026-02-05 10:00 IST; Saturday 2026-02-07.
         let thursday = crate::ist::from_ist(jiff::civil::date(2026, 2, 5).at(10, 0, 0, 0));
         let saturday = crate::ist::from_ist(jiff::civil::date(2026, 2, 7).at(10, 0, 0, 0));
-        assert!(!closed_day(thursday, |_| false));
-        assert!(closed_day(saturday, |_| false));
-        assert!(closed_day(thursday, |d| d == jiff::civil::date(2026, 2, 5)));
-        let info = market_info(thursday, true).market_info.unwrap();
+        assert!(!weekend(thursday));
+        assert!(weekend(saturday));
+        let info = market_info(thursday, |_| pb::MarketStatus::NormalClose)
+            .market_info
+            .unwrap();
+        assert_eq!(info.segment_status.len(), SEGMENTS.len());
         assert!(
             info.segment_status
                 .values()
                 .all(|s| *s == pb::MarketStatus::NormalClose as i32)
         );
-        let open = market_info(thursday, false).market_info.unwrap();
+        let seconds = crate::ist::seconds_of_ist_day(thursday);
+        let open = market_info(thursday, |s| segment_status(s, seconds))
+            .market_info
+            .unwrap();
         assert_eq!(
             open.segment_status["NSE_EQ"],
             pb::MarketStatus::NormalOpen as i32

@@ -166,12 +166,8 @@ pub(crate) async fn run<S: FeedHost>(
         return;
     }
     let now = host.now();
-    let closed = market::closed_day(now, |d| host.is_holiday(d));
-    if socket
-        .send(binary(&market::market_info(now, closed)))
-        .await
-        .is_err()
-    {
+    let info = market::market_info(now, |segment| host.segment_status(segment, now));
+    if socket.send(binary(&info)).await.is_err() {
         return;
     }
     let period = host

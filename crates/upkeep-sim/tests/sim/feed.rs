@@ -69,8 +69,8 @@ async fn market_status_follows_the_simulator_clock() {
 #[tokio::test]
 async fn market_status_is_closed_on_weekends_and_configured_holidays() {
     let closed = pb::MarketStatus::NormalClose as i32;
-    // Saturday 2026-02-07 at 11:00 IST.
-    let seg = status_at(config(), ist(2026, 2, 7, 11, 0, 0)).await;
+    // Sunday 2026-02-08 at 11:00 IST.
+    let seg = status_at(config(), ist(2026, 2, 8, 11, 0, 0)).await;
     assert!(seg.values().all(|s| *s == closed), "{seg:?}");
     // A holiday on a Thursday.
     let mut holiday = config();
@@ -80,6 +80,23 @@ async fn market_status_is_closed_on_weekends_and_configured_holidays() {
     // The same hour of a normal Thursday is open.
     let seg = status_at(config(), ist(2026, 2, 5, 11, 0, 0)).await;
     assert_eq!(seg["NSE_EQ"], pb::MarketStatus::NormalOpen as i32);
+}
+
+#[tokio::test]
+async fn market_status_follows_the_calendars_special_sessions() {
+    use pb::MarketStatus as S;
+    // The default calendar's budget day, Saturday 2026-02-07: NSE trades 09:15-15:30,
+    // currency derivatives stay closed.
+    let seg = status_at(config(), ist(2026, 2, 7, 11, 0, 0)).await;
+    assert_eq!(seg["NSE_EQ"], S::NormalOpen as i32, "{seg:?}");
+    assert_eq!(seg["NSE_FO"], S::NormalOpen as i32, "{seg:?}");
+    assert_eq!(seg["NCD_FO"], S::NormalClose as i32, "{seg:?}");
+    // Muhurat trading, Friday 2026-11-06: closed by day, open 18:00-19:00.
+    let seg = status_at(config(), ist(2026, 11, 6, 11, 0, 0)).await;
+    assert_eq!(seg["NSE_EQ"], S::NormalClose as i32, "{seg:?}");
+    let seg = status_at(config(), ist(2026, 11, 6, 18, 30, 0)).await;
+    assert_eq!(seg["NSE_EQ"], S::NormalOpen as i32, "{seg:?}");
+    assert_eq!(seg["BSE_EQ"], S::NormalOpen as i32, "{seg:?}");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 // Test helpers may unwrap like the tests themselves (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod calendar;
 mod control;
 mod feed;
 mod oauth;

@@ -1,6 +1,7 @@
 //! One function per command. Errors are `anyhow` with context; a [`UsageError`]
 //! (bad input: malformed token, broken config, unknown account) exits with code 2.
 
+mod calendar;
 mod demo;
 mod feed;
 mod serve;
@@ -83,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::DashboardLink => dashboard_link(config_path).await,
         Command::Renew(args) => renew(config_path, args.account.as_deref(), args.all).await,
         Command::Reload => reload(config_path).await,
+        Command::Calendar(args) => calendar::run(config_path, args.year, args.json).await,
         Command::Accounts { command } => accounts(config_path, command).await,
         Command::Feed { command } => feed::run(config_path, command).await,
         Command::Ticks { command } => ticks::run(config_path, command).await,

@@ -144,6 +144,7 @@ fn reloader(
                     || c.upstox.order_url != before.upstox.order_url
                     || c.upstox.login_url != before.upstox.login_url,
             ),
+            ("[gateway]", c.gateway != before.gateway),
         ];
         for (what, changed) in restart_needed {
             if changed {
