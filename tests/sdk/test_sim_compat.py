@@ -889,16 +889,28 @@ class MarketFeedCompat(SimCase):
                 _request_timeout=HTTP_TIMEOUT,
             )
             cls.rest_ltp = {q.instrument_token: q.last_price for q in quotes.data.values()}
-            cls.messages, cls.seen_urls = cls._stream(client)
+            cls.messages, cls.seen_urls = cls._stream(cls.feed_client())
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
+    def feed_url(cls) -> str:
+        return f"ws://127.0.0.1:{cls.sim.port}/v3/feed/market-data-feed"
+
+    @classmethod
+    def feed_client(cls):
+        return sdk_client(cls.sim, cls.token.access_token)
+
+    @classmethod
+    def log_tail(cls) -> str:
+        return cls.sim.log_tail()
+
+    @classmethod
     def _stream(cls, client) -> tuple:
         events: queue.Queue = queue.Queue()
         seen_urls: list = []
-        local_url = f"ws://127.0.0.1:{cls.sim.port}/v3/feed/market-data-feed"
+        local_url = cls.feed_url()
         real_ws = sdk_feeder_module.websocket
         sdk_feeder_module.websocket = _WebsocketShim(real_ws, local_url, seen_urls)
         streamer = MarketDataStreamerV3(client, [LTPC_KEY], "ltpc")
@@ -937,7 +949,7 @@ class MarketFeedCompat(SimCase):
                 raise FeedError(
                     f"feed incomplete after {FEED_TIMEOUT:.0f}s (opened={opened}); got "
                     f"{len(messages)} messages: {json.dumps(messages)[:1500]}\n"
-                    + cls.sim.log_tail()
+                    + cls.log_tail()
                 )
             try:
                 kind, payload = events.get(timeout=left)
@@ -952,7 +964,7 @@ class MarketFeedCompat(SimCase):
             elif kind in ("error", "close", "reconnecting"):
                 raise FeedError(
                     f"feed {kind}: {payload!r} after {len(messages)} messages\n"
-                    + cls.sim.log_tail()
+                    + cls.log_tail()
                 )
 
     def test_sdk_opens_its_hard_coded_url_with_the_bearer_token(self):
@@ -1023,6 +1035,159 @@ class MarketFeedCompat(SimCase):
                 0.05,
                 f"{key}: feed ltp {ltp} vs REST LTP v3 last_price {rest}",
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# market data feed v3 through the daemon's relay
+
+
+class Daemon:
+    """`upkeep serve` on the simulator's clock, holding the SDK's token (strategy `static`),
+    with a `token:read` API key for the relay."""
+
+    def __init__(self, sim: Sim, token: str) -> None:
+        self.sim = sim
+        self.token = token
+        self.tmp = tempfile.TemporaryDirectory(prefix="upkeep-relay-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config = os.path.join(self.tmp.name, "upkeep.toml")
+        self.log_path = os.path.join(self.tmp.name, "daemon.log")
+        self.proc: subprocess.Popen | None = None
+        self.key = ""
+
+    def _cli(self, *args: str, stdin: str | None = None) -> str:
+        r = subprocess.run(
+            [UPKEEP_BIN, "--config", self.config, *args],
+            input=stdin, capture_output=True, text=True, timeout=60,
+        )
+        if r.returncode != 0:
+            raise AssertionError(f"upkeep {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r.stdout
+
+    def start(self) -> "Daemon":
+        c = self.sim.creds
+        with open(self.config, "w") as f:
+            f.write(
+                f"""[server]
+listen = "127.0.0.1:{self.port}"
+[store]
+url = "sqlite://upkeep.db"
+key_file = "upkeep.key"
+[upstox]
+api_url = "{self.sim.base}"
+order_url = "{self.sim.base}"
+login_url = "{self.sim.base}"
+follow_sim_clock = true
+[[account]]
+id = "main"
+env = "live"
+client_id = "{c["client_id"]}"
+client_secret = "{c["client_secret"]}"
+redirect_uri = "{c["redirect_uri"]}"
+renew = ["static"]
+"""
+            )
+        self._cli("keygen")
+        self._cli("token", "set", "--account", "main", "-", stdin=self.token)
+        self.key = self._cli("apikey", "create", "--name", "sdk", "--scope", "token:read").strip()
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [UPKEEP_BIN, "--config", self.config, "serve"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"upkeep serve exited with {self.proc.returncode}:\n" + self.log_tail())
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("upkeep serve did not answer /healthz:\n" + self.log_tail())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return "".join(f.read().decode("utf-8", "replace").splitlines(True)[-lines:])
+        except OSError:
+            return "(no daemon log)"
+
+
+class RelayFeedCompat(MarketFeedCompat):
+    """The same MarketDataStreamerV3 session, through upkeep's relay instead of the
+    simulator: the SDK's configuration host is the daemon's `/upstox` prefix, its access
+    token an upkeep API key, and its hard-coded feed URL is opened on the relay's
+    `/upstox/v3/feed/market-data-feed`. Every check of MarketFeedCompat applies."""
+
+    daemon: Daemon
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super(MarketFeedCompat, cls).setUpClass()  # SimCase: the simulator and a token
+        try:
+            cls.daemon = Daemon(cls.sim, cls.token.access_token).start()
+        except BaseException:
+            cls.sim.stop()
+            raise
+        try:
+            client = sdk_client(cls.sim, cls.token.access_token)
+            quotes = upstox_client.MarketQuoteV3Api(client).get_ltp(
+                instrument_key=",".join([LTPC_KEY, FULL_EQ_KEY, FULL_INDEX_KEY]),
+                _request_timeout=HTTP_TIMEOUT,
+            )
+            cls.rest_ltp = {q.instrument_token: q.last_price for q in quotes.data.values()}
+            cls.messages, cls.seen_urls = cls._stream(cls.feed_client())
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.daemon.stop()
+        super().tearDownClass()
+
+    @classmethod
+    def feed_url(cls) -> str:
+        return f"ws://127.0.0.1:{cls.daemon.port}/upstox/v3/feed/market-data-feed"
+
+    @classmethod
+    def feed_client(cls):
+        conf = upstox_client.Configuration()
+        conf.sandbox = False
+        conf.host = f"{cls.daemon.base}/upstox"
+        conf.order_host = f"{cls.daemon.base}/upstox"
+        conf.access_token = cls.daemon.key
+        conf.verify_ssl = True
+        conf.proxy = None
+        client = RecordingApiClient(conf)
+        _CLIENTS.append(client)
+        return client
+
+    @classmethod
+    def log_tail(cls) -> str:
+        return "daemon log:\n" + cls.daemon.log_tail() + "\nsimulator log:\n" + cls.sim.log_tail()
+
+    def test_sdk_opens_its_hard_coded_url_with_the_bearer_token(self):
+        url, headers = self.seen_urls[0]
+        self.assertEqual(url, SDK_FEED_URL, "the SDK's hard-coded feed URL changed")
+        self.assertEqual(headers.get("Authorization"), "Bearer " + self.daemon.key)
+        self.assertNotEqual(self.daemon.key, self.token.access_token)
 
 
 def latest(messages: list, key: str) -> dict:

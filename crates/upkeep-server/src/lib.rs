@@ -149,6 +149,7 @@ impl App {
             .merge(relay::routes::router(relay::routes::RelayState::new(
                 relay_local,
                 keys.clone(),
+                sessions.clone(),
             )))
             .merge(api::router(api::ApiState {
                 engine: engine.clone(),

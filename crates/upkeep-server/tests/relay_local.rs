@@ -348,3 +348,32 @@ async fn json_ticks_are_the_sdk_dict_shape_with_int64_as_strings() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_session_reads_the_feed_health_and_a_stranger_does_not() {
+    let h = app(1024, 50).await;
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut c, TATA).await;
+    let url = format!("{}/api/v1/feed", h.daemon_url);
+    let stranger = common::browser().get(&url).send().await.unwrap();
+    assert_eq!(stranger.status(), 401);
+    let b = common::browser();
+    let link = h.engine.dashboard_link();
+    let path = link.split_once("/dashboard/").unwrap().1;
+    let r = b
+        .get(format!("{}/dashboard/{path}", h.daemon_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let v: Value = b.get(&url).send().await.unwrap().json().await.unwrap();
+    let acct = &v["accounts"][0];
+    assert_eq!(acct["account"], "main");
+    assert_eq!(acct["local"]["consumers"][0]["keys"], 1);
+    assert_eq!(acct["upstream"]["connections"][0]["state"], "live");
+}

@@ -376,3 +376,64 @@ async fn full_d30_on_a_normal_plan_is_refused() {
         .unwrap_err();
     assert!(matches!(err, SubscribeError::InvalidKey(_)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_refused_for_the_users_limit_backs_off_without_a_renewal_and_gets_in_later() {
+    let mut env = start(Plan::Normal, Duration::from_secs(30)).await;
+    let a = env.pool.consumer();
+    let ka = keys("A", 2);
+    a.subscribe(SubscriptionMode::Ltpc, &ka).unwrap();
+    env.data_for(&refs(&ka)).await;
+    // Another program of the same user (a second pool on the same token).
+    let base = Url::parse(&env.sim.base_url()).unwrap();
+    let (_tx, rx) = watch::channel(env.tokens.borrow().clone());
+    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&refused);
+    let other = FeedPool::start(
+        UpstreamConfig {
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(2),
+            ..UpstreamConfig::default()
+        },
+        UpstoxClient::new(Hosts::all(&base)).unwrap(),
+        TokenSource::new(rx, move |t: AccessToken| {
+            seen.lock().unwrap().push(t.fingerprint())
+        }),
+        Arc::new(SimTime(env.sim.clock())),
+    );
+    let mut other_events = other.events();
+    let b = other.consumer();
+    b.subscribe(SubscriptionMode::Ltpc, &["NSE_EQ|INE002A01018"])
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while env.sim.state().counters().feed_connections_refused < 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the third connection was never refused");
+    let h = other.health();
+    let err = h.connections[0].last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("403") && err.contains("SIM_FEED_CONNECTION_LIMIT"),
+        "{err}"
+    );
+    assert!(
+        refused.lock().unwrap().is_empty(),
+        "a limit is not a token problem"
+    );
+
+    // The first pool gives one connection up: the other program gets in.
+    a.unsubscribe(&ka[..1]);
+    let up = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(UpstreamEvent::Up { .. }) = other_events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(up.is_ok(), "the other pool never connected");
+    assert_eq!(env.sim.state().counters().feed_connections_peak, 2);
+    other.shutdown();
+}

@@ -136,10 +136,33 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore the store from an encrypted backup (replaces its contents).
     Restore(RestoreArgs),
+    /// The running daemon's market-data relay.
+    Feed {
+        #[command(subcommand)]
+        command: FeedCommand,
+    },
     /// Market-data ticks the relay stored (`[relay] persist_ticks = true`).
     Ticks {
         #[command(subcommand)]
         command: TicksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Print live ticks of the given instruments through the running daemon's relay
+    /// (`/ws/ticks`): time of the last trade (IST), instrument, last price, quantity and
+    /// change from the previous close. Ctrl-C stops.
+    Watch {
+        /// Instrument keys, e.g. "NSE_EQ|INE669E01016" "NSE_INDEX|Nifty 50".
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Subscription mode: ltpc, full, option_greeks or full_d30.
+        #[arg(long, default_value = "ltpc", value_name = "MODE")]
+        mode: String,
+        /// Account whose feed to use (default: the first live account).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
     },
 }
 

@@ -292,6 +292,47 @@ impl DaemonClient {
         .into())
     }
 
+    /// Opens a websocket on the daemon (`path` with its query), with the local credential.
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let url = format!("ws://{}{path}", self.address());
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("{url} is not a websocket URL"))?;
+        let auth = format!("Bearer {}", self.key.expose())
+            .parse()
+            .context("the local credential is not a valid header value")?;
+        req.headers_mut().insert("authorization", auth);
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body: Value = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(ApiError {
+                    status: resp.status().as_u16(),
+                    message: body["error"]["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("the daemon answered {}", resp.status())),
+                }
+                .into())
+            }
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("the daemon on {} did not answer", self.address()))),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.call(reqwest::Method::GET, path, Some(Duration::from_secs(15)))
             .await

@@ -440,7 +440,7 @@ fn help_explains_the_commands() {
         .collect();
     for cmd in [
         "serve", "demo", "sim", "status", "token", "decode", "login", "renew", "accounts",
-        "apikey", "keygen", "config", "exec", "import", "backup", "restore",
+        "apikey", "keygen", "config", "exec", "import", "backup", "restore", "ticks",
     ] {
         assert!(
             commands.contains(&cmd),
@@ -2296,5 +2296,70 @@ fn ticks_export_prints_the_stored_ticks_of_a_period_as_csv() {
     assert!(
         err.contains("--from") && err.contains("is not a time"),
         "{err}"
+    );
+}
+
+#[test]
+fn feed_watch_prints_live_ticks_through_the_running_daemon() {
+    let env = Env::new();
+    let daemon_port = free_port();
+    let (_sim, c) = start_sim(&env, daemon_port);
+    let base = c["base_url"].as_str().unwrap().to_owned();
+    post_json(
+        &format!("{base}/sim/clock"),
+        &serde_json::json!({"jump_to_ist": "2026-12-08T10:00:00"}),
+    );
+    let sink = env.path("feed_tokens.json");
+    let extra = format!(
+        "follow_sim_clock = true\n[sinks]\njson_file = \"{}\"",
+        sink.display()
+    );
+    write_serve_config(&env, &c, daemon_port, "", &extra);
+    let _serve = spawn_serve(&env.path("serve.toml"), false);
+    wait_for("the daemon's first token", || sink.exists());
+    let mut watch = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("upkeep"))
+            .arg("--config")
+            .arg(env.path("serve.toml"))
+            .args(["feed", "watch", "NSE_EQ|INE669E01016", "--mode", "full"])
+            .env_remove("UPKEEP_MASTER_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watch.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("NSE_EQ|INE669E01016") && !l.contains("snapshot"))
+    {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no live tick printed; got {lines:?}"),
+        }
+    }
+    assert!(lines[0].starts_with("market: "), "{lines:?}");
+    let tick = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("NSE_EQ|INE669E01016"))
+        .unwrap();
+    // "HH:MM:SS.mmm  KEY  price  qty N  +x.xx%"
+    assert!(
+        tick.as_bytes()[2] == b':' && tick.contains(" qty "),
+        "{tick}"
     );
 }

@@ -190,6 +190,9 @@ struct State {
     consumers: HashMap<u64, Entry>,
     cache: HashMap<String, Cached>,
     market_info: Option<Bytes>,
+    /// The last `marketInfo`, canonical (sorted JSON): a repeat (each upstream
+    /// connection opens with one, its maps in any order) is not passed on.
+    market_status: String,
     last_ts: i64,
     // scratch, reused per frame
     keep: Vec<bool>,
@@ -308,8 +311,13 @@ impl Hub {
         let mut closing = Vec::new();
         if parts.has_market_info {
             st.market_info = Some(frame.clone());
-            // Status for everyone, whatever they subscribed.
-            for (id, e) in &st.consumers {
+            let status = canonical_market_info(&frame);
+            let changed = st.market_status != status;
+            if changed {
+                st.market_status = status;
+            }
+            // A changed status goes to everyone, whatever they subscribed.
+            for (id, e) in st.consumers.iter().filter(|_| changed) {
                 if let Err(why) = e.slot.push(frame.clone(), false, limit) {
                     closing.push((*id, why));
                 }
@@ -454,6 +462,20 @@ impl Hub {
         }
         // `removed` (and its upstream subscriber) drops outside the lock.
         drop(removed);
+    }
+}
+
+/// The frame's `marketInfo` as sorted JSON, whatever order its maps came in.
+fn canonical_market_info(frame: &[u8]) -> String {
+    match feed::decode(frame) {
+        Ok(f) => {
+            let only = feed::FeedFrame {
+                market_info: f.market_info,
+                ..Default::default()
+            };
+            feed::SdkJsonWriter::new().render(&only).to_owned()
+        }
+        Err(_) => String::new(),
     }
 }
 

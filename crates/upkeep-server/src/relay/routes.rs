@@ -7,7 +7,8 @@
 //!   with Upstox: JSON `sub` / `unsub` / `change_mode`, protobuf `FeedResponse` frames.
 //! - `GET /ws/ticks?keys=K1,K2&mode=ltpc`: the same feed as JSON text frames (the SDK's
 //!   dict shape); more requests may be sent as JSON text.
-//! - `GET /api/v1/feed` (`status:read`): upstream connections and local consumers.
+//! - `GET /api/v1/feed` (`status:read`, or the dashboard's session): upstream
+//!   connections and local consumers.
 //!
 //! `?account=ID` picks the account (default: the first live one).
 
@@ -41,14 +42,17 @@ const CLOSE_SLOW: u16 = 1013;
 pub struct RelayState {
     pub relay: Relay,
     pub keys: KeyCache,
+    /// The dashboard's sessions (they may read `/api/v1/feed`).
+    pub sessions: crate::dashboard::Sessions,
     codes: Arc<Mutex<HashMap<String, (String, Timestamp)>>>,
 }
 
 impl RelayState {
-    pub fn new(relay: Relay, keys: KeyCache) -> Self {
+    pub fn new(relay: Relay, keys: KeyCache, sessions: crate::dashboard::Sessions) -> Self {
         Self {
             relay,
             keys,
+            sessions,
             codes: Arc::default(),
         }
     }
@@ -323,7 +327,8 @@ fn error_text(why: &str) -> String {
 }
 
 async fn feed_health(State(state): State<RelayState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers, Scope::StatusRead) {
+    let signed_in = bearer(&headers).is_none() && state.sessions.csrf_of(&headers).is_some();
+    if !signed_in && let Err(r) = require(&state, &headers, Scope::StatusRead) {
         return r.into_response();
     }
     Json(serde_json::json!({ "accounts": state.relay.health() })).into_response()

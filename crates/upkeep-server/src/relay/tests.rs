@@ -129,7 +129,7 @@ fn market_info() -> Bytes {
             r#type: 2,
             current_ts: 7,
             market_info: Some(pb::MarketInfo {
-                segment_status: [("NSE_EQ".to_owned(), 2)].into(),
+                segment_status: [("NSE_EQ".to_owned(), 2), ("NSE_FO".to_owned(), 2)].into(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -211,6 +211,42 @@ fn a_new_consumer_starts_with_market_info_then_a_snapshot_from_the_cache() {
     );
     assert_eq!(got[2], (FeedType::LiveFeed, vec![("NSE_EQ|A".into(), 1.6)]));
     assert_eq!(got.len(), 3);
+}
+
+#[test]
+fn a_repeated_market_info_is_not_passed_on_a_changed_one_is() {
+    let (hub, _) = hub(16);
+    let c = hub.connect("c", ConsumerKind::Protobuf);
+    hub.publish(market_info());
+    // The second upstream connection's: the same status, its map in another order.
+    hub.publish(Bytes::from(
+        pb::FeedResponse {
+            r#type: 2,
+            current_ts: 9,
+            market_info: Some(pb::MarketInfo {
+                segment_status: [("NSE_FO".to_owned(), 2), ("NSE_EQ".to_owned(), 2)].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    ));
+    let closed = Bytes::from(
+        pb::FeedResponse {
+            r#type: 2,
+            current_ts: 8,
+            market_info: Some(pb::MarketInfo {
+                segment_status: [("NSE_EQ".to_owned(), 3)].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    hub.publish(closed);
+    let got = drain(&c);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|(k, _)| *k == FeedType::MarketInfo));
 }
 
 #[test]

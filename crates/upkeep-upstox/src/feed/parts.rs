@@ -35,6 +35,7 @@ pub struct FrameParts<'a> {
     pub current_ts: i64,
     /// Whether the frame carries `marketInfo`.
     pub has_market_info: bool,
+
     /// `feeds` entries in wire order (a repeated key appears twice; the last wins).
     pub feeds: Vec<FeedPart<'a>>,
     /// Every other top-level field, verbatim.

@@ -3,6 +3,7 @@
 
 mod calendar;
 mod demo;
+mod feed;
 mod serve;
 mod sim;
 mod ticks;
@@ -85,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reload => reload(config_path).await,
         Command::Calendar(args) => calendar::run(config_path, args.year, args.json).await,
         Command::Accounts { command } => accounts(config_path, command).await,
+        Command::Feed { command } => feed::run(config_path, command).await,
         Command::Ticks { command } => ticks::run(config_path, command).await,
         Command::Apikey { command } => apikey(config_path, command).await,
         Command::Import(args) => import(config_path, &args.file, args.account.as_deref()).await,

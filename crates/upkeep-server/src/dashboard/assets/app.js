@@ -198,6 +198,43 @@ function listen() {
   es.addEventListener("alert", onEvent);
 }
 
+// The relay's health (GET /api/v1/feed): each account's upstream connections and local
+// consumers. The card stays hidden until some consumer has started an account's relay.
+function feedTable(head, rows) {
+  const t = document.createElement("table");
+  t.className = "feed";
+  const tr = document.createElement("tr");
+  for (const h of head) { const th = document.createElement("th"); th.textContent = h; tr.appendChild(th); }
+  t.appendChild(tr);
+  for (const r of rows) {
+    const row = document.createElement("tr");
+    for (const v of r) { const td = document.createElement("td"); td.textContent = String(v); row.appendChild(td); }
+    t.appendChild(row);
+  }
+  return t;
+}
+
+async function loadFeed() {
+  const r = await api("GET", "/api/v1/feed");
+  if (!r.ok || !r.data || !r.data.accounts.length) return;
+  const box = $("#feed");
+  box.replaceChildren();
+  for (const a of r.data.accounts) {
+    const h = document.createElement("h3");
+    h.textContent = a.account + ": " + a.upstream.keys + " keys, " + a.upstream.allowed_connections + " connections allowed";
+    box.appendChild(h);
+    const keys = (k) => Object.values(k).reduce((x, y) => x + y, 0);
+    box.appendChild(feedTable(
+      ["upstream", "state", "keys", "messages", "reconnects", "last error"],
+      a.upstream.connections.filter((c) => c.state !== "idle" || keys(c.keys) > 0).map((c) =>
+        [c.index, c.state, keys(c.keys), c.messages, c.reconnects, c.last_error || ""])));
+    box.appendChild(feedTable(
+      ["consumer", "kind", "keys", "lag", "drops", "delivered"],
+      a.local.consumers.map((c) => [c.name, c.kind, c.keys, c.lag, c.drops, c.delivered])));
+  }
+  $("#feed-card").hidden = false;
+}
+
 async function start() {
   const s = await api("GET", "/dashboard/session");
   if (!s.ok) { $("#signin").hidden = false; return; }
@@ -210,6 +247,8 @@ async function start() {
   setInterval(tick, 1000);
   // The daemon's clock can jump (the simulator's demo): resync now and then.
   setInterval(refresh, 5000);
+  loadFeed();
+  setInterval(loadFeed, 5000);
 }
 
 document.addEventListener("DOMContentLoaded", start);

@@ -223,15 +223,51 @@ async fn open(shared: &Shared, token: &AccessToken) -> Result<Ws, OpenError> {
                 body,
                 true,
             );
-            let why = format!("feed handshake: {err}");
             if err.class() == ErrorClass::TokenInvalid {
-                Err(OpenError::TokenRefused(why))
-            } else {
-                Err(OpenError::Other(why))
+                return Err(OpenError::TokenRefused(format!("feed handshake: {err}")));
             }
+            Err(OpenError::Other(handshake_refusal(status, body)))
         }
         Err(e) => Err(OpenError::Other(format!("feed handshake: {e}"))),
     }
+}
+
+/// A handshake refusal that is not about the token, in one line: status, the error
+/// code when it looks like one, the scrubbed message, and what it likely means.
+fn handshake_refusal(status: u16, body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let first = v.get("errors").and_then(|e| e.get(0));
+    let code = first
+        .and_then(|e| e.get("errorCode").or_else(|| e.get("error_code")))
+        .and_then(|c| c.as_str())
+        .filter(|c| {
+            c.len() <= 40
+                && c.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        });
+    let message = first
+        .and_then(|e| e.get("message"))
+        .and_then(|m| m.as_str())
+        .map(crate::envelope::scrub);
+    let hint = match status {
+        403 => {
+            "the user's feed connections may all be in use (2, or 5 on Upstox Plus; another \
+             program may hold them), or the URL was already used; retrying with backoff"
+        }
+        429 => "rate limited; retrying with backoff",
+        _ => "retrying with backoff",
+    };
+    let mut out = format!("feed handshake refused: HTTP {status}");
+    if let Some(c) = code {
+        out.push(' ');
+        out.push_str(c);
+    }
+    if let Some(m) = message {
+        out.push_str(&format!(" ({m})"));
+    }
+    out.push_str("; ");
+    out.push_str(hint);
+    out
 }
 
 /// Runs one open socket until it ends.

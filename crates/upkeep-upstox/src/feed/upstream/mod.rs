@@ -353,9 +353,10 @@ impl std::fmt::Debug for FeedPool {
 }
 
 impl FeedPool {
-    /// Starts the pool's connection tasks (they stay idle until keys are subscribed).
-    /// Must be called inside a tokio runtime. `client` is used for the authorize call
-    /// only (its hosts decide where that goes).
+    /// Starts the pool's connection tasks (they stay idle until keys are subscribed and
+    /// run until [`FeedPool::shutdown`], also if every handle is dropped). Must be called
+    /// inside a tokio runtime. `client` is used for the authorize call only (its hosts
+    /// decide where that goes).
     pub fn start(
         config: UpstreamConfig,
         client: UpstoxClient,
