@@ -144,6 +144,7 @@ fn reloader(
                     || c.upstox.order_url != before.upstox.order_url
                     || c.upstox.login_url != before.upstox.login_url,
             ),
+            ("[relay]", c.relay != before.relay),
         ];
         for (what, changed) in restart_needed {
             if changed {
