@@ -1653,6 +1653,12 @@ fn config_check_lists_alerts_and_sinks_and_refuses_the_examples_placeholders() {
         )),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "relay         on: stall after 30s, backoff 1s to 1m, plan's upstream connections, ticks not stored"
+        ),
+        "{text}"
+    );
 
     // The unedited example: every placeholder named, the check fails, serve refuses.
     let example = env

@@ -12,7 +12,8 @@
 //!   with the current token).
 //!
 //! Not reloaded (a restart applies them): `[server]` (the listener), `[store]`, the
-//! master key and the `[upstox]` hosts.
+//! master key, the `[upstox]` hosts and `[relay]` (the relay's pools keep the settings
+//! they started with).
 
 use std::collections::HashMap;
 use std::sync::Arc;

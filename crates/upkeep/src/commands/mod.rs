@@ -241,6 +241,27 @@ fn config_check(path: Option<&std::path::Path>) -> Result<ExitCode> {
     for line in sink_lines(c) {
         println!("sinks         {line}");
     }
+    let r = &c.relay;
+    if r.enabled {
+        println!(
+            "relay         on: stall after {}, backoff {} to {}, {} upstream connections, ticks {}",
+            upkeep_core::config::format_config_duration(r.stall_timeout),
+            upkeep_core::config::format_config_duration(r.backoff_min),
+            upkeep_core::config::format_config_duration(r.backoff_max),
+            if r.max_connections == 0 {
+                "plan's".to_owned()
+            } else {
+                format!("at most {}", r.max_connections)
+            },
+            if r.persist_ticks {
+                "stored"
+            } else {
+                "not stored"
+            },
+        );
+    } else {
+        println!("relay         off");
+    }
     let placeholders = c.placeholders();
     for p in &placeholders {
         println!("placeholder   {p}");

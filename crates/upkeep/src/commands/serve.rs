@@ -145,6 +145,7 @@ fn reloader(
                     || c.upstox.login_url != before.upstox.login_url,
             ),
             ("[gateway]", c.gateway != before.gateway),
+            ("[relay]", c.relay != before.relay),
         ];
         for (what, changed) in restart_needed {
             if changed {

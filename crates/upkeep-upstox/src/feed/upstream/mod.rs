@@ -36,6 +36,36 @@
 //! any consumer wants (ltpc < option_greeks < full < full_d30), so a consumer may see
 //! a richer shape than it asked for unless the local side reshapes it
 //! ([`FeedConsumer::subscriptions`] tells what each consumer asked for).
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     client: upkeep_upstox::UpstoxClient,
+//! #     clock: std::sync::Arc<dyn upkeep_core::Clock>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use upkeep_upstox::feed::upstream::{FeedPool, TokenSource, UpstreamConfig, UpstreamEvent};
+//! use upkeep_upstox::feed::{self, FeedType, SubscriptionMode};
+//!
+//! // The sender side changes on every token rotation (the daemon feeds it).
+//! let (_rotations, current) = tokio::sync::watch::channel(Some(upkeep_core::AccessToken::new("eyJ...")));
+//! let tokens = TokenSource::new(current, |_refused| { /* ask for a renewal */ });
+//! let pool = FeedPool::start(UpstreamConfig::default(), client, tokens, clock);
+//! let mut events = pool.events();
+//! let bot = pool.consumer();
+//! bot.subscribe(SubscriptionMode::Ltpc, &["NSE_EQ|INE669E01016"])?;
+//! while let Ok(event) = events.recv().await {
+//!     match event {
+//!         UpstreamEvent::Frame { kind: FeedType::MarketInfo, .. } => {}
+//!         UpstreamEvent::Frame { data, .. } => {
+//!             let frame = feed::decode(&data)?;
+//!             println!("{} instruments", frame.feeds.len());
+//!         }
+//!         UpstreamEvent::Down { reason, .. } => eprintln!("gap: {reason}"),
+//!         UpstreamEvent::Up { .. } => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod book;
 mod connection;
