@@ -79,7 +79,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// A refusal before a handler does anything: becomes the JSON error response.
-pub(crate) struct Refusal(StatusCode, &'static str, String);
+pub(crate) struct Refusal(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) String,
+);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -94,14 +98,24 @@ pub(crate) fn require(
     headers: &HeaderMap,
     needed: Scope,
 ) -> Result<KeyHolder, Refusal> {
+    if bearer(headers).is_none() && state.sessions.csrf_of(headers).is_some() {
+        return Ok(KeyHolder {
+            name: "dashboard".into(),
+            scope: Scope::Admin,
+            via_session: true,
+        });
+    }
+    require_key(&state.keys, headers, needed)
+}
+
+/// The caller's API key (no dashboard session), if it allows `needed`: 401 without a
+/// (known) key, 403 with a key of a weaker scope. Shared by every door that takes keys.
+pub(crate) fn require_key(
+    keys: &keys::KeyCache,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<KeyHolder, Refusal> {
     let Some(key) = bearer(headers) else {
-        if state.sessions.csrf_of(headers).is_some() {
-            return Ok(KeyHolder {
-                name: "dashboard".into(),
-                scope: Scope::Admin,
-                via_session: true,
-            });
-        }
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -113,7 +127,7 @@ pub(crate) fn require(
             ),
         ));
     };
-    let Some(holder) = state.keys.check(key) else {
+    let Some(holder) = keys.check(key) else {
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

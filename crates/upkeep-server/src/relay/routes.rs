@@ -90,36 +90,15 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Checks the Bearer key against `needed`; the key's name.
-fn require(state: &RelayState, headers: &HeaderMap, needed: Scope) -> Result<String, Refusal> {
-    let Some(key) = bearer(headers) else {
-        return Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!(
-                "an API key with scope {} is required (Authorization: Bearer <key>)",
-                needed.as_str()
-            ),
-        ));
-    };
-    let Some(holder) = state.keys.check(key) else {
-        return Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this API key is not known or was revoked".into(),
-        ));
-    };
-    if !holder.scope.allows(needed) {
-        return Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this key's scope is {}; this needs {}",
-                holder.scope.as_str(),
-                needed.as_str()
-            ),
-        ));
+impl From<crate::api::Refusal> for Refusal {
+    fn from(r: crate::api::Refusal) -> Self {
+        Refusal(r.0, r.1, r.2)
     }
+}
+
+/// Checks the Bearer key against `needed` (the API's check); the key's name.
+fn require(state: &RelayState, headers: &HeaderMap, needed: Scope) -> Result<String, Refusal> {
+    let holder = crate::api::require_key(&state.keys, headers, needed)?;
     Ok(holder.name.to_string())
 }
 
