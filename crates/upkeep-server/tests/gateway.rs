@@ -48,6 +48,7 @@ async fn app() -> TestApp {
 
 async fn app_with(setup: Setup) -> TestApp {
     let h = spawn_app(setup).await;
+    h.first_health_check_done().await;
     add_key(&h, "bot", BOT, "token:read").await;
     add_key(&h, "grafana", STATUS, "status:read").await;
     add_key(&h, "ops", ADMIN, "admin").await;
@@ -232,6 +233,10 @@ async fn the_gateway_refuses_no_key_an_unknown_key_a_status_only_key_and_an_unkn
     // normalise it away first).
     for raw in ["/upstox/v2/../sim/clock", "/upstox/v2/%2E%2e/sim/clock"] {
         assert_eq!(raw_get(&h, raw, ADMIN).await, 400, "{raw}");
+    }
+    // Only Upstox API paths are forwarded: not the upstream host's other paths.
+    for raw in ["/upstox/sim/clock", "/upstox/sim/state", "/upstox/"] {
+        assert_eq!(raw_get(&h, raw, ADMIN).await, 404, "{raw}");
     }
     // None of them reached Upstox.
     assert_eq!(h.counters().api_requests, before);

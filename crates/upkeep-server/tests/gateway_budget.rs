@@ -38,6 +38,7 @@ fn setup() -> Setup {
 
 async fn app_with(setup: Setup) -> TestApp {
     let h = spawn_app(setup).await;
+    h.first_health_check_done().await;
     for (name, key, scope) in [
         ("bot", BOT, "token:read"),
         ("bot2", BOT2, "token:read"),

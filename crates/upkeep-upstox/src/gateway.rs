@@ -23,6 +23,16 @@ pub enum Upstream {
 /// `order_host`: any path containing one of them.
 const ORDER_HOST_FRAGMENTS: [&str; 3] = ["/order/place", "/order/modify", "/order/cancel"];
 
+/// Whether `path` is an Upstox API path: `/v<version>/...` (`/v2/user/profile`). Nothing
+/// else is forwarded, so a key cannot reach other paths of the upstream host.
+pub fn is_api_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && rest.as_bytes().get(digits) == Some(&b'/') && rest.len() > digits + 1
+}
+
 /// Which host `path` (`/v2/user/profile`, no query) goes to, as the official SDK routes it.
 pub fn upstream_of(path: &str) -> Upstream {
     if ORDER_HOST_FRAGMENTS.iter().any(|f| path.contains(f)) {
@@ -309,6 +319,26 @@ mod tests {
         );
         assert_eq!(endpoint("/v9/attacker/12345").template, "other");
         assert_eq!(endpoint("/v2/market/status/").template, "other");
+    }
+
+    #[test]
+    fn only_versioned_api_paths_are_upstox_api_paths() {
+        assert!(is_api_path("/v2/user/profile"));
+        assert!(is_api_path("/v3/market-quote/ltp"));
+        assert!(is_api_path("/v10/x"));
+        for other in [
+            "/sim/clock",
+            "/",
+            "",
+            "/v2",
+            "/v2/",
+            "/v/x",
+            "/vx/y",
+            "/version/1",
+            "//v2/x",
+        ] {
+            assert!(!is_api_path(other), "{other}");
+        }
     }
 
     #[test]

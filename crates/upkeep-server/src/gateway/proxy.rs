@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
-use upkeep_upstox::gateway::{Unauthorized, classify_unauthorized, endpoint, error_envelope};
+use upkeep_upstox::gateway::{
+    Unauthorized, classify_unauthorized, endpoint, error_envelope, is_api_path,
+};
 use zeroize::Zeroizing;
 
 use super::hooks::{self, Exchange, Failure};
@@ -243,6 +245,13 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
             StatusCode::BAD_REQUEST,
             "bad_path",
             "a path with . or .. segments is refused".into(),
+        );
+    }
+    if !is_api_path(path) {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "not_an_api_path",
+            "only Upstox API paths (/upstox/v2/..., /upstox/v3/...) are forwarded".into(),
         );
     }
     let ex = Exchange {

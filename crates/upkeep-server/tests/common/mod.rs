@@ -505,6 +505,18 @@ impl TestApp {
         self.sim.state().counters()
     }
 
+    /// Waits for the daemon's first health check of the account's token (a profile
+    /// call, made once the first calendar fetch is done), so a test that counts the
+    /// simulator's API calls counts only its own.
+    pub async fn first_health_check_done(&self) {
+        if self.current().is_some() {
+            eventually("the first health check", || {
+                self.engine.status(ACCOUNT)?.last_check.map(|_| ())
+            })
+            .await;
+        }
+    }
+
     pub fn current(&self) -> Option<Arc<CurrentToken>> {
         self.engine.current(ACCOUNT)
     }
