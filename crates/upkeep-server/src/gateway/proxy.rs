@@ -38,7 +38,6 @@ use super::hooks::{self, Exchange, Failure};
 use super::{Gateway, RENEWAL_COOLDOWN};
 use crate::api::keys::Scope;
 use crate::engine::{CurrentToken, RenewOutcome};
-use crate::http::bearer;
 
 /// Upstream bodies of a known length up to this are read whole before they are answered.
 const MAX_BUFFERED: usize = 256 * 1024;
@@ -182,33 +181,11 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
         ..
     } = parts;
 
-    // 1. The key: a digest compared in memory.
-    let Some(key) = bearer(&headers) else {
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send an upkeep API key with scope token:read as the Bearer token (the \
-             official SDK's configuration.access_token)"
-                .into(),
-        );
+    // 1. The key: a digest compared in memory (the same check as every door's).
+    let holder = match crate::api::require_key(&inner.keys, &headers, Scope::TokenRead) {
+        Ok(holder) => holder,
+        Err(crate::api::Refusal(status, code, message)) => return refusal(status, code, message),
     };
-    let Some(holder) = inner.keys.check(key) else {
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this upkeep API key is not known or was revoked".into(),
-        );
-    };
-    if !holder.scope.allows(Scope::TokenRead) {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this key's scope is {}; the gateway needs token:read or admin",
-                holder.scope.as_str()
-            ),
-        );
-    }
 
     // 2. The account.
     let named = headers.remove(&inner.account_header);
