@@ -23,6 +23,7 @@ pub mod budget;
 pub mod cache;
 mod hooks;
 mod proxy;
+mod upstream;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -32,7 +33,6 @@ use axum::Router;
 use axum::http::HeaderName;
 use axum::routing::any;
 use jiff::Timestamp;
-use upkeep_upstox::gateway::Routes;
 
 use crate::api::keys::KeyCache;
 use crate::engine::Engine;
@@ -48,8 +48,7 @@ pub struct Gateway {
 struct Inner {
     engine: Engine,
     keys: KeyCache,
-    client: reqwest::Client,
-    routes: Routes,
+    client: upstream::UpstreamClient,
     account_header: HeaderName,
     default_accounts: HashMap<String, String>,
     usage: Usage,
@@ -87,23 +86,24 @@ impl Gateway {
         let settings = engine.settings().gateway.clone();
         let account_header = HeaderName::try_from(settings.account_header.as_str())
             .map_err(|_| GatewayError::Header(settings.account_header.clone()))?;
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(false)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .pool_max_idle_per_host(settings.max_idle_connections)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| GatewayError::Client(e.to_string()))?;
-        let routes = Routes::new(engine.upstox().hosts());
+        let hosts = engine.upstox().hosts();
+        let client = upstream::UpstreamClient::new(
+            &hosts.api,
+            &hosts.order,
+            upstream::Options {
+                connect_timeout: settings.connect_timeout,
+                request_timeout: settings.request_timeout,
+                max_idle: settings.max_idle_connections,
+                max_buffered: proxy::MAX_BUFFERED,
+                roots: None,
+            },
+        )
+        .map_err(|e| GatewayError::Client(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
                 keys,
                 client,
-                routes,
                 account_header,
                 default_accounts: settings.default_accounts.into_iter().collect(),
                 usage,

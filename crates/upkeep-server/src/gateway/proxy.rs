@@ -16,9 +16,7 @@
 //! and no renewal.
 
 use std::borrow::Cow;
-use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -26,7 +24,6 @@ use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use upkeep_upstox::gateway::{
@@ -35,12 +32,13 @@ use upkeep_upstox::gateway::{
 use zeroize::Zeroizing;
 
 use super::hooks::{self, Exchange, Failure};
+use super::upstream::SendError;
 use super::{Gateway, RENEWAL_COOLDOWN};
 use crate::api::keys::Scope;
 use crate::engine::{CurrentToken, RenewOutcome};
 
 /// Upstream bodies of a known length up to this are read whole before they are answered.
-const MAX_BUFFERED: usize = 256 * 1024;
+pub(super) const MAX_BUFFERED: usize = 256 * 1024;
 
 /// The longest upstream 401 body the gateway reads to classify it.
 const MAX_401_BODY: usize = 64 * 1024;
@@ -143,31 +141,6 @@ fn has_dot_segment(path: &str) -> bool {
             .iter()
             .any(|d| s.eq_ignore_ascii_case(d))
     })
-}
-
-/// The caller's body for `reqwest` (which wants a `Sync` body; the mutex is never
-/// contended: only the connection task polls it).
-struct SyncBody(Mutex<Body>, SizeHint);
-
-impl http_body::Body for SyncBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let body = self
-            .get_mut()
-            .0
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        Pin::new(body).poll_frame(cx)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.1
-    }
 }
 
 pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response {
@@ -275,33 +248,31 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
     let replayable =
         matches!(method, Method::GET | Method::HEAD) && http_body::Body::is_end_stream(&body);
     let replay_headers = replayable.then(|| headers.clone());
-    let url = inner.routes.url(path, ex.query);
     let body = if http_body::Body::is_end_stream(&body) {
-        None
-    } else {
-        let hint = http_body::Body::size_hint(&body);
-        if hint.exact().is_some_and(|n| n <= MAX_BUFFERED as u64) {
-            // Small (an order): read whole, so the caller's connection stays reusable
-            // (see `upstream_response`).
-            match body.collect().await {
-                Ok(b) => Some(reqwest::Body::from(b.to_bytes())),
-                Err(_) => {
-                    let r = refusal(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        "the request body could not be read".into(),
-                    );
-                    return finish(&gw, &ex, started, r);
-                }
+        Body::empty()
+    } else if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n <= MAX_BUFFERED as u64)
+    {
+        // Small (an order): read whole, so the caller's connection stays reusable.
+        match body.collect().await {
+            Ok(b) => Body::from(b.to_bytes()),
+            Err(_) => {
+                let r = refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read".into(),
+                );
+                return finish(&gw, &ex, started, r);
             }
-        } else {
-            Some(reqwest::Body::wrap(SyncBody(Mutex::new(body), hint)))
         }
+    } else {
+        body
     };
-    let first = send(&gw, &method, &url, headers, &current, body).await;
+    let first = send(&gw, &ex, headers, &current, body).await;
     let response = match first {
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
-            on_unauthorized(&gw, &ex, &url, r, &current, replay_headers).await
+            on_unauthorized(&gw, &ex, r, &current, replay_headers).await
         }
         other => upstream_response(&gw, &ex, other).await,
     };
@@ -324,42 +295,36 @@ fn finish(gw: &Gateway, ex: &Exchange<'_>, started: tokio::time::Instant, r: Res
 
 async fn send(
     gw: &Gateway,
-    method: &Method,
-    url: &str,
+    ex: &Exchange<'_>,
     mut headers: HeaderMap,
     current: &CurrentToken,
-    body: Option<reqwest::Body>,
-) -> Result<reqwest::Response, Failure> {
+    body: Body,
+) -> Result<Response, Failure> {
     let Some(auth) = current.bearer.value(current) else {
         // A token that is not a valid header value cannot be sent: Upstox would refuse it.
         return Err(Failure::NoToken);
     };
     headers.insert(header::AUTHORIZATION, auth);
-    let url = reqwest::Url::parse(url).map_err(|_| Failure::Unreachable)?;
-    let mut req = reqwest::Request::new(method.clone(), url);
-    *req.headers_mut() = headers;
-    *req.body_mut() = body;
-    gw.inner.client.execute(req).await.map_err(|e| {
-        tracing::debug!(error = %e, "gateway: upstream failed");
-        if e.is_timeout() {
-            Failure::Timeout
-        } else {
-            Failure::Unreachable
-        }
-    })
+    gw.inner
+        .client
+        .send(ex.method, ex.path, ex.query, headers, body)
+        .await
+        .map_err(|e| match e {
+            SendError::Timeout => Failure::Timeout,
+            SendError::Unreachable => Failure::Unreachable,
+        })
 }
 
 /// Upstream's answer as the client's response (hop-by-hop headers dropped), or the
-/// failure's. A body of a known length up to [`MAX_BUFFERED`] is read whole first: the
-/// server stops polling a body once its length is written, and an upstream body dropped
-/// before its end takes its connection with it (no reuse from the pool). Larger or
-/// unsized bodies stream.
+/// failure's (a cached answer when the request is covered). The client has read a
+/// body of a known length up to [`MAX_BUFFERED`] whole (so its connection is free
+/// again); larger or unsized bodies stream.
 async fn upstream_response(
     gw: &Gateway,
     ex: &Exchange<'_>,
-    r: Result<reqwest::Response, Failure>,
+    r: Result<Response, Failure>,
 ) -> Response {
-    let r = match r {
+    let mut r = match r {
         Ok(r) => r,
         Err(f) => {
             return match hooks::upstream_failed(gw, ex, f).await {
@@ -374,25 +339,8 @@ async fn upstream_response(
     {
         return cached;
     }
-    let small = r.content_length().is_some_and(|n| n <= MAX_BUFFERED as u64);
-    let r: axum::http::Response<reqwest::Body> = r.into();
-    let (mut parts, body) = r.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if small {
-        match body.collect().await {
-            Ok(b) => Response::from_parts(parts, Body::from(b.to_bytes())),
-            Err(e) => {
-                tracing::debug!(error = %e, "gateway: upstream body failed");
-                let f = Failure::Unreachable;
-                match hooks::upstream_failed(gw, ex, f).await {
-                    Some(cached) => cached,
-                    None => failure_response(f),
-                }
-            }
-        }
-    } else {
-        Response::from_parts(parts, Body::new(body))
-    }
+    strip_hop_by_hop(r.headers_mut());
+    r
 }
 
 fn failure_response(f: Failure) -> Response {
@@ -425,8 +373,7 @@ fn failure_response(f: Failure) -> Response {
 async fn on_unauthorized(
     gw: &Gateway,
     ex: &Exchange<'_>,
-    url: &str,
-    r: reqwest::Response,
+    r: Response,
     used: &CurrentToken,
     replay_headers: Option<HeaderMap>,
 ) -> Response {
@@ -537,7 +484,7 @@ async fn on_unauthorized(
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let again = send(gw, ex.method, url, h, &fresh, None).await;
+            let again = send(gw, ex, h, &fresh, Body::empty()).await;
             drop(replay);
             upstream_response(gw, ex, again).await
         }
@@ -555,10 +502,9 @@ async fn on_unauthorized(
 }
 
 /// Reads at most [`MAX_401_BODY`] of a small upstream error body.
-async fn read_capped(r: reqwest::Response) -> Vec<u8> {
+async fn read_capped(r: Response) -> Vec<u8> {
     let mut out = Vec::new();
-    let body: axum::http::Response<reqwest::Body> = r.into();
-    let mut body = body.into_body();
+    let mut body = r.into_body();
     let read = async {
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
