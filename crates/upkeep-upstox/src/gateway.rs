@@ -4,11 +4,7 @@
 //! upstream 401 means.
 //!
 //! Everything here is pure and allocation-free on the hot path: the gateway calls
-//! [`Routes::upstream`] and [`endpoint`] once per request.
-
-use url::Url;
-
-use crate::Hosts;
+//! [`upstream_of`] and [`endpoint`] once per request.
 
 /// Which Upstox host serves a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,46 +35,6 @@ pub fn upstream_of(path: &str) -> Upstream {
         Upstream::Order
     } else {
         Upstream::Api
-    }
-}
-
-/// The gateway's upstream bases, rendered once: `scheme://host[:port][/prefix]` with no
-/// trailing slash, so an upstream URL is `base + path + ?query`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routes {
-    api: String,
-    order: String,
-}
-
-impl Routes {
-    pub fn new(hosts: &Hosts) -> Self {
-        let base = |u: &Url| u.as_str().trim_end_matches('/').to_owned();
-        Self {
-            api: base(&hosts.api),
-            order: base(&hosts.order),
-        }
-    }
-
-    /// The base URL of `upstream`.
-    pub fn base(&self, upstream: Upstream) -> &str {
-        match upstream {
-            Upstream::Api => &self.api,
-            Upstream::Order => &self.order,
-        }
-    }
-
-    /// The upstream URL for `path` (starting with `/`) and an optional raw query.
-    pub fn url(&self, path: &str, query: Option<&str>) -> String {
-        let base = self.base(upstream_of(path));
-        let mut out =
-            String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-        out.push_str(base);
-        out.push_str(path);
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
     }
 }
 
@@ -271,24 +227,6 @@ mod tests {
         ] {
             assert_eq!(upstream_of(p), Upstream::Api, "{p}");
         }
-    }
-
-    #[test]
-    fn upstream_urls_keep_the_host_prefix_and_the_raw_query() {
-        let mut hosts = Hosts::all(&Url::parse("http://127.0.0.1:9/up/").unwrap());
-        hosts.order = Url::parse("https://hft.example").unwrap();
-        let r = Routes::new(&hosts);
-        assert_eq!(
-            r.url(
-                "/v3/market-quote/ltp",
-                Some("instrument_key=NSE_EQ%7CINE848E01016")
-            ),
-            "http://127.0.0.1:9/up/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016"
-        );
-        assert_eq!(
-            r.url("/v2/order/place", None),
-            "https://hft.example/v2/order/place"
-        );
     }
 
     #[test]

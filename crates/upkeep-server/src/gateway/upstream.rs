@@ -168,15 +168,28 @@ impl UpstreamClient {
         }
         headers.insert(header::HOST, origin.authority.clone());
         let uri = origin.uri(false, path, query)?;
-        let mut req = request(method, uri, headers, body);
         // A reused connection first; if the request could not even be written on it
-        // (closed under us), once more on a new one.
+        // (closed under us), once more on a new one. A safe request without a body is
+        // also sent again when the reused connection closed before any answer (the
+        // upstream dropped it as it went idle): nothing was done upstream that a second
+        // try could repeat. Anything else (an order) is never sent twice.
+        let req;
+
         if let Some(mut h1) = origin.take_idle().await {
-            match send_h1(&mut h1, req).await {
+            let spare = replayable(method, &body).then(|| headers.clone());
+            match send_h1(&mut h1, request(method, uri, headers, body)).await {
                 Ok(resp) => return self.finish_h1(origin, h1, resp).await,
                 Err(Unsent(Some(back))) => req = back,
-                Err(Unsent(None)) => return Err(SendError::Unreachable),
+                Err(Unsent(None)) => match spare {
+                    Some(headers) => {
+                        let uri = origin.uri(false, path, query)?;
+                        req = request(method, uri, headers, Body::empty());
+                    }
+                    None => return Err(SendError::Unreachable),
+                },
             }
+        } else {
+            req = request(method, uri, headers, body);
         }
         match self.connect(origin).await? {
             Fresh::H1(mut h1) => match send_h1(&mut h1, req).await {
@@ -311,6 +324,13 @@ enum Fresh {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a request may be sent again after a connection closed under it: a safe
+/// method and no body.
+fn replayable(method: &Method, body: &Body) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && http_body::Body::size_hint(body).exact() == Some(0)
 }
 
 fn request(method: &Method, uri: Uri, headers: HeaderMap, body: Body) -> Request<Body> {
@@ -513,6 +533,9 @@ fn tls_config(
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// The server side, for the tests' upstream.
+    #[cfg(test)]
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -520,6 +543,8 @@ impl Stream {
         match self {
             Stream::Plain(_) => false,
             Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+            #[cfg(test)]
+            Stream::Server(_) => false,
         }
     }
 }
@@ -533,6 +558,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(test)]
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -546,6 +573,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(test)]
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -557,6 +586,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(test)]
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -564,6 +595,8 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            #[cfg(test)]
+            Stream::Server(s) => s.is_write_vectored(),
         }
     }
 
@@ -571,6 +604,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(test)]
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -578,6 +613,359 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(test)]
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{StatusCode, Version};
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// How the test upstream behaves.
+    #[derive(Clone, Copy)]
+    struct Upstream {
+        /// `Some(alpn)`: TLS with a self-signed certificate for `localhost`, offering
+        /// these protocols.
+        tls: Option<&'static [&'static [u8]]>,
+        /// Bytes in each answer's body.
+        body: usize,
+        /// The connection is dropped without an answer when its n-th request arrives.
+        drop_request: Option<usize>,
+    }
+
+    struct Running {
+        url: Url,
+        accepts: Arc<AtomicUsize>,
+        /// Requests that reached the upstream, answered or not.
+        requests: Arc<AtomicUsize>,
+        cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    }
+
+    /// A real HTTP server on 127.0.0.1 that answers every request with its HTTP
+    /// version in `x-version` and a body of `body` bytes, counting accepted sockets.
+    async fn upstream(how: Upstream) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let (acceptor, cert) = match how.tls {
+            None => (None, None),
+            Some(alpn) => {
+                let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                    .expect("self-signed certificate");
+                let cert = ck.cert.der().clone();
+                let key =
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("versions")
+                    .with_no_client_auth()
+                    .with_single_cert(vec![cert.clone()], key)
+                    .expect("server certificate");
+                config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+                (
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+                    Some(cert),
+                )
+            }
+        };
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (counter, all) = (accepts.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                let requests = all.clone();
+                tokio::spawn(async move {
+                    let served = Arc::new(AtomicUsize::new(0));
+                    let (stream, h2) = match acceptor {
+                        None => (Stream::Plain(tcp), false),
+                        Some(a) => {
+                            let Ok(tls) = a.accept(tcp).await else { return };
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            (Stream::Server(Box::new(tls)), h2)
+                        }
+                    };
+                    let seen = requests.clone();
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let version = format!("{:?}", req.version());
+                        let target = req.uri().to_string();
+                        async move {
+                            if how.drop_request == Some(n) {
+                                // hyper closes the connection without an answer.
+                                return Err("dropped");
+                            }
+                            let mut resp = Response::new(Body::from(vec![b'x'; how.body]));
+                            resp.headers_mut()
+                                .insert("x-version", HeaderValue::from_str(&version).expect("hv"));
+                            resp.headers_mut()
+                                .insert("x-target", HeaderValue::from_str(&target).expect("hv"));
+                            Ok(resp)
+                        }
+                    });
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        let scheme = if how.tls.is_some() { "https" } else { "http" };
+        let host = if how.tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        Running {
+            url: Url::parse(&format!("{scheme}://{host}:{port}/")).expect("url"),
+            accepts,
+            requests,
+            cert,
+        }
+    }
+
+    fn client(up: &Running, trust: bool) -> UpstreamClient {
+        let roots = match (&up.cert, trust) {
+            (Some(cert), true) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(cert.clone()).expect("root");
+                Some(roots)
+            }
+            _ => None,
+        };
+        let options = Options {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            max_idle: 8,
+            max_buffered: 64 * 1024,
+            roots,
+        };
+        UpstreamClient::new(&up.url, &up.url, options).expect("client")
+    }
+
+    async fn get(client: &UpstreamClient) -> Result<(Response<Body>, Bytes), SendError> {
+        let resp = client
+            .send(
+                &Method::GET,
+                "/v2/user/profile",
+                None,
+                HeaderMap::new(),
+                Body::empty(),
+            )
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Ok((Response::from_parts(parts, Body::empty()), bytes))
+    }
+
+    fn version(resp: &Response<Body>) -> &str {
+        resp.headers()
+            .get("x-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_whose_certificate_is_not_trusted_is_refused() {
+        let up = upstream(Upstream {
+            tls: Some(&[b"http/1.1"]),
+            body: 10,
+            drop_request: None,
+        })
+        .await;
+        // Default roots: the web PKI, which does not know the self-signed certificate.
+        let refused = get(&client(&up, false)).await;
+        assert_eq!(refused.err(), Some(SendError::Unreachable));
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_offering_h2_gets_one_multiplexed_connection() {
+        let up = upstream(Upstream {
+            tls: Some(&[b"h2", b"http/1.1"]),
+            body: 10,
+            drop_request: None,
+        })
+        .await;
+        let client = client(&up, true);
+        let calls = (0..5).map(|_| get(&client));
+        for r in futures_util::future::join_all(calls).await {
+            let (resp, body) = r.expect("answered");
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(version(&resp), format!("{:?}", Version::HTTP_2));
+            assert_eq!(body.len(), 10);
+        }
+        // A second round still on the one connection.
+        get(&client).await.expect("answered");
+        // The first concurrent round may open a few before the h2 connection is known;
+        // after that every call shares it.
+        let opened = up.accepts.load(Ordering::SeqCst);
+        get(&client).await.expect("answered");
+        assert_eq!(up.accepts.load(Ordering::SeqCst), opened);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_without_h2_keeps_one_http11_connection_for_sequential_calls() {
+        let up = upstream(Upstream {
+            tls: Some(&[b"http/1.1"]),
+            body: 10,
+            drop_request: None,
+        })
+        .await;
+        let client = client(&up, true);
+        for _ in 0..3 {
+            let (resp, _) = get(&client).await.expect("answered");
+            assert_eq!(version(&resp), format!("{:?}", Version::HTTP_11));
+        }
+        assert_eq!(up.accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_streams_and_its_connection_is_reused_after() {
+        let up = upstream(Upstream {
+            tls: None,
+            body: 256 * 1024,
+            drop_request: None,
+        })
+        .await;
+        let client = client(&up, false);
+        for _ in 0..3 {
+            let (resp, body) = get(&client).await.expect("answered");
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(body.len(), 256 * 1024);
+            // The streaming task hands the connection back once the body is read.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(up.accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_get_whose_reused_connection_closes_without_an_answer_is_sent_again_on_a_new_one() {
+        // Each connection's second request is dropped unanswered, as by an upstream
+        // closing a keep-alive connection just as the request went out.
+        let up = upstream(Upstream {
+            tls: None,
+            body: 10,
+            drop_request: Some(2),
+        })
+        .await;
+        let client = client(&up, false);
+        for _ in 0..4 {
+            let (resp, _) = get(&client).await.expect("answered on a fresh connection");
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+        // Calls 2..4 each lost their reused connection and went again on a new one.
+        assert_eq!(up.accepts.load(Ordering::SeqCst), 4);
+        assert_eq!(up.requests.load(Ordering::SeqCst), 7);
+    }
+
+    #[tokio::test]
+    async fn each_path_goes_to_its_host_under_the_base_urls_prefix_with_the_raw_query() {
+        let api = upstream(Upstream {
+            tls: None,
+            body: 1,
+            drop_request: None,
+        })
+        .await;
+        let order = upstream(Upstream {
+            tls: None,
+            body: 1,
+            drop_request: None,
+        })
+        .await;
+        let api_base = api.url.join("up/").expect("base");
+        let options = Options {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            max_idle: 8,
+            max_buffered: 1024,
+            roots: None,
+        };
+        let client = UpstreamClient::new(&api_base, &order.url, options).expect("client");
+        let query = Some("instrument_key=NSE_EQ%7CINE848E01016");
+        let ltp = client
+            .send(
+                &Method::GET,
+                "/v3/market-quote/ltp",
+                query,
+                HeaderMap::new(),
+                Body::empty(),
+            )
+            .await
+            .expect("ltp answered");
+        assert_eq!(
+            ltp.headers()["x-target"],
+            "/up/v3/market-quote/ltp?instrument_key=NSE_EQ%7CINE848E01016"
+        );
+        let place = client
+            .send(
+                &Method::POST,
+                "/v2/order/place",
+                None,
+                HeaderMap::new(),
+                Body::from("{}"),
+            )
+            .await
+            .expect("order answered");
+        assert_eq!(place.headers()["x-target"], "/v2/order/place");
+        assert_eq!(api.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(order.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_reused_connection_closes_without_an_answer_is_not_sent_again() {
+        let up = upstream(Upstream {
+            tls: None,
+            body: 10,
+            drop_request: Some(2),
+        })
+        .await;
+        let client = client(&up, false);
+        // Reading the order book goes to the API host; placing one to the order host:
+        // open the order host's connection with a first order.
+        let first = client
+            .send(
+                &Method::POST,
+                "/v2/order/place",
+                None,
+                HeaderMap::new(),
+                Body::from("{}"),
+            )
+            .await
+            .expect("first order answered");
+        assert_eq!(first.status(), StatusCode::OK);
+        // The order reached the upstream, which closed without answering: it may have
+        // been placed, so it is not placed a second time.
+        let order = client
+            .send(
+                &Method::POST,
+                "/v2/order/place",
+                None,
+                HeaderMap::new(),
+                Body::from("{}"),
+            )
+            .await;
+        assert_eq!(order.err(), Some(SendError::Unreachable));
+        assert_eq!(
+            up.requests.load(Ordering::SeqCst),
+            2,
+            "the order went out once"
+        );
+        assert_eq!(up.accepts.load(Ordering::SeqCst), 1);
     }
 }
