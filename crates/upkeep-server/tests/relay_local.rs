@@ -377,3 +377,107 @@ async fn the_dashboard_session_reads_the_feed_health_and_a_stranger_does_not() {
     assert_eq!(acct["local"]["consumers"][0]["keys"], 1);
     assert_eq!(acct["upstream"]["connections"][0]["state"], "live");
 }
+
+/// The next `n` entries for `key` (snapshots and live frames), decoded, with the frame's
+/// type: `(type, requestMode, shape)` where shape is "ltpc", "full" or "greeks".
+async fn shapes_of(
+    ws: &mut Ws,
+    key: &str,
+    n: usize,
+) -> Vec<(FeedType, feed::RequestMode, &'static str)> {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while out.len() < n {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    let f = feed::decode(&b).unwrap();
+                    if let Some(e) = f.feed(key) {
+                        let shape = match &e.data {
+                            Some(feed::FeedData::Ltpc(_)) => "ltpc",
+                            Some(feed::FeedData::Full(_)) => "full",
+                            Some(feed::FeedData::FirstLevelWithGreeks(g)) => {
+                                assert!(
+                                    g.first_depth.is_some() && g.option_greeks.is_some(),
+                                    "{g:?}"
+                                );
+                                "greeks"
+                            }
+                            None => "none",
+                        };
+                        out.push((f.kind, e.request_mode, shape));
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("too few frames for the key");
+    out
+}
+
+#[tokio::test]
+async fn each_consumer_gets_a_shared_key_in_the_mode_it_asked_for() {
+    const OPT: &str = "NSE_FO|45450";
+    let h = app(1024, 50).await;
+    let mut rich = protobuf_consumer(&h).await;
+    send(
+        &mut rich,
+        FeedRequest::subscribe(SubscriptionMode::Full, [TATA, OPT]),
+    )
+    .await;
+    // Upstream streams both keys in full once the rich consumer sees full frames.
+    let first = shapes_of(&mut rich, OPT, 1).await;
+    assert_eq!(first[0].2, "full");
+    let mut poor = protobuf_consumer(&h).await;
+    send(
+        &mut poor,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    let mut greeks = connect(&h, "/upstox/v3/feed/market-data-feed", Some(TOKEN))
+        .await
+        .unwrap();
+    send(
+        &mut greeks,
+        FeedRequest::subscribe(SubscriptionMode::OptionGreeks, [OPT]),
+    )
+    .await;
+    // The snapshot from the relay's cache and the live ticks after it, each shaped as
+    // Upstox sends that mode; the full consumer keeps its full frames.
+    let poor_seen = shapes_of(&mut poor, TATA, 4).await;
+    assert_eq!(poor_seen[0].0, FeedType::InitialFeed, "{poor_seen:?}");
+    assert!(
+        poor_seen
+            .iter()
+            .all(|(_, m, s)| *m == feed::RequestMode::Ltpc && *s == "ltpc"),
+        "{poor_seen:?}"
+    );
+    let greeks_seen = shapes_of(&mut greeks, OPT, 4).await;
+    assert_eq!(greeks_seen[0].0, FeedType::InitialFeed, "{greeks_seen:?}");
+    assert!(
+        greeks_seen
+            .iter()
+            .all(|(_, m, s)| *m == feed::RequestMode::OptionGreeks && *s == "greeks"),
+        "{greeks_seen:?}"
+    );
+    let rich_seen = shapes_of(&mut rich, TATA, 3).await;
+    assert!(
+        rich_seen
+            .iter()
+            .all(|(_, m, s)| *m == feed::RequestMode::FullD5 && *s == "full"),
+        "{rich_seen:?}"
+    );
+    // One upstream subscription per key, in the richest mode.
+    let health = feed_health(&h).await.unwrap();
+    let up = &health["accounts"][0]["upstream"];
+    assert_eq!(up["keys"], 2, "{up}");
+    let full: u64 = up["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["keys"]["full"].as_u64().unwrap())
+        .sum();
+    assert_eq!(full, 2, "{up}");
+}

@@ -763,6 +763,198 @@ proptest! {
     }
 }
 
+// ---- reshaping a richer entry for a consumer that asked for less ----
+
+/// What Upstox sends for `src` (streamed in its `request_mode`) in mode `want`: the
+/// reading of the field table this test holds the wire-level reshaper to.
+fn shaped_as(src: &pb::Feed, want: SubscriptionMode) -> pb::Feed {
+    use pb::feed::FeedUnion;
+    use pb::full_feed::FullFeedUnion;
+    let rank = |m: i32| match m {
+        0 => Some(0),
+        2 => Some(1),
+        1 => Some(2),
+        3 => Some(3),
+        _ => None,
+    };
+    let want_mode = want.response_mode().number();
+    let richer = matches!((rank(src.request_mode), rank(want_mode)), (Some(h), Some(w)) if h > w);
+    if !richer {
+        return src.clone();
+    }
+    let market = match &src.feed_union {
+        Some(FeedUnion::FullFeed(pb::FullFeed {
+            full_feed_union: Some(FullFeedUnion::MarketFf(m)),
+        })) => Some(m),
+        _ => None,
+    };
+    let index = match &src.feed_union {
+        Some(FeedUnion::FullFeed(pb::FullFeed {
+            full_feed_union: Some(FullFeedUnion::IndexFf(i)),
+        })) => Some(i),
+        _ => None,
+    };
+    let union = match want {
+        SubscriptionMode::Ltpc => {
+            let ltpc = match &src.feed_union {
+                Some(FeedUnion::Ltpc(l)) => Some(*l),
+                Some(FeedUnion::FirstLevelWithGreeks(g)) => g.ltpc,
+                _ => market.and_then(|m| m.ltpc).or(index.and_then(|i| i.ltpc)),
+            };
+            FeedUnion::Ltpc(ltpc.unwrap_or_default())
+        }
+        SubscriptionMode::OptionGreeks if market.is_some() => {
+            let m = market.unwrap();
+            FeedUnion::FirstLevelWithGreeks(pb::FirstLevelWithGreeks {
+                ltpc: m.ltpc,
+                first_depth: m
+                    .market_level
+                    .as_ref()
+                    .and_then(|l| l.bid_ask_quote.first().copied()),
+                option_greeks: m.option_greeks,
+                vtt: m.vtt,
+                oi: m.oi,
+                iv: m.iv,
+            })
+        }
+        SubscriptionMode::OptionGreeks if index.is_some() => {
+            FeedUnion::FirstLevelWithGreeks(pb::FirstLevelWithGreeks {
+                ltpc: index.unwrap().ltpc,
+                ..Default::default()
+            })
+        }
+        SubscriptionMode::Full if market.is_some() => {
+            let mut m = market.unwrap().clone();
+            if let Some(l) = m.market_level.as_mut() {
+                l.bid_ask_quote.truncate(5);
+            }
+            FeedUnion::FullFeed(pb::FullFeed {
+                full_feed_union: Some(FullFeedUnion::MarketFf(m)),
+            })
+        }
+        SubscriptionMode::Full if index.is_some() => FeedUnion::FullFeed(pb::FullFeed {
+            full_feed_union: Some(FullFeedUnion::IndexFf(index.unwrap().clone())),
+        }),
+        _ => return src.clone(),
+    };
+    pb::Feed {
+        request_mode: want_mode,
+        feed_union: Some(union),
+    }
+}
+
+fn reshaped_by_the_relay(src: &pb::Feed, want: SubscriptionMode) -> pb::Feed {
+    let msg = pb::FeedResponse {
+        r#type: 1,
+        feeds: [("NSE_FO|45450".to_owned(), src.clone())].into(),
+        current_ts: 7,
+        market_info: None,
+    };
+    let bytes = msg.encode_to_vec();
+    let parts = feed::split(&bytes).unwrap();
+    let p = parts.feeds[0];
+    let mut field = Vec::new();
+    if feed::needs_reshape(p.mode, want) {
+        feed::reshape(p.field, want, &mut field).unwrap();
+    } else {
+        field.extend_from_slice(p.field);
+    }
+    let mut out = Vec::new();
+    feed::write_snapshot(FeedType::LiveFeed, 7, [field.as_slice()], &mut out);
+    let mut got = pb::FeedResponse::decode(out.as_slice()).unwrap();
+    assert_eq!(got.feeds.len(), 1);
+    got.feeds.remove("NSE_FO|45450").unwrap()
+}
+
+#[test]
+fn a_full_d30_option_reshaped_for_each_poorer_mode_is_that_modes_golden_shape() {
+    // The golden full frame's first option, as if streamed in full_d30 with 30 levels.
+    let bin = std::fs::read(fixtures_dir().join("live_full_d5_10.bin")).unwrap();
+    let golden = pb::FeedResponse::decode(bin.as_slice()).unwrap();
+    let (_, mut src) = golden
+        .feeds
+        .into_iter()
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .unwrap();
+    src.request_mode = 3;
+    if let Some(pb::feed::FeedUnion::FullFeed(pb::FullFeed {
+        full_feed_union: Some(pb::full_feed::FullFeedUnion::MarketFf(m)),
+    })) = src.feed_union.as_mut()
+    {
+        let level = m.market_level.as_mut().unwrap();
+        let five = level.bid_ask_quote.clone();
+        while level.bid_ask_quote.len() < 30 {
+            level.bid_ask_quote.extend(five.iter().copied());
+        }
+        level.bid_ask_quote.truncate(30);
+    }
+    for want in [
+        SubscriptionMode::Ltpc,
+        SubscriptionMode::OptionGreeks,
+        SubscriptionMode::Full,
+        SubscriptionMode::FullD30,
+    ] {
+        let got = reshaped_by_the_relay(&src, want);
+        assert_eq!(got, shaped_as(&src, want), "{want:?}");
+        let json = upkeep_proto::sdk_json::feed_response(&pb::FeedResponse {
+            feeds: [("K|1".to_owned(), got.clone())].into(),
+            ..Default::default()
+        })["feeds"]["K|1"]
+            .clone();
+        match want {
+            SubscriptionMode::Ltpc => {
+                assert!(json.get("requestMode").is_none(), "{json}");
+                assert!(json["ltpc"]["ltp"].is_number(), "{json}");
+                assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
+            }
+            SubscriptionMode::OptionGreeks => {
+                assert_eq!(json["requestMode"], "option_greeks");
+                let g = &json["firstLevelWithGreeks"];
+                assert!(g["firstDepth"]["bidP"].is_number(), "{json}");
+                assert!(g["optionGreeks"]["delta"].is_number(), "{json}");
+            }
+            SubscriptionMode::Full => {
+                assert_eq!(json["requestMode"], "full_d5");
+                let q = &json["fullFeed"]["marketFF"]["marketLevel"]["bidAskQuote"];
+                assert_eq!(q.as_array().unwrap().len(), 5, "{json}");
+            }
+            SubscriptionMode::FullD30 => assert_eq!(got, src),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn reshaped_entries_match_the_field_table_on_generated_feeds(
+        src in any_feed(),
+        mode in 0i32..4,
+        want in 0usize..4,
+    ) {
+        let want = [
+            SubscriptionMode::Ltpc,
+            SubscriptionMode::OptionGreeks,
+            SubscriptionMode::Full,
+            SubscriptionMode::FullD30,
+        ][want];
+        let src = pb::Feed { request_mode: mode, ..src };
+        let got = reshaped_by_the_relay(&src, want);
+        // Compared as prost's canonical bytes (NaN-safe).
+        prop_assert_eq!(got.encode_to_vec(), shaped_as(&src, want).encode_to_vec());
+    }
+
+    #[test]
+    fn reshape_never_panics_on_mutated_entries(cut in 0usize..400, byte in any::<u8>(), want in 0usize..3) {
+        let bin = std::fs::read(fixtures_dir().join("live_full_d5_10.bin")).unwrap();
+        let parts = feed::split(&bin).unwrap();
+        let mut field = parts.feeds[0].field.to_vec();
+        if let Some(b) = field.get_mut(cut) { *b = byte; }
+        let want = [SubscriptionMode::Ltpc, SubscriptionMode::OptionGreeks, SubscriptionMode::Full][want];
+        let _ = feed::reshape(&field, want, &mut Vec::new());
+    }
+}
+
 #[test]
 fn client_requests_parse_back_from_what_the_sdk_sends() {
     for req in [

@@ -4,10 +4,14 @@
 //! Frames come in as the bytes Upstox sent ([`Hub::publish`]). Each is split at the wire
 //! level once ([`upkeep_upstox::feed::split`]); a consumer that wants every instrument
 //! of a frame gets the same buffer (a reference count, no copy), one that wants some of
-//! them a filtered copy, built once per distinct subset per frame. The hub keeps the last
+//! them a filtered copy, built once per distinct subset per frame. An entry streamed in a
+//! richer mode than a consumer asked for (the upstream streams a key once, in the
+//! richest mode wanted) is reshaped for it ([`upkeep_upstox::feed::reshape`]), once per
+//! entry and mode per frame; consumers that asked for the streamed mode get the upstream
+//! bytes. The hub keeps the last
 //! `feeds` entry of every instrument and the last `market_info`: a new consumer gets that
 //! `market_info` first, and every `sub` is answered at once with a snapshot of the
-//! requested keys from that cache.
+//! requested keys from that cache (shaped for the consumer's mode).
 //!
 //! A consumer's queue holds at most [`HubConfig::queue`] frames. At the limit, the oldest
 //! frame that carries only ltpc data is dropped to make room (drop-oldest: a newer
@@ -195,8 +199,47 @@ struct State {
     market_status: String,
     last_ts: i64,
     // scratch, reused per frame
-    keep: Vec<bool>,
-    memo: Vec<(Vec<bool>, Bytes, bool)>,
+    /// Per entry of the frame, what one consumer gets of it (see [`action`]).
+    keep: Vec<u8>,
+    /// Frames built this frame: (actions, bytes, droppable).
+    memo: Vec<(Vec<u8>, Bytes, bool)>,
+    /// Entries reshaped this frame: `[entry * TARGETS.len() + target]`.
+    shaped: Vec<Option<Vec<u8>>>,
+}
+
+/// An entry the consumer does not want.
+const SKIP: u8 = 0;
+/// An entry the consumer gets as it came.
+const AS_IS: u8 = 1;
+/// Modes an entry may be reshaped to (`2 + index` in an action); nothing is poorer than
+/// full_d30's richer neighbour, so it is never a target.
+const TARGETS: [SubscriptionMode; 3] = [
+    SubscriptionMode::Ltpc,
+    SubscriptionMode::OptionGreeks,
+    SubscriptionMode::Full,
+];
+
+/// What a consumer that wants `want` of a key gets of an entry streamed in `have`:
+/// [`SKIP`], [`AS_IS`], or `2 + i` for the entry reshaped to `TARGETS[i]`.
+fn action(have: RequestMode, want: Option<&SubscriptionMode>) -> u8 {
+    match want {
+        None => SKIP,
+        Some(w) if feed::needs_reshape(have, *w) => TARGETS
+            .iter()
+            .position(|t| t == w)
+            .map_or(AS_IS, |i| 2 + i as u8),
+        Some(_) => AS_IS,
+    }
+}
+
+/// The `feeds` field reshaped for `want`; as it came if it cannot be read.
+fn reshaped(field: &[u8], want: SubscriptionMode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    if feed::reshape(field, want, &mut out).is_err() {
+        out.clear();
+        out.extend_from_slice(field);
+    }
+    out
 }
 
 struct Shared {
@@ -324,26 +367,32 @@ impl Hub {
             }
         } else if !parts.feeds.is_empty() {
             st.memo.clear();
+            st.shaped.clear();
             let State {
                 consumers,
                 keep,
                 memo,
+                shaped,
                 ..
             } = st;
             for (id, e) in consumers.iter() {
                 keep.clear();
-                keep.extend(parts.feeds.iter().map(|p| e.wants.contains_key(p.key)));
-                let kept = keep.iter().filter(|k| **k).count();
-                if kept == 0 {
+                keep.extend(
+                    parts
+                        .feeds
+                        .iter()
+                        .map(|p| action(p.mode, e.wants.get(p.key))),
+                );
+                if keep.iter().all(|a| *a == SKIP) {
                     continue;
                 }
-                let (data, droppable) = if kept == parts.feeds.len() {
+                let (data, droppable) = if keep.iter().all(|a| *a == AS_IS) {
                     let droppable = parts.feeds.iter().all(|p| p.mode == RequestMode::Ltpc);
                     (frame.clone(), droppable)
                 } else if let Some((_, b, d)) = memo.iter().find(|(m, _, _)| m == keep) {
                     (b.clone(), *d)
                 } else {
-                    let (b, d) = filtered(&parts, keep, frame.len());
+                    let (b, d) = assemble(&parts, keep, shaped, frame.len());
                     memo.push((keep.clone(), b.clone(), d));
                     (b, d)
                 };
@@ -435,17 +484,29 @@ impl Hub {
             }
         }
         // The snapshot of what it just asked for, from the cache, before any newer tick.
-        let mut fields = Vec::new();
+        // Each entry shaped for the mode this consumer wants of it.
+        let mut fields: Vec<std::borrow::Cow<'_, [u8]>> = Vec::new();
         let mut droppable = true;
         for k in keys {
-            if let Some(c) = st.cache.get(k.as_str()) {
-                fields.push(c.field.as_slice());
+            let (Some(c), Some(want)) = (st.cache.get(k.as_str()), e.wants.get(k)) else {
+                continue;
+            };
+            if feed::needs_reshape(c.mode, *want) {
+                fields.push(reshaped(&c.field, *want).into());
+                droppable &= *want == SubscriptionMode::Ltpc;
+            } else {
+                fields.push(c.field.as_slice().into());
                 droppable &= c.mode == RequestMode::Ltpc;
             }
         }
         if !fields.is_empty() {
             let mut out = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + 16);
-            feed::write_snapshot(FeedType::InitialFeed, st.last_ts, fields, &mut out);
+            feed::write_snapshot(
+                FeedType::InitialFeed,
+                st.last_ts,
+                fields.iter().map(|f| f.as_ref()),
+                &mut out,
+            );
             if let Err(why) = e.slot.push(Bytes::from(out), droppable, limit) {
                 e.slot.close(why.clone());
                 st.consumers.remove(&id);
@@ -479,20 +540,37 @@ fn canonical_market_info(frame: &[u8]) -> String {
     }
 }
 
-/// The frame with only the kept entries; and whether those all are ltpc data.
-fn filtered(parts: &FrameParts<'_>, keep: &[bool], size: usize) -> (Bytes, bool) {
+/// The frame with the entries `keep` asks for, each as it came or reshaped (built once
+/// per entry and target per frame, in `shaped`); and whether they all are ltpc data.
+fn assemble(
+    parts: &FrameParts<'_>,
+    keep: &[u8],
+    shaped: &mut Vec<Option<Vec<u8>>>,
+    size: usize,
+) -> (Bytes, bool) {
     let mut out = Vec::with_capacity(size);
+    parts.write_others(&mut out);
     let mut droppable = true;
-    parts.write_filtered(
-        |i, p| {
-            let k = keep.get(i).copied().unwrap_or(false);
-            if k {
+    for (i, (p, a)) in parts.feeds.iter().zip(keep).enumerate() {
+        match *a {
+            SKIP => {}
+            AS_IS => {
                 droppable &= p.mode == RequestMode::Ltpc;
+                out.extend_from_slice(p.field);
             }
-            k
-        },
-        &mut out,
-    );
+            a => {
+                let t = usize::from(a - 2);
+                let want = TARGETS[t];
+                droppable &= want == SubscriptionMode::Ltpc;
+                let at = i * TARGETS.len() + t;
+                if shaped.len() <= at {
+                    shaped.resize(parts.feeds.len() * TARGETS.len(), None);
+                }
+                let field = shaped[at].get_or_insert_with(|| reshaped(p.field, want));
+                out.extend_from_slice(field);
+            }
+        }
+    }
     (Bytes::from(out), droppable)
 }
 

@@ -24,6 +24,7 @@ mod json_text;
 mod parts;
 mod request;
 mod request_parse;
+mod reshape;
 mod types;
 pub mod upstream;
 mod wire;
@@ -34,6 +35,7 @@ pub use json_text::SdkJsonWriter;
 pub use parts::{FeedPart, FrameParts, split, write_snapshot};
 pub use request::{FeedMethod, FeedRequest, SubscriptionMode};
 pub use request_parse::{MAX_REQUEST_BYTES, RequestParseError, authorize_answer};
+pub use reshape::{needs_reshape, reshape};
 pub use types::*;
 
 /// Why a feed frame could not be decoded. The frame is not a well-formed `FeedResponse`:

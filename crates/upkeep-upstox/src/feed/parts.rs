@@ -99,6 +99,14 @@ fn entry_key_mode(entry: &[u8]) -> Result<(&str, RequestMode), FeedDecodeError> 
 }
 
 impl FrameParts<'_> {
+    /// Appends every top-level field but the `feeds` entries (type, time, market info) to
+    /// `out`; entries may follow in any order (field order does not matter in protobuf).
+    pub fn write_others(&self, out: &mut Vec<u8>) {
+        for f in &self.others {
+            out.extend_from_slice(f);
+        }
+    }
+
     /// Appends the frame to `out` with only the entries `keep` accepts (given their
     /// index in [`FrameParts::feeds`]); returns how many it kept. The other fields
     /// come first, then the kept entries (field order does not matter in protobuf).
@@ -107,9 +115,7 @@ impl FrameParts<'_> {
         mut keep: impl FnMut(usize, &FeedPart<'_>) -> bool,
         out: &mut Vec<u8>,
     ) -> usize {
-        for f in &self.others {
-            out.extend_from_slice(f);
-        }
+        self.write_others(out);
         let mut n = 0;
         for (i, p) in self.feeds.iter().enumerate() {
             if keep(i, p) {

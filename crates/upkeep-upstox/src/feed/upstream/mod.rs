@@ -35,7 +35,8 @@
 //! them with [`crate::feed::decode`]. A key is streamed upstream in the richest mode
 //! any consumer wants (ltpc < option_greeks < full < full_d30), so a consumer may see
 //! a richer shape than it asked for unless the local side reshapes it
-//! ([`FeedConsumer::subscriptions`] tells what each consumer asked for).
+//! ([`crate::feed::reshape`]; [`FeedConsumer::subscriptions`] tells what each consumer
+//! asked for).
 //!
 //! ```no_run
 //! # async fn demo(
