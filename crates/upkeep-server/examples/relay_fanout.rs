@@ -147,6 +147,7 @@ async fn main() {
                             lat.push(now.duration_since(*t).as_micros() as u64);
                         }
                     }
+                    Delivery::Notice(_) => {}
                     Delivery::Closed(why) => {
                         eprintln!("consumer {i} closed: {why}");
                         break;

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use upkeep_sim::Plan;
+use upkeep_server::DaemonSettings;
+use upkeep_sim::{FaultsPatch, Plan};
 use upkeep_upstox::feed::{self, FeedRequest, FeedType, SubscriptionMode};
 
 use common::{PATIENCE, Setup, TestApp, eventually_async, ist, spawn_app};
@@ -32,6 +33,14 @@ const RELI: &str = "NSE_EQ|INE002A01018";
 const NIFTY: &str = "NSE_INDEX|Nifty 50";
 
 async fn app(queue: usize, tick_ms: u64) -> TestApp {
+    app_with(queue, tick_ms, |_| {}).await
+}
+
+async fn app_with(
+    queue: usize,
+    tick_ms: u64,
+    extra: impl FnOnce(&mut DaemonSettings) + Send + 'static,
+) -> TestApp {
     let tue = date(2026, 2, 10);
     assert_eq!(tue.weekday(), Weekday::Tuesday);
     let h = spawn_app(
@@ -40,7 +49,8 @@ async fn app(queue: usize, tick_ms: u64) -> TestApp {
                 c.feed_tick_interval_ms = tick_ms;
                 c.users[0].plan = Plan::Normal;
             })
-            .settings(move |s| s.relay.consumer_queue = queue),
+            .settings(move |s| s.relay.consumer_queue = queue)
+            .settings(extra),
     )
     .await;
     h.wait_for_renewal(None).await;
@@ -480,4 +490,112 @@ async fn each_consumer_gets_a_shared_key_in_the_mode_it_asked_for() {
         .map(|c| c["keys"]["full"].as_u64().unwrap())
         .sum();
     assert_eq!(full, 2, "{up}");
+}
+
+/// The next JSON text frame on `ws` that `pick` accepts (others are skipped).
+async fn json_until(ws: &mut Ws, mut pick: impl FnMut(&Value) -> bool) -> Value {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if pick(&v) {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the awaited JSON frame never came")
+}
+
+#[tokio::test]
+async fn consumers_are_told_of_an_upstream_gap_and_get_market_info_and_a_snapshot_after_it() {
+    let h = app_with(1024, 50, |s| {
+        s.relay.upstream.backoff_min = std::time::Duration::from_millis(100);
+        s.relay.upstream.backoff_max = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut json = connect(&h, &format!("/ws/ticks?keys={TATA}"), Some(TOKEN))
+        .await
+        .unwrap();
+    let mut proto = protobuf_consumer(&h).await;
+    send(
+        &mut proto,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut proto, TATA).await;
+    json_until(&mut json, |v| v["type"] == "live_feed").await;
+
+    // The simulator drops the feed socket (and every new one while the fault lasts).
+    let faults = |drop| FaultsPatch {
+        feed_drop: Some(drop),
+        ..FaultsPatch::default()
+    };
+    h.sim.state().patch_faults(faults(true)).unwrap();
+    let down = json_until(&mut json, |v| v["type"] == "upstream").await;
+    assert_eq!(down["state"], "down", "{down}");
+    assert_eq!(down["cause"], "closed", "{down}");
+    assert!(
+        down["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without a close frame"),
+        "{down}"
+    );
+    h.let_daemon_run().await;
+    // The gap lasts 7 s on the (frozen) clock the daemon and the simulator share.
+    h.clock.advance(jiff::SignedDuration::from_secs(7));
+    h.sim.state().patch_faults(faults(false)).unwrap();
+
+    // Back: a fresh market_info, then the up notice with the gap's length, then ticks.
+    let mut after = Vec::new();
+    let up = json_until(&mut json, |v| {
+        after.push(v["type"].as_str().unwrap_or_default().to_owned());
+        v["type"] == "upstream"
+    })
+    .await;
+    assert_eq!(up["state"], "up", "{up}");
+    assert_eq!(up["since"], down["since"], "{up}");
+    assert_eq!(up["gap_ms"], 7_000, "{up}");
+    assert!(after.contains(&"market_info".to_owned()), "{after:?}");
+    let tick = json_until(&mut json, |v| v["feeds"][TATA]["ltpc"]["ltp"].is_number()).await;
+    assert!(
+        tick["type"] == "live_feed" || tick.get("type").is_none(),
+        "{tick}"
+    );
+
+    // The protobuf consumer (no notices on an Upstox-shaped socket): its ticks up to the
+    // drop, then market_info again and the reconnected socket's snapshot of its key.
+    let resumed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let Some(Ok(Message::Binary(b))) = proto.next().await else {
+                panic!("the protobuf consumer's socket ended");
+            };
+            let f = feed::decode(&b).unwrap();
+            if f.kind == FeedType::MarketInfo {
+                break;
+            }
+        }
+        loop {
+            let Some(Ok(Message::Binary(b))) = proto.next().await else {
+                panic!("the protobuf consumer's socket ended");
+            };
+            let f = feed::decode(&b).unwrap();
+            if f.feed(TATA).is_some() {
+                return f.kind;
+            }
+        }
+    })
+    .await
+    .expect("no market_info and snapshot after the gap");
+    assert!(
+        matches!(resumed, FeedType::InitialFeed | FeedType::LiveFeed),
+        "{resumed:?}"
+    );
+    assert!(h.counters().feed_connections_opened >= 2);
 }

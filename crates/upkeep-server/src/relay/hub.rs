@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::Notify;
 use upkeep_upstox::feed::{self, FeedRequest, FeedType, FrameParts, RequestMode, SubscriptionMode};
@@ -69,6 +70,9 @@ pub enum ConsumerKind {
 pub enum Delivery {
     /// One `FeedResponse` with only what the consumer subscribed to.
     Frame(Bytes),
+    /// A notice about the upstream feed for a JSON consumer (a JSON text frame:
+    /// `{"type":"upstream",...}`); protobuf consumers get none.
+    Notice(String),
     /// The hub closed the consumer; the reason is for the consumer.
     Closed(String),
 }
@@ -108,6 +112,8 @@ struct Item {
     data: Bytes,
     /// Only ltpc data: may be dropped for a newer price.
     droppable: bool,
+    /// A notice (JSON text in `data`), not a frame.
+    notice: bool,
 }
 
 #[derive(Default)]
@@ -129,6 +135,17 @@ struct Slot {
 impl Slot {
     /// Queues a frame; `Err(reason)` when the consumer has to be closed.
     fn push(&self, data: Bytes, droppable: bool, limit: usize) -> Result<(), String> {
+        self.push_item(
+            Item {
+                data,
+                droppable,
+                notice: false,
+            },
+            limit,
+        )
+    }
+
+    fn push_item(&self, item: Item, limit: usize) -> Result<(), String> {
         let mut q = lock(&self.queue);
         if q.closed.is_some() {
             return Ok(());
@@ -157,7 +174,7 @@ impl Slot {
                 }
             }
         }
-        q.items.push_back(Item { data, droppable });
+        q.items.push_back(item);
         q.max_len = q.max_len.max(q.items.len());
         drop(q);
         self.notify.notify_one();
@@ -187,7 +204,22 @@ struct Cached {
     /// The `feeds` field as it came (key, length, entry).
     field: Vec<u8>,
     mode: RequestMode,
+    /// The upstream connection it last came from.
+    connection: usize,
 }
+
+/// An upstream connection that went down and has not come back yet.
+struct Gap {
+    since: Timestamp,
+    cause: String,
+    /// Consumers that had a key on that connection.
+    consumers: Vec<u64>,
+    /// Whether they got the connection's fresh `market_info` yet.
+    told_market_info: bool,
+}
+
+/// The connection a frame published without one is counted on.
+pub const NO_CONNECTION: usize = usize::MAX;
 
 #[derive(Default)]
 struct State {
@@ -198,6 +230,8 @@ struct State {
     /// connection opens with one, its maps in any order) is not passed on.
     market_status: String,
     last_ts: i64,
+    /// Upstream connections down now, by index.
+    gaps: HashMap<usize, Gap>,
     // scratch, reused per frame
     /// Per entry of the frame, what one consumer gets of it (see [`action`]).
     keep: Vec<u8>,
@@ -317,6 +351,11 @@ impl Hub {
 
     /// One frame from upstream, as Upstox sent it. Never waits for a consumer.
     pub fn publish(&self, frame: Bytes) {
+        self.publish_from(NO_CONNECTION, frame);
+    }
+
+    /// One frame from upstream connection `connection`, as Upstox sent it.
+    pub fn publish_from(&self, connection: usize, frame: Bytes) {
         self.shared.frames.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("upkeep_relay_frames_total").increment(1);
         let parts = match feed::split(&frame) {
@@ -339,6 +378,7 @@ impl Hub {
                     c.field.clear();
                     c.field.extend_from_slice(p.field);
                     c.mode = p.mode;
+                    c.connection = connection;
                 }
                 None => {
                     st.cache.insert(
@@ -346,6 +386,7 @@ impl Hub {
                         Cached {
                             field: p.field.to_vec(),
                             mode: p.mode,
+                            connection,
                         },
                     );
                 }
@@ -359,8 +400,23 @@ impl Hub {
             if changed {
                 st.market_status = status;
             }
-            // A changed status goes to everyone, whatever they subscribed.
-            for (id, e) in st.consumers.iter().filter(|_| changed) {
+            // A changed status goes to everyone, whatever they subscribed; after a gap,
+            // the reconnected socket's market_info goes to those it left without data
+            // (as their own reconnect to Upstox would have begun).
+            let after_gap = st
+                .gaps
+                .get_mut(&connection)
+                .filter(|g| !g.told_market_info)
+                .map(|g| {
+                    g.told_market_info = true;
+                    g.consumers.clone()
+                })
+                .unwrap_or_default();
+            for (id, e) in st
+                .consumers
+                .iter()
+                .filter(|(id, _)| changed || after_gap.contains(id))
+            {
                 if let Err(why) = e.slot.push(frame.clone(), false, limit) {
                     closing.push((*id, why));
                 }
@@ -401,6 +457,101 @@ impl Hub {
                 }
             }
         }
+        self.close_slow(st, closing);
+    }
+
+    /// Upstream connection `connection` lost its socket at `at`: the consumers with a key
+    /// on it are told (JSON consumers get a notice; see [`Hub::upstream_up`]).
+    pub fn upstream_down(&self, connection: usize, cause: &str, reason: &str, at: Timestamp) {
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        if st.gaps.contains_key(&connection) {
+            return;
+        }
+        let mut affected: Vec<u64> = st
+            .consumers
+            .iter()
+            .filter(|(_, e)| {
+                e.wants.keys().any(|k| {
+                    st.cache
+                        .get(k.as_str())
+                        .is_some_and(|c| c.connection == connection)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        affected.sort_unstable();
+        let notice = serde_json::json!({
+            "type": "upstream",
+            "state": "down",
+            "connection": connection,
+            "cause": cause,
+            "reason": reason,
+            "since": at.to_string(),
+        })
+        .to_string();
+        self.notify_json(st, &affected, &notice);
+        st.gaps.insert(
+            connection,
+            Gap {
+                since: at,
+                cause: cause.to_owned(),
+                consumers: affected,
+                told_market_info: false,
+            },
+        );
+    }
+
+    /// Upstream connection `connection` is streaming again (its keys resubscribed): JSON
+    /// consumers told of its gap get `{"type":"upstream","state":"up",...,"gap_ms"}`.
+    /// Protobuf consumers got the reconnected socket's `market_info` already, and its
+    /// snapshot of their keys follows, as after a reconnect of their own.
+    pub fn upstream_up(&self, connection: usize, at: Timestamp) {
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        let Some(gap) = st.gaps.remove(&connection) else {
+            return;
+        };
+        let gap_ms = (at - gap.since)
+            .total(jiff::Unit::Millisecond)
+            .map_or(0, |ms| ms.max(0.0) as u64);
+        let notice = serde_json::json!({
+            "type": "upstream",
+            "state": "up",
+            "connection": connection,
+            "cause": gap.cause,
+            "since": gap.since.to_string(),
+            "gap_ms": gap_ms,
+        })
+        .to_string();
+        self.notify_json(st, &gap.consumers, &notice);
+    }
+
+    fn notify_json(&self, st: &mut State, ids: &[u64], notice: &str) {
+        let limit = self.shared.config.queue;
+        let data = Bytes::copy_from_slice(notice.as_bytes());
+        let mut closing = Vec::new();
+        for id in ids {
+            let Some(e) = st
+                .consumers
+                .get(id)
+                .filter(|e| e.kind == ConsumerKind::Json)
+            else {
+                continue;
+            };
+            let item = Item {
+                data: data.clone(),
+                droppable: false,
+                notice: true,
+            };
+            if let Err(why) = e.slot.push_item(item, limit) {
+                closing.push((*id, why));
+            }
+        }
+        self.close_slow(st, closing);
+    }
+
+    fn close_slow(&self, st: &mut State, closing: Vec<(u64, String)>) {
         for (id, why) in closing {
             if let Some(e) = st.consumers.remove(&id) {
                 tracing::info!(consumer = %e.name, reason = %why, "relay: closing a slow consumer");
@@ -621,6 +772,10 @@ impl Consumer {
             q.delivered += 1;
             if q.items.is_empty() {
                 q.behind = 0;
+            }
+            if item.notice {
+                let text = String::from_utf8_lossy(&item.data).into_owned();
+                return Some(Delivery::Notice(text));
             }
             return Some(Delivery::Frame(item.data));
         }

@@ -141,8 +141,12 @@ fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Ok(UpstreamEvent::Frame { data, .. }) => hub.publish(data),
-                    Ok(UpstreamEvent::Up { .. } | UpstreamEvent::Down { .. }) => {}
+                    Ok(UpstreamEvent::Frame { connection, data, .. }) => hub.publish_from(connection, data),
+                    Ok(UpstreamEvent::Down { connection, cause, reason, .. }) => {
+                        let cause = serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                        hub.upstream_down(connection, &cause, &reason, engine.clock().now());
+                    }
+                    Ok(UpstreamEvent::Up { connection, .. }) => hub.upstream_up(connection, engine.clock().now()),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(account = %account, frames = n, "relay: the local side fell behind the upstream; frames lost for every consumer");
                         metrics::counter!("upkeep_relay_frames_lost_total", "account" => account.clone()).increment(n);

@@ -6,7 +6,8 @@
 //!   (`Authorization: Bearer`) or the URL's single-use `code`. Requests and frames as
 //!   with Upstox: JSON `sub` / `unsub` / `change_mode`, protobuf `FeedResponse` frames.
 //! - `GET /ws/ticks?keys=K1,K2&mode=ltpc`: the same feed as JSON text frames (the SDK's
-//!   dict shape); more requests may be sent as JSON text.
+//!   dict shape); more requests may be sent as JSON text. Upstream gaps come as
+//!   `{"type":"upstream","state":"down"|"up",...}` text frames.
 //! - `GET /api/v1/feed` (`status:read`, or the dashboard's session): upstream
 //!   connections and local consumers.
 //!
@@ -263,6 +264,11 @@ async fn serve(
                         },
                     };
                     if socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Delivery::Notice(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
                 }

@@ -100,6 +100,21 @@ fn lines(v: &Value) -> Vec<String> {
                 out.push(format!("market: {}", s.join(", ")));
             }
         }
+        Some("upstream") => {
+            let conn = v["connection"].as_u64().unwrap_or(0);
+            let cause = v["cause"].as_str().unwrap_or("?");
+            if v["state"] == "up" {
+                let secs = v["gap_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+                out.push(format!(
+                    "upstream connection {conn} is back after a {secs:.1} s gap ({cause})"
+                ));
+            } else {
+                out.push(format!(
+                    "upstream connection {conn} is down ({cause}): {}",
+                    v["reason"].as_str().unwrap_or("")
+                ));
+            }
+        }
         _ => {}
     }
     let snapshot = v.get("type").is_none();
@@ -182,5 +197,21 @@ mod tests {
         assert_eq!(lines(&e), vec!["error: mode full_d30 needs Upstox Plus"]);
         let m: Value = serde_json::json!({"type": "market_info", "marketInfo": {"segmentStatus": {"NSE_EQ": "NORMAL_OPEN"}}});
         assert_eq!(lines(&m), vec!["market: NSE_EQ NORMAL_OPEN"]);
+    }
+
+    #[test]
+    fn upstream_gaps_are_printed() {
+        let down = serde_json::json!({"type": "upstream", "state": "down", "connection": 1,
+            "cause": "stall", "reason": "no data, ping or pong for 30 s"});
+        assert_eq!(
+            lines(&down),
+            vec!["upstream connection 1 is down (stall): no data, ping or pong for 30 s"]
+        );
+        let up = serde_json::json!({"type": "upstream", "state": "up", "connection": 1,
+            "cause": "stall", "gap_ms": 31_500});
+        assert_eq!(
+            lines(&up),
+            vec!["upstream connection 1 is back after a 31.5 s gap (stall)"]
+        );
     }
 }
