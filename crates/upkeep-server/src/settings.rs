@@ -184,6 +184,8 @@ pub struct RelaySettings {
     pub consumer_queue: usize,
     /// Write ticks and connection events to the store.
     pub persist_ticks: bool,
+    /// The feed door's cap on failed single-use code attempts.
+    pub code_guard: crate::relay::codes::CodeGuardLimits,
 }
 
 impl Default for RelaySettings {
@@ -193,6 +195,7 @@ impl Default for RelaySettings {
             upstream: Default::default(),
             consumer_queue: 1024,
             persist_ticks: false,
+            code_guard: Default::default(),
         }
     }
 }

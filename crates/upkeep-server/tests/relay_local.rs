@@ -599,3 +599,145 @@ async fn consumers_are_told_of_an_upstream_gap_and_get_market_info_and_a_snapsho
     );
     assert!(h.counters().feed_connections_opened >= 2);
 }
+
+/// Collects everything a `fmt` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A single-use feed path from the authorize door.
+async fn authorized_path(h: &TestApp) -> String {
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/upstox/v3/feed/market-data-feed/authorize",
+            h.daemon_url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = v["data"]["authorized_redirect_uri"].as_str().unwrap();
+    url[url.find("/upstox").unwrap()..].to_owned()
+}
+
+// One thread: the subscriber is this thread's default, and every task runs on it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_guessed_feed_codes_gets_cheap_refusals_takes_no_real_code_and_logs_summaries() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = app_with(1024, 50, |s| {
+        s.relay.code_guard.failures_per_window = 20;
+        s.relay.code_guard.window = std::time::Duration::from_secs(3600);
+        s.relay.code_guard.summary_every = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let before = authorized_path(&h).await;
+    let mut during = String::new();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for i in 0..300u64 {
+        if i == 150 {
+            during = authorized_path(&h).await;
+        }
+        // Well-formed guesses, malformed ones, and a real code's neighbour.
+        let code = match i % 3 {
+            0 => format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            1 => format!("guess-{i}"),
+            _ => {
+                let real = before.rsplit_once('=').unwrap().1;
+                let last = u64::from_str_radix(&real[63..], 16).unwrap();
+                format!("{}{:x}", &real[..63], (last + 1 + i % 15) % 16)
+            }
+        };
+        match connect(
+            &h,
+            &format!("/upstox/v3/feed/market-data-feed?code={code}"),
+            None,
+        )
+        .await
+        {
+            Err(WsError::Http(r)) => {
+                if r.status() == 429 {
+                    assert!(r.headers().contains_key("retry-after"), "{r:?}");
+                }
+                *statuses.entry(r.status().as_u16()).or_default() += 1;
+            }
+            other => panic!("a guessed code was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(
+        statuses,
+        [(401, 20), (429, 280)].into(),
+        "20 refusals, then the cap"
+    );
+    // Nothing reached Upstox: no pool started, no feed socket opened.
+    assert_eq!(h.counters().feed_connections_opened, 0);
+    let health = feed_health(&h).await.unwrap();
+    assert!(
+        health["accounts"].as_array().unwrap().is_empty(),
+        "{health}"
+    );
+    // Both real URLs, handed out before and during the flood, still work (once).
+    for path in [&before, &during] {
+        let mut ws = connect(&h, path, None).await.unwrap();
+        send(
+            &mut ws,
+            FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+        )
+        .await;
+        live_keys_until(&mut ws, TATA).await;
+    }
+    // The log: summaries whose counts add up to every refusal, not a line per attempt.
+    let log = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let count = |what: &str| -> u64 {
+        log()
+            .lines()
+            .filter(|l| l.contains("feed socket attempts"))
+            .filter_map(|l| {
+                let rest = &l[l.find(&format!("{what}="))? + what.len() + 1..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    common::eventually("summaries counting every refusal", || {
+        (count("refused") == 20 && count("throttled") == 280).then_some(())
+    })
+    .await;
+    let lines = log()
+        .lines()
+        .filter(|l| l.contains("relay:") && l.contains("code"))
+        .count();
+    assert!(lines <= 20, "{lines} log lines for 300 guesses:\n{}", log());
+    assert!(
+        !log().contains(before.rsplit_once('=').unwrap().1),
+        "a real code was logged"
+    );
+}

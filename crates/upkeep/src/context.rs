@@ -244,6 +244,7 @@ pub fn daemon_settings(config: &Config) -> DaemonSettings {
         },
         consumer_queue: relay.consumer_queue,
         persist_ticks: relay.persist_ticks,
+        code_guard: Default::default(),
     };
     s.sinks = SinkSettings {
         json_file: config.sinks.json_file.clone(),

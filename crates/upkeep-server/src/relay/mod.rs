@@ -11,9 +11,11 @@
 //!   last-state cache and the fan-out of upstream frames.
 //! - [`Relay`]: one hub per account, fed from the account's pool (started together on
 //!   first use).
+//! - [`codes`]: the single-use feed URLs and the guard against guessed ones.
 //! - [`routes`]: the doors: Upstox's authorize and feed socket under `/upstox`, the
 //!   JSON ticks socket `/ws/ticks`, and `GET /api/v1/feed`.
 
+pub mod codes;
 pub mod hub;
 mod local;
 pub mod persist;

@@ -1,7 +1,8 @@
 //! The relay's doors (HTTP layer: the only relay module that knows status codes).
 //!
 //! - `GET /upstox/v3/feed/market-data-feed/authorize` (`token:read` or `admin`): answers
-//!   like Upstox, with a single-use socket URL of this relay (valid 60 s).
+//!   like Upstox, with a single-use socket URL of this relay (valid 60 s; guessed codes
+//!   are counted and capped, see [`super::codes`]).
 //! - `GET /upstox/v3/feed/market-data-feed`: the websocket; with an upkeep key
 //!   (`Authorization: Bearer`) or the URL's single-use `code`. Requests and frames as
 //!   with Upstox: JSON `sub` / `unsub` / `change_mode`, protobuf `FeedResponse` frames.
@@ -13,29 +14,22 @@
 //!
 //! `?account=ID` picks the account (default: the first live one).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use upkeep_upstox::feed::{self, FeedRequest, SdkJsonWriter, SubscriptionMode};
 
+use super::codes::{CodeCheck, Codes};
 use super::hub::{ConsumerKind, Delivery, Hub};
 use super::local::Relay;
 use super::upstream::RelayError;
 use crate::api::keys::{KeyCache, Scope};
 use crate::http::{bearer, error};
 
-/// How long a single-use socket URL stays valid.
-const CODE_TTL: SignedDuration = SignedDuration::from_secs(60);
-/// Most single-use URLs outstanding (older ones are forgotten first).
-const MAX_CODES: usize = 1024;
 /// Websocket close code for a consumer closed for falling behind ("try again later").
 const CLOSE_SLOW: u16 = 1013;
 
@@ -45,16 +39,26 @@ pub struct RelayState {
     pub keys: KeyCache,
     /// The dashboard's sessions (they may read `/api/v1/feed`).
     pub sessions: crate::dashboard::Sessions,
-    codes: Arc<Mutex<HashMap<String, (String, Timestamp)>>>,
+    codes: Codes,
 }
 
 impl RelayState {
+    /// The doors' state; inside a tokio runtime, starts the summary of refused codes
+    /// (it ends with the engine).
     pub fn new(relay: Relay, keys: KeyCache, sessions: crate::dashboard::Sessions) -> Self {
+        let engine = relay.engine();
+        let codes = Codes::new(engine.settings().relay.code_guard);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let (c, stop) = (codes.clone(), engine.shutdown_token());
+            engine.spawn_supervised("relay code summary", None, move || {
+                c.clone().summary_loop(stop.clone())
+            });
+        }
         Self {
             relay,
             keys,
             sessions,
-            codes: Arc::default(),
+            codes,
         }
     }
 }
@@ -135,27 +139,11 @@ async fn authorize(
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("127.0.0.1");
-    let code = hex32(rand::random());
-    let now = state.relay.engine().clock().now();
-    {
-        let mut codes = state.codes.lock().unwrap_or_else(|p| p.into_inner());
-        codes.retain(|_, (_, exp)| *exp > now);
-        if codes.len() >= MAX_CODES
-            && let Some(oldest) = codes
-                .iter()
-                .min_by_key(|(_, (_, exp))| *exp)
-                .map(|(k, _)| k.clone())
-        {
-            codes.remove(&oldest);
-        }
-        codes.insert(code.clone(), (account.clone(), now + CODE_TTL));
-    }
+    let code = state
+        .codes
+        .issue(&account, state.relay.engine().clock().now());
     let url = format!("ws://{host}/upstox/v3/feed/market-data-feed?code={code}");
     Json(feed::authorize_answer(&url)).into_response()
-}
-
-fn hex32(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn feed_socket(
@@ -166,21 +154,16 @@ async fn feed_socket(
 ) -> Response {
     // A single-use code from the authorize answer, else a key.
     let (name, account) = if let Some(code) = q.code.as_deref() {
-        let now = state.relay.engine().clock().now();
-        let taken = state
-            .codes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(code);
-        match taken {
-            Some((account, exp)) if exp > now => ("authorized url".to_owned(), Some(account)),
-            _ => {
+        match state.codes.redeem(code, state.relay.engine().clock().now()) {
+            CodeCheck::Valid(account) => ("authorized url".to_owned(), Some(account)),
+            CodeCheck::Refused => {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "this feed URL was already used or has expired; authorize again",
                 );
             }
+            CodeCheck::Throttled(retry) => return throttled(retry),
         }
     } else {
         match require(&state, &headers, Scope::TokenRead) {
@@ -194,6 +177,27 @@ async fn feed_socket(
     };
     let name = format!("{name} ({account}, protobuf)");
     ws.on_upgrade(move |socket| serve(socket, hub, name, ConsumerKind::Protobuf, None))
+}
+
+/// The cheap refusal of a guess past the cap: a static body, `Retry-After` in seconds.
+fn throttled(retry: std::time::Duration) -> Response {
+    const BODY: &str = "{\"error\":{\"code\":\"too_many_requests\",\"message\":\"too many feed \
+                        URLs with unknown codes; authorize again later\"}}";
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::RETRY_AFTER,
+                HeaderValue::from(retry.as_secs().max(1)),
+            ),
+        ],
+        BODY,
+    )
+        .into_response()
 }
 
 async fn ticks_socket(
