@@ -437,3 +437,91 @@ async fn a_connection_refused_for_the_users_limit_backs_off_without_a_renewal_an
     assert_eq!(env.sim.state().counters().feed_connections_peak, 2);
     other.shutdown();
 }
+
+impl Env {
+    /// The simulator's user moves to `plan` (its next tokens carry `isPlusPlan`).
+    fn set_plan(&self, plan: Plan) {
+        let c = self.sim.credentials()[0].clone();
+        assert_eq!(c.ucc, self.ucc);
+        let user = upkeep_sim::UserConfig {
+            ucc: c.ucc,
+            name: "Plan Changer".into(),
+            email: "plan@example.com".into(),
+            mobile: c.mobile,
+            pin: c.pin,
+            totp_secret: c.totp_secret,
+            plan,
+        };
+        self.sim.state().add_user(user).unwrap();
+    }
+
+    /// Waits (in virtual time) until the pool's health satisfies `ok`.
+    async fn health_until(
+        &self,
+        what: &str,
+        ok: impl Fn(&upkeep_upstox::feed::upstream::PoolHealth) -> bool,
+    ) {
+        let waited = tokio::time::timeout(WAIT, async {
+            while !ok(&self.pool.health()) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{what}: {:?}", self.pool.health());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_on_another_plan_resizes_the_pool_and_spreads_the_keys_over_it() {
+    let mut env = start(Plan::Normal, Duration::from_secs(30)).await;
+    let c = env.pool.consumer();
+    let ks = keys("P", 10);
+    c.subscribe(SubscriptionMode::Ltpc, &ks).unwrap();
+    env.data_for(&refs(&ks)).await;
+    assert_eq!(env.sim.state().counters().feed_connections_open, 2);
+
+    // A renewal brings an Upstox Plus token: five connections, two keys each.
+    env.set_plan(Plan::Plus);
+    env.tokens.send_replace(Some(env.new_token()));
+    env.health_until("five live connections with two keys each", |h| {
+        h.plus
+            && h.allowed_connections == 5
+            && h.connections
+                .iter()
+                .all(|c| c.state == ConnectionState::Live && c.keys.total() == 2)
+    })
+    .await;
+    env.data_for(&refs(&ks)).await;
+    let counters = env.sim.state().counters();
+    assert_eq!(counters.feed_connections_open, 5);
+    assert_eq!(counters.feed_connections_refused, 0);
+
+    // Back to a normal plan: the keys gather on two connections, the others close.
+    env.set_plan(Plan::Normal);
+    env.tokens.send_replace(Some(env.new_token()));
+    env.health_until("two live connections carrying every key", |h| {
+        !h.plus
+            && h.allowed_connections == 2
+            && h.unplaced == 0
+            && h.connections[..2]
+                .iter()
+                .all(|c| c.state == ConnectionState::Live && c.keys.total() == 5)
+            && h.connections[2..]
+                .iter()
+                .all(|c| c.state == ConnectionState::Idle && c.keys.total() == 0)
+    })
+    .await;
+    // Every key streams again (frames from now on).
+    env.data_for(&refs(&ks)).await;
+    assert_eq!(env.sim.state().counters().feed_connections_open, 2);
+    // New keys stay within the two.
+    let more = keys("Q", 4);
+    c.subscribe(SubscriptionMode::Ltpc, &more).unwrap();
+    env.data_for(&refs(&more)).await;
+    let h = env.pool.health();
+    assert_eq!(
+        h.connections[0].keys.total() + h.connections[1].keys.total(),
+        14
+    );
+    assert_eq!(env.sim.state().counters().feed_connections_open, 2);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use upkeep_upstox::feed::SubscriptionMode;
-use upkeep_upstox::feed::upstream::{FeedConsumer, FeedPool, PoolHealth, UpstreamEvent};
+use upkeep_upstox::feed::upstream::{DownCause, FeedConsumer, FeedPool, PoolHealth, UpstreamEvent};
 
 use super::hub::{Hub, HubConfig, HubHealth, UpstreamLink, UpstreamSubscriber};
 use super::upstream::{RelayError, Upstreams};
@@ -142,6 +142,9 @@ fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(UpstreamEvent::Frame { connection, data, .. }) => hub.publish_from(connection, data),
+                    // A connection closed for want of keys (they moved, or no one wants
+                    // them) or by the relay's own stop left no consumer without data.
+                    Ok(UpstreamEvent::Down { cause: DownCause::Unused | DownCause::Stopped, .. }) => {}
                     Ok(UpstreamEvent::Down { connection, cause, reason, .. }) => {
                         let cause = serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                         hub.upstream_down(connection, &cause, &reason, engine.clock().now());

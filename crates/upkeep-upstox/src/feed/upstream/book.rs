@@ -10,7 +10,7 @@
 //!   limits (reference 7.4); a request that cannot fit anywhere changes nothing and is
 //!   refused with [`SubscribeError::Overflow`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{ConsumerId, KeysPerMode, SubscribeError};
 use crate::feed::SubscriptionMode;
@@ -63,13 +63,123 @@ pub(crate) struct Book {
     conns: Vec<BTreeMap<String, SubscriptionMode>>,
     /// key -> the connection that carries it.
     placed: HashMap<String, usize>,
+    /// Keys wanted but on no connection: they did not fit when the allowance shrank
+    /// (placed again as soon as room frees).
+    unplaced: BTreeSet<String>,
+    /// Connections the plan allows now (`conns[..allowed]` may carry keys).
+    allowed: usize,
 }
 
 impl Book {
-    pub(crate) fn new(max_connections: usize) -> Self {
+    pub(crate) fn new(max_connections: usize, allowed: usize) -> Self {
         Self {
             conns: vec![BTreeMap::new(); max_connections],
+            allowed: allowed.clamp(1, max_connections.max(1)),
             ..Self::default()
+        }
+    }
+
+    /// Connections keys may be placed on now.
+    pub(crate) fn allowed(&self) -> usize {
+        self.allowed
+    }
+
+    /// Wanted keys that are on no connection (see [`Book::rebalance`]).
+    pub(crate) fn unplaced(&self) -> usize {
+        self.unplaced.len()
+    }
+
+    /// Adopts a new allowance (the plan changed) and spreads the keys over it: keys on
+    /// connections beyond it move to the allowed ones, and the allowed ones are evened
+    /// out (no connection carries more than one key over another's count, limits
+    /// permitting). A key that fits nowhere any more is left unplaced (and placed as
+    /// soon as room frees). Returns the connections whose keys changed.
+    pub(crate) fn rebalance(&mut self, allowed: usize) -> Vec<usize> {
+        let allowed = allowed.clamp(1, self.conns.len().max(1));
+        self.allowed = allowed;
+        let mut touched = Vec::new();
+        let mut moving: Vec<(String, SubscriptionMode)> = Vec::new();
+        for i in allowed..self.conns.len() {
+            if !self.conns[i].is_empty() {
+                touched.push(i);
+                moving.extend(std::mem::take(&mut self.conns[i]));
+            }
+        }
+        // Even out: take keys off the fullest connections until none is more than one
+        // over the mean.
+        let total: usize = self.conns[..allowed]
+            .iter()
+            .map(BTreeMap::len)
+            .sum::<usize>()
+            + moving.len();
+        let share = total.div_ceil(allowed);
+        for i in 0..allowed {
+            while self.conns[i].len() > share {
+                let Some((k, m)) = self.conns[i].pop_last() else {
+                    break;
+                };
+                touched.push(i);
+                moving.push((k, m));
+            }
+        }
+        let unplaced = std::mem::take(&mut self.unplaced);
+        for k in unplaced {
+            if let Some(m) = self
+                .wants
+                .get(&k)
+                .and_then(|w| richest(w.values().copied()))
+            {
+                moving.push((k, m));
+            }
+        }
+        for (k, m) in moving {
+            self.placed.remove(&k);
+            match self.least_loaded(m, allowed) {
+                Some(i) => {
+                    self.conns[i].insert(k.clone(), m);
+                    self.placed.insert(k, i);
+                    touched.push(i);
+                }
+                None => {
+                    self.unplaced.insert(k);
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        touched
+    }
+
+    /// The least-loaded of the first `allowed` connections where one more key in `mode`
+    /// fits the limits.
+    fn least_loaded(&self, mode: SubscriptionMode, allowed: usize) -> Option<usize> {
+        let mut order: Vec<usize> = (0..allowed.min(self.conns.len())).collect();
+        order.sort_by_key(|i| (self.conns[*i].len(), *i));
+        order.into_iter().find(|i| {
+            let mut c = self.counts(*i);
+            c.add(mode, 1);
+            check_counts(&c).is_ok()
+        })
+    }
+
+    /// Places unplaced keys where room has freed.
+    fn place_unplaced(&mut self, touched: &mut Vec<usize>) {
+        let waiting: Vec<String> = self.unplaced.iter().cloned().collect();
+        for k in waiting {
+            let Some(m) = self
+                .wants
+                .get(&k)
+                .and_then(|w| richest(w.values().copied()))
+            else {
+                self.unplaced.remove(&k);
+                continue;
+            };
+            if let Some(i) = self.least_loaded(m, self.allowed) {
+                self.unplaced.remove(&k);
+                self.conns[i].insert(k.clone(), m);
+                self.placed.insert(k, i);
+                touched.push(i);
+            }
         }
     }
 
@@ -152,7 +262,13 @@ impl Book {
                 }
             }
         }
-        self.settle_lenient(keys)
+        let mut touched = self.settle_lenient(keys);
+        if !self.unplaced.is_empty() {
+            self.place_unplaced(&mut touched);
+            touched.sort_unstable();
+            touched.dedup();
+        }
+        touched
     }
 
     /// Drops everything a consumer asked for.
@@ -178,22 +294,16 @@ impl Book {
                     self.placed.remove(k);
                     touched.push(i);
                 }
-                (None, None) => {}
+                (None, None) => {
+                    self.unplaced.remove(k);
+                }
                 (Some(mode), Some(i)) => {
                     if self.conns[i].insert(k.clone(), mode) != Some(mode) {
                         touched.push(i);
                     }
                 }
                 (Some(mode), None) => {
-                    // Least-loaded connection where one more key in `mode` fits.
-                    let mut order: Vec<usize> = (0..allowed).collect();
-                    order.sort_by_key(|i| (self.conns[*i].len(), *i));
-                    let slot = order.into_iter().find(|i| {
-                        let mut c = self.counts(*i);
-                        c.add(mode, 1);
-                        check_counts(&c).is_ok()
-                    });
-                    let Some(i) = slot else {
+                    let Some(i) = self.least_loaded(mode, allowed) else {
                         let (_, limit) = key_limits(mode);
                         return Err(SubscribeError::Overflow {
                             mode,
@@ -204,6 +314,7 @@ impl Book {
                     };
                     self.conns[i].insert(k.clone(), mode);
                     self.placed.insert(k.clone(), i);
+                    self.unplaced.remove(k);
                     touched.push(i);
                 }
             }
@@ -230,6 +341,9 @@ impl Book {
         for k in keys {
             let want = self.wants.get(k).and_then(|w| richest(w.values().copied()));
             let Some(i) = self.placed.get(k).copied() else {
+                if want.is_none() {
+                    self.unplaced.remove(k);
+                }
                 continue;
             };
             match want {
@@ -270,7 +384,7 @@ mod tests {
 
     #[test]
     fn one_consumers_unsub_keeps_a_key_another_still_wants() {
-        let mut b = Book::new(2);
+        let mut b = Book::new(2, 2);
         let k = keys("A", 1);
         b.subscribe(ConsumerId(1), Ltpc, &k, 2, false).unwrap();
         b.subscribe(ConsumerId(2), Ltpc, &k, 2, false).unwrap();
@@ -282,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_key_streams_in_the_richest_mode_wanted_and_falls_back_when_that_consumer_leaves() {
-        let mut b = Book::new(2);
+        let mut b = Book::new(2, 2);
         let k = keys("A", 1);
         b.subscribe(ConsumerId(1), Ltpc, &k, 2, false).unwrap();
         b.subscribe(ConsumerId(2), Full, &k, 2, false).unwrap();
@@ -294,7 +408,7 @@ mod tests {
 
     #[test]
     fn keys_spread_over_the_allowed_connections() {
-        let mut b = Book::new(5);
+        let mut b = Book::new(5, 5);
         b.subscribe(ConsumerId(1), Ltpc, &keys("A", 10), 2, false)
             .unwrap();
         assert_eq!(b.counts(0).total(), 5);
@@ -304,7 +418,7 @@ mod tests {
 
     #[test]
     fn overflow_is_refused_whole_and_changes_nothing() {
-        let mut b = Book::new(2);
+        let mut b = Book::new(2, 2);
         b.subscribe(ConsumerId(1), Full, &keys("A", 4_000), 2, false)
             .unwrap();
         let err = b
@@ -317,7 +431,7 @@ mod tests {
 
     #[test]
     fn full_d30_needs_plus() {
-        let mut b = Book::new(5);
+        let mut b = Book::new(5, 5);
         assert_eq!(
             b.subscribe(ConsumerId(1), FullD30, &keys("A", 1), 2, false),
             Err(SubscribeError::PlusOnly)
@@ -330,7 +444,7 @@ mod tests {
 
     #[test]
     fn change_mode_touches_only_the_consumers_own_keys() {
-        let mut b = Book::new(2);
+        let mut b = Book::new(2, 2);
         let k = keys("A", 2);
         b.subscribe(ConsumerId(1), Ltpc, &k[..1], 2, false).unwrap();
         b.subscribe(ConsumerId(2), Ltpc, &k[1..], 2, false).unwrap();
@@ -338,5 +452,41 @@ mod tests {
         assert_eq!(b.of_consumer(ConsumerId(1))[&k[0]], Full);
         assert!(!b.of_consumer(ConsumerId(1)).contains_key(&k[1]));
         assert_eq!(b.of_consumer(ConsumerId(2))[&k[1]], Ltpc);
+    }
+
+    #[test]
+    fn a_larger_allowance_spreads_the_keys_and_a_smaller_one_gathers_them() {
+        let mut b = Book::new(5, 2);
+        b.subscribe(ConsumerId(1), Ltpc, &keys("A", 10), b.allowed(), false)
+            .unwrap();
+        assert_eq!((b.counts(0).total(), b.counts(1).total()), (5, 5));
+        let touched = b.rebalance(5);
+        assert_eq!(touched, vec![0, 1, 2, 3, 4]);
+        assert!((0..5).all(|i| b.counts(i).total() == 2));
+        // New keys go on the least-loaded of all five.
+        b.subscribe(ConsumerId(2), Ltpc, &keys("B", 5), b.allowed(), false)
+            .unwrap();
+        assert!((0..5).all(|i| b.counts(i).total() == 3));
+        b.rebalance(2);
+        assert_eq!(b.counts(0).total() + b.counts(1).total(), 15);
+        assert!((2..5).all(|i| b.counts(i).total() == 0));
+        assert_eq!(b.total_keys(), 15);
+        assert_eq!(b.unplaced(), 0);
+    }
+
+    #[test]
+    fn keys_that_fit_nowhere_after_a_shrink_wait_unplaced_until_room_frees() {
+        let mut b = Book::new(5, 5);
+        b.subscribe(ConsumerId(1), Full, &keys("A", 5_000), 5, false)
+            .unwrap();
+        b.rebalance(2);
+        // Two connections take 2,000 full keys each.
+        assert_eq!(b.total_keys(), 4_000);
+        assert_eq!(b.unplaced(), 1_000);
+        assert!((2..5).all(|i| b.counts(i).total() == 0));
+        // A consumer leaving frees room: the waiting keys are placed.
+        b.unsubscribe(ConsumerId(1), &keys("A", 5_000)[..1_500]);
+        assert_eq!(b.unplaced(), 0);
+        assert_eq!(b.total_keys(), 3_500);
     }
 }

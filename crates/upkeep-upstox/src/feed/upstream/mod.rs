@@ -18,7 +18,9 @@
 //!   handshake calls the source's `refused` callback once per token (the engine's
 //!   reactive renewal) and retries after the backoff or as soon as a new token arrives.
 //! - **Limits**: connections from the token's `isPlusPlan` claim (2, or 5 on Plus;
-//!   optionally capped by [`UpstreamConfig::max_connections`]); keys per mode per
+//!   optionally capped by [`UpstreamConfig::max_connections`]); a token on another
+//!   plan re-sizes the pool: its keys are spread over the new allowance (on a shrink,
+//!   keys that fit nowhere wait, unplaced, for room; see [`PoolHealth::unplaced`]); keys per mode per
 //!   connection from reference 7.4 ([`key_limits`]). New keys go to the least-loaded
 //!   connection where they fit; a request that fits nowhere is refused whole
 //!   ([`SubscribeError::Overflow`]).
@@ -319,6 +321,9 @@ pub struct PoolHealth {
     pub allowed_connections: usize,
     /// Distinct keys streamed upstream.
     pub keys: usize,
+    /// Keys wanted but streamed nowhere: they did not fit when the plan's allowance
+    /// shrank (they are placed as soon as room frees).
+    pub unplaced: usize,
     pub consumers: usize,
     pub connections: Vec<ConnectionHealth>,
 }
@@ -346,18 +351,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Shared {
-    fn allowed(&self) -> usize {
-        let plan = if self.tokens.plus() {
-            CONNECTIONS_PLUS
-        } else {
-            CONNECTIONS_NORMAL
-        };
-        self.config
-            .max_connections
-            .map_or(plan, |m| m.clamp(1, plan))
-    }
+/// Connections a plan allows, capped by the configuration.
+fn allowance(plus: bool, max: Option<usize>) -> usize {
+    let plan = if plus {
+        CONNECTIONS_PLUS
+    } else {
+        CONNECTIONS_NORMAL
+    };
+    max.map_or(plan, |m| m.clamp(1, plan))
+}
 
+impl Shared {
     fn wake(&self, touched: &[usize]) {
         for i in touched {
             if let Some(s) = self.slots.get(*i) {
@@ -415,8 +419,11 @@ impl FeedPool {
                 }),
             })
             .collect();
+        // The allowance of the token at hand (a normal plan's without one); a later
+        // token on another plan re-sizes the pool (`follow_plan`).
+        let allowed = allowance(tokens.plus(), config.max_connections);
         let shared = Arc::new(Shared {
-            book: Mutex::new(Book::new(n)),
+            book: Mutex::new(Book::new(n, allowed)),
             slots,
             events,
             config,
@@ -430,6 +437,7 @@ impl FeedPool {
         for i in 0..n {
             tokio::spawn(connection::run(Arc::clone(&shared), i));
         }
+        tokio::spawn(follow_plan(Arc::clone(&shared)));
         Self { shared }
     }
 
@@ -464,8 +472,9 @@ impl FeedPool {
             .collect();
         PoolHealth {
             plus: self.shared.tokens.plus(),
-            allowed_connections: self.shared.allowed(),
+            allowed_connections: book.allowed(),
             keys: book.total_keys(),
+            unplaced: book.unplaced(),
             consumers: self.shared.consumers.load(Ordering::Relaxed) as usize,
             connections,
         }
@@ -474,6 +483,50 @@ impl FeedPool {
     /// Closes every socket and stops the tasks; later subscriptions are refused.
     pub fn shutdown(&self) {
         self.shared.stop.send_replace(true);
+    }
+}
+
+/// Re-sizes the pool when a new token's plan allows another number of connections
+/// (`isPlusPlan`: 2 or 5): the book adopts the allowance and spreads the keys over it;
+/// the connections whose keys changed are woken (the others beyond it close, as unused).
+/// Without a token (expired) nothing changes: the next token decides.
+async fn follow_plan(shared: Arc<Shared>) {
+    let mut tokens = shared.tokens.rx.clone();
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            changed = tokens.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+        }
+        if tokens.borrow_and_update().is_none() {
+            continue;
+        }
+        let plus = shared.tokens.plus();
+        let allowed = allowance(plus, shared.config.max_connections);
+        let (from, touched, unplaced) = {
+            let mut book = lock(&shared.book);
+            let from = book.allowed();
+            if from == allowed {
+                continue;
+            }
+            let touched = book.rebalance(allowed);
+            (from, touched, book.unplaced())
+        };
+        tracing::info!(
+            plus,
+            from,
+            to = allowed,
+            moved_on = ?touched,
+            "feed: the token's plan allows {allowed} feed connections (was {from}); keys spread over them"
+        );
+        if unplaced > 0 {
+            tracing::warn!(
+                unplaced,
+                "feed: {unplaced} keys fit on none of the {allowed} connections the plan allows \
+                 now; they stream again once room frees"
+            );
+        }
+        shared.wake(&touched);
     }
 }
 
@@ -555,9 +608,11 @@ impl FeedConsumer {
         }
         let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         check_keys(&keys)?;
-        let allowed = self.shared.allowed();
         let plus = self.shared.tokens.plus();
-        let touched = op(&mut lock(&self.shared.book), &keys, allowed, plus)?;
+        let mut book = lock(&self.shared.book);
+        let allowed = book.allowed();
+        let touched = op(&mut book, &keys, allowed, plus)?;
+        drop(book);
         self.shared.wake(&touched);
         Ok(())
     }
