@@ -511,6 +511,28 @@ async fn a_token_on_another_plan_resizes_the_pool_and_spreads_the_keys_over_it()
                 .all(|c| c.state == ConnectionState::Idle && c.keys.total() == 0)
     })
     .await;
+    // Each connection beyond the two ended its gap as unused: no Up will come for it.
+    let mut downs: Vec<(usize, DownCause)> = Vec::new();
+    while let Ok(e) = env.events.try_recv() {
+        if let UpstreamEvent::Down {
+            connection, cause, ..
+        } = e
+        {
+            downs.push((connection, cause));
+        }
+    }
+    for i in 2..5 {
+        let mine: Vec<DownCause> = downs
+            .iter()
+            .filter(|(c, _)| *c == i)
+            .map(|(_, d)| *d)
+            .collect();
+        assert_eq!(
+            mine.last(),
+            Some(&DownCause::Unused),
+            "connection {i}: {downs:?}"
+        );
+    }
     // Every key streams again (frames from now on).
     env.data_for(&refs(&ks)).await;
     assert_eq!(env.sim.state().counters().feed_connections_open, 2);

@@ -502,8 +502,9 @@ impl Hub {
         );
     }
 
-    /// Upstream connection `connection` is streaming again (its keys resubscribed): JSON
-    /// consumers told of its gap get `{"type":"upstream","state":"up",...,"gap_ms"}`.
+    /// Upstream connection `connection` is streaming again (its keys resubscribed), or
+    /// is no longer needed (its keys moved to other connections): JSON consumers told
+    /// of its gap get `{"type":"upstream","state":"up",...,"gap_ms"}`.
     /// Protobuf consumers got the reconnected socket's `market_info` already, and its
     /// snapshot of their keys follows, as after a reconnect of their own.
     pub fn upstream_up(&self, connection: usize, at: Timestamp) {

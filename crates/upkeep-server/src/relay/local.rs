@@ -143,8 +143,11 @@ fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
                 ev = events.recv() => match ev {
                     Ok(UpstreamEvent::Frame { connection, data, .. }) => hub.publish_from(connection, data),
                     // A connection closed for want of keys (they moved, or no one wants
-                    // them) or by the relay's own stop left no consumer without data.
-                    Ok(UpstreamEvent::Down { cause: DownCause::Unused | DownCause::Stopped, .. }) => {}
+                    // them) left no consumer without data: it ends a gap it had open.
+                    Ok(UpstreamEvent::Down { connection, cause: DownCause::Unused, .. }) => {
+                        hub.upstream_up(connection, engine.clock().now());
+                    }
+                    Ok(UpstreamEvent::Down { cause: DownCause::Stopped, .. }) => {}
                     Ok(UpstreamEvent::Down { connection, cause, reason, .. }) => {
                         let cause = serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                         hub.upstream_down(connection, &cause, &reason, engine.clock().now());

@@ -47,9 +47,11 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
     let mut opened_before = false;
     // The fingerprint of the last token reported as refused (report each token once).
     let mut reported: Option<String> = None;
+    // A `Down` was sent and no `Up` has closed it yet.
+    let mut gap_open = false;
     loop {
         // 1. Keys to stream?
-        if !wait_for_keys(&shared, index, &mut stop).await {
+        if !wait_for_keys(&shared, index, &mut stop, &mut gap_open).await {
             break;
         }
         // 2. A token?
@@ -119,6 +121,7 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize) {
                 keys,
                 reason: end.reason.clone(),
             });
+            gap_open = !matches!(end.cause, DownCause::Unused | DownCause::Stopped);
             attempt = 0;
         }
         match end.cause {
@@ -163,10 +166,13 @@ fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 }
 
 /// Waits until connection `index` has keys and may be used; false when the pool stops.
+/// A connection that goes idle during a gap (its keys moved to other connections, or no
+/// one wants them any more) ends the gap with a `Down` of cause `Unused`: no `Up` will.
 async fn wait_for_keys(
     shared: &Shared,
     index: usize,
     stop: &mut tokio::sync::watch::Receiver<bool>,
+    gap_open: &mut bool,
 ) -> bool {
     loop {
         if shared.stopped() {
@@ -178,6 +184,14 @@ async fn wait_for_keys(
             .is_some_and(|d| !d.is_empty());
         if has_keys {
             return true;
+        }
+        if std::mem::take(gap_open) {
+            let _ = shared.events.send(UpstreamEvent::Down {
+                connection: index,
+                cause: DownCause::Unused,
+                keys: 0,
+                reason: "no keys left on this connection (moved to others, or unsubscribed)".into(),
+            });
         }
         set_state(shared, index, ConnectionState::Idle);
         tokio::select! {

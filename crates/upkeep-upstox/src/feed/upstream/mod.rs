@@ -263,7 +263,10 @@ pub enum UpstreamEvent {
     },
     /// The connection is open, `market_info` arrived and its keys were (re)subscribed.
     Up { connection: usize, reconnect: bool },
-    /// The connection lost its socket: its `keys` get nothing until the next `Up`.
+    /// The connection lost its socket: its `keys` get nothing until the next `Up`. A
+    /// connection that has no keys any more when it would reconnect (they moved to other
+    /// connections, or no one wants them) ends its gap with a `Down` of cause
+    /// [`DownCause::Unused`] instead of an `Up`.
     Down {
         connection: usize,
         cause: DownCause,
