@@ -245,8 +245,8 @@ struct State {
 const SKIP: u8 = 0;
 /// An entry the consumer gets as it came.
 const AS_IS: u8 = 1;
-/// Modes an entry may be reshaped to (`2 + index` in an action); nothing is poorer than
-/// full_d30's richer neighbour, so it is never a target.
+/// Modes an entry may be reshaped to (`2 + index` in an action); full_d30 is never a
+/// target (no mode is richer).
 const TARGETS: [SubscriptionMode; 3] = [
     SubscriptionMode::Ltpc,
     SubscriptionMode::OptionGreeks,
