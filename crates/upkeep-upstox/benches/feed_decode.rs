@@ -7,6 +7,11 @@
 //! - `upkeep_to_sdk_json`: decode plus the SDK's JSON view as a `serde_json::Value`;
 //! - `upkeep_to_sdk_json_text`: the same, serialized to a `String` (the old `/ws/ticks` path);
 //! - `upkeep_sdk_json_writer`: decode plus `SdkJsonWriter` into a reused buffer (same text).
+//!
+//! `feed_reshape` (the relay's fan-out, per frame): `split_filter_copy` splits the frame
+//! and writes a copy with every entry as it came (what a consumer of a subset costs);
+//! `split_reshape_ltpc` / `split_reshape_option_greeks` write it with all 10 entries
+//! reshaped for a consumer that asked for a poorer mode.
 
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap (TEAM-BRIEF)
 
@@ -62,5 +67,41 @@ fn feed_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, feed_decode);
+fn feed_reshape(c: &mut Criterion) {
+    use upkeep_upstox::feed::{self, SubscriptionMode};
+    let bytes = frame();
+    let mut g = c.benchmark_group("feed_reshape");
+    g.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("split_filter_copy", |b| {
+        b.iter(|| {
+            out.clear();
+            let parts = feed::split(black_box(&bytes)).unwrap();
+            parts.write_filtered(|_, _| true, &mut out);
+            black_box(out.len())
+        })
+    });
+    for (name, mode) in [
+        ("split_reshape_ltpc", SubscriptionMode::Ltpc),
+        (
+            "split_reshape_option_greeks",
+            SubscriptionMode::OptionGreeks,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                let parts = feed::split(black_box(&bytes)).unwrap();
+                parts.write_others(&mut out);
+                for p in &parts.feeds {
+                    feed::reshape(p.field, mode, &mut out).unwrap();
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, feed_decode, feed_reshape);
 criterion_main!(benches);
