@@ -377,3 +377,120 @@ async fn the_dashboard_session_reads_the_feed_health_and_a_stranger_does_not() {
     assert_eq!(acct["local"]["consumers"][0]["keys"], 1);
     assert_eq!(acct["upstream"]["connections"][0]["state"], "live");
 }
+
+async fn scrape(h: &TestApp) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{}/metrics", h.daemon_url))
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The value of the series `name{labels}` (labels exactly as rendered), if present.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_show_each_upstream_connection_and_each_consumer_until_it_leaves() {
+    let h = app(1024, 50).await;
+    let mut ws = connect(&h, &format!("/ws/ticks?keys={TATA},{INFY}"), Some(TOKEN))
+        .await
+        .unwrap();
+    // Wait for ticks on the consumer's socket: the relay is live for it.
+    for _ in 0..3 {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(Ok(Message::Text(t))) = ws.next().await
+                    && serde_json::from_str::<Value>(&t).unwrap()["type"] == "live_feed"
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let text = scrape(&h).await;
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let conn = r#"account="main",connection="0""#;
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_state{{{conn},state=\"live\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_state{{{conn},state=\"backoff\"}}")
+        ),
+        Some(0.0)
+    );
+    // Both keys in ltpc on one connection or spread over two: 2 in all, none in full.
+    let keys = |mode: &str| -> f64 {
+        (0..5)
+            .filter_map(|i| {
+                series(
+                    &text,
+                    &format!(
+                        "upkeep_relay_connection_keys{{account=\"main\",connection=\"{i}\",mode=\"{mode}\"}}"
+                    ),
+                )
+            })
+            .sum()
+    };
+    assert_eq!(keys("ltpc"), 2.0, "{text}");
+    assert_eq!(keys("full"), 0.0);
+    assert!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_messages_total{{{conn}}}")
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_reconnects_total{{{conn}}}")
+        ),
+        Some(0.0)
+    );
+    // The consumer, by its key's name and id, with what it has taken so far.
+    let consumer = text
+        .lines()
+        .find(|l| l.starts_with("upkeep_relay_consumer_delivered_frames_total{"))
+        .unwrap_or_else(|| panic!("no consumer series: {text}"));
+    assert!(
+        consumer.contains(r#"consumer="bot (main, json)""#),
+        "{consumer}"
+    );
+    let labels = &consumer[consumer.find('{').unwrap()..=consumer.find('}').unwrap()];
+    let delivered: f64 = consumer.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(delivered >= 3.0, "{consumer}");
+    assert!(series(&text, &format!("upkeep_relay_consumer_lag_frames{labels}")).is_some());
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_consumer_dropped_frames_total{labels}")
+        ),
+        Some(0.0)
+    );
+    // Once it leaves, its series go (the connections' stay).
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let text = eventually_async("the consumer's series are gone", || async {
+        let text = scrape(&h).await;
+        (!text.contains("consumer=\"bot")).then_some(text)
+    })
+    .await;
+    assert!(text.contains("upkeep_relay_connection_state{"), "{text}");
+}
