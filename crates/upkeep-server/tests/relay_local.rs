@@ -494,3 +494,87 @@ async fn metrics_show_each_upstream_connection_and_each_consumer_until_it_leaves
     .await;
     assert!(text.contains("upkeep_relay_connection_state{"), "{text}");
 }
+
+/// The next `feed` event's data on a server-sent events response.
+async fn next_feed_event(r: &mut reqwest::Response, buf: &mut String) -> Value {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                if block.lines().any(|l| l == "event: feed")
+                    && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: "))
+                {
+                    return serde_json::from_str(data).unwrap();
+                }
+            }
+            let chunk = r.chunk().await.unwrap().expect("the stream ended");
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .expect("no feed event")
+}
+
+#[tokio::test]
+async fn the_live_feed_shows_the_dashboard_ticks_as_they_change_and_subscribes_nothing() {
+    let h = app(1024, 50).await;
+    let url = format!("{}/api/v1/feed/live", h.daemon_url);
+    assert_eq!(
+        common::browser().get(&url).send().await.unwrap().status(),
+        401
+    );
+    let status_key = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_key.status(), 403, "ticks need token:read");
+    let b = common::browser();
+    let link = h.engine.dashboard_link();
+    let path = link.split_once("/dashboard/").unwrap().1;
+    let r = b
+        .get(format!("{}/dashboard/{path}", h.daemon_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let mut live = b.get(&url).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let mut buf = String::new();
+    // Watching starts no relay.
+    let first = next_feed_event(&mut live, &mut buf).await;
+    assert_eq!(first["accounts"], serde_json::json!([]), "{first}");
+    // A bot subscribes: its instrument's ticks reach the viewer, and keep changing.
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    let reader = tokio::spawn(async move { while c.next().await.is_some() {} });
+    // The simulator's clock is frozen: move it on after each tick seen.
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        if seen.len() == 3 {
+            break;
+        }
+        let v = next_feed_event(&mut live, &mut buf).await;
+        let Some(acct) = v["accounts"].as_array().and_then(|a| a.first()) else {
+            continue;
+        };
+        assert_eq!(acct["account"], "main");
+        if let Some(t) = acct["ticks"].as_array().and_then(|t| t.first()) {
+            assert_eq!(t["key"], TATA, "{v}");
+            assert!(t["ltp"].as_f64().unwrap() > 0.0, "{v}");
+            if seen.insert(t["ltt"].as_i64().unwrap()) {
+                h.clock.advance(jiff::SignedDuration::from_secs(1));
+            }
+        }
+        // The viewer is no consumer and wants no key.
+        assert_eq!(acct["upstream"]["keys"], 1, "{v}");
+        assert_eq!(acct["local"]["consumers"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(seen.len(), 3, "the viewer saw the tick change: {seen:?}");
+    reader.abort();
+}

@@ -395,6 +395,32 @@ impl Hub {
         }
     }
 
+    /// The cached last state of up to `max` instruments that some consumer subscribes
+    /// now (the first by key), as one snapshot `FeedResponse`; `None` while the cache
+    /// holds none of them. For a viewer (the dashboard): it subscribes nothing.
+    pub fn latest(&self, max: usize) -> Option<Bytes> {
+        let st = lock(&self.shared.state);
+        let mut keys: Vec<&str> = st
+            .consumers
+            .values()
+            .flat_map(|e| e.wants.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let fields: Vec<&[u8]> = keys
+            .iter()
+            .filter_map(|k| st.cache.get(*k))
+            .take(max)
+            .map(|c| c.field.as_slice())
+            .collect();
+        if fields.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + 16);
+        feed::write_snapshot(FeedType::LiveFeed, st.last_ts, fields, &mut out);
+        Some(Bytes::from(out))
+    }
+
     fn request(&self, id: u64, req: &FeedRequest) -> Result<(), String> {
         let limit = self.shared.config.queue;
         let mut guard = lock(&self.shared.state);

@@ -116,6 +116,19 @@ impl Relay {
         Ok(hub)
     }
 
+    /// The latest state of up to `max` subscribed instruments of the account's hub
+    /// (see [`Hub::latest`]), if its relay has started (this starts nothing).
+    pub fn latest(&self, account: &str, max: usize) -> Option<bytes::Bytes> {
+        let hub = self
+            .inner
+            .hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned()?;
+        hub.latest(max)
+    }
+
     /// Upstream and local health of every account whose relay has started.
     pub fn health(&self) -> Vec<AccountFeedHealth> {
         let upstream = self.inner.upstreams.health();
