@@ -578,3 +578,69 @@ async fn the_live_feed_shows_the_dashboard_ticks_as_they_change_and_subscribes_n
     assert_eq!(seen.len(), 3, "the viewer saw the tick change: {seen:?}");
     reader.abort();
 }
+
+#[tokio::test]
+async fn a_reload_that_removes_the_account_stops_its_upstream_sockets_and_closes_its_consumers() {
+    let h = app(1024, 50).await;
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut c, TATA).await;
+    let mut json = connect(&h, &format!("/ws/ticks?keys={INFY}"), Some(TOKEN))
+        .await
+        .unwrap();
+    assert!(h.counters().feed_connections_open >= 1);
+
+    let before = (*h.engine.settings()).clone();
+    let mut without = before.clone();
+    without.accounts.clear();
+    let summary = h.engine.apply_settings(without, None).await.unwrap();
+    assert_eq!(summary.removed, ["main"]);
+
+    // Each consumer is told why, whatever door it came through.
+    for ws in [&mut c, &mut json] {
+        let (code, reason) = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => {
+                        return (u16::from(f.code), f.reason.to_string());
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1001);
+        assert!(
+            reason.contains("`main` was removed from the configuration"),
+            "{reason}"
+        );
+    }
+    // Its upstream sockets close at the simulator, and the relay forgets it.
+    eventually_async("the account's upstream sockets closed", || async {
+        (h.counters().feed_connections_open == 0).then_some(())
+    })
+    .await;
+    let health = feed_health(&h).await.unwrap();
+    assert_eq!(health["accounts"], serde_json::json!([]), "{health}");
+    assert!(!scrape(&h).await.contains("account=\"main\",connection="));
+    assert!(matches!(
+        connect(&h, "/upstox/v3/feed/market-data-feed?account=main", Some(TOKEN)).await,
+        Err(WsError::Http(r)) if r.status() == 404
+    ));
+
+    // Added back, it gets a fresh relay.
+    h.engine.apply_settings(before, None).await.unwrap();
+    let mut again = protobuf_consumer(&h).await;
+    send(
+        &mut again,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut again, TATA).await;
+}

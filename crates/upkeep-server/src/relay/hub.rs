@@ -194,6 +194,8 @@ struct State {
     /// connection opens with one, its maps in any order) is not passed on.
     market_status: String,
     last_ts: i64,
+    /// Why the hub was closed ([`Hub::close`]); no consumer is taken after it.
+    shut: Option<String>,
     // scratch, reused per frame
     keep: Vec<bool>,
     memo: Vec<(Vec<bool>, Bytes, bool)>,
@@ -250,6 +252,14 @@ impl Hub {
         });
         let upstream = self.shared.link.open();
         let mut st = lock(&self.shared.state);
+        if let Some(why) = &st.shut {
+            slot.close(why.clone());
+            return Consumer {
+                id,
+                slot,
+                hub: self.clone(),
+            };
+        }
         if let Some(mi) = &st.market_info {
             let _ = slot.push(mi.clone(), false, self.shared.config.queue);
         }
@@ -363,6 +373,26 @@ impl Hub {
                 // `e.upstream` drops here: its keys are released upstream.
             }
         }
+    }
+
+    /// Closes every consumer with `reason` (each reads it after what was already
+    /// queued is dropped) and takes no new ones; their keys are released upstream.
+    pub fn close(&self, reason: &str) {
+        let gone: Vec<Entry> = {
+            let mut st = lock(&self.shared.state);
+            st.shut = Some(reason.to_owned());
+            st.consumers.drain().map(|(_, e)| e).collect()
+        };
+        for e in &gone {
+            e.slot.close(reason.to_owned());
+        }
+        metrics::gauge!("upkeep_relay_consumers").decrement(gone.len() as f64);
+        // `gone` (and their upstream subscribers) drop outside the lock.
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).shut.is_some()
     }
 
     /// Health of the hub and of every consumer.

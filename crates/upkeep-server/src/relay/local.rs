@@ -100,14 +100,25 @@ impl Relay {
     /// The account's hub, started (with its upstream pool) on first use.
     pub fn hub(&self, account: &str) -> Result<Hub, RelayError> {
         let mut hubs = self.inner.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = hubs.get(account) {
-            return Ok(h.clone());
+        match hubs.get(account) {
+            Some(h) if !h.is_closed() => return Ok(h.clone()),
+            // Its account was removed (and maybe added again).
+            Some(_) => {
+                hubs.remove(account);
+            }
+            None => {}
         }
+        let stop = self
+            .inner
+            .engine
+            .account_stop(account)
+            .ok_or_else(|| RelayError::UnknownAccount(account.to_owned()))?;
         let pool = self.inner.upstreams.pool(account)?;
         let queue = self.inner.upstreams.settings().consumer_queue.max(4);
         let hub = Hub::new(HubConfig { queue }, PoolLink(pool.clone()));
         spawn_pump(
-            self.inner.engine.clone(),
+            Arc::downgrade(&self.inner),
+            stop,
             account.to_owned(),
             pool,
             hub.clone(),
@@ -144,11 +155,17 @@ impl Relay {
     }
 }
 
-/// Passes the pool's frames to the hub until the pool or the engine stops; every
-/// second, the gauges of the account's feed.
-fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
+/// Passes the pool's frames to the hub until the pool or the account stops; every
+/// second, the gauges of the account's feed. When a reload removes the account, its
+/// consumers are closed with the reason and its hub forgotten.
+fn spawn_pump(
+    relay: std::sync::Weak<Inner>,
+    stop: tokio_util::sync::CancellationToken,
+    account: String,
+    pool: FeedPool,
+    hub: Hub,
+) {
     let mut events = pool.events();
-    let stop = engine.shutdown_token();
     tokio::spawn(async move {
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -165,6 +182,17 @@ fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
                 _ = gauges.tick() => record_gauges(&account, &pool, &hub),
                 _ = stop.cancelled() => break,
             }
+        }
+        let Some(relay) = relay.upgrade() else { return };
+        if stop.is_cancelled() && !relay.engine.shutdown_token().is_cancelled() {
+            hub.close(&format!(
+                "account `{account}` was removed from the configuration; its feed has stopped"
+            ));
+            let mut hubs = relay.hubs.lock().unwrap_or_else(|p| p.into_inner());
+            if hubs.get(&account).is_some_and(Hub::is_closed) {
+                hubs.remove(&account);
+            }
+            tracing::info!(account = %account, "relay: account removed; its consumers were closed");
         }
     });
 }

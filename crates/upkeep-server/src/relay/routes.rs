@@ -41,6 +41,8 @@ const CODE_TTL: SignedDuration = SignedDuration::from_secs(60);
 const MAX_CODES: usize = 1024;
 /// Websocket close code for a consumer closed for falling behind ("try again later").
 const CLOSE_SLOW: u16 = 1013;
+/// Websocket close code for a consumer whose account's relay stopped ("going away").
+const CLOSE_GONE: u16 = 1001;
 /// Instruments per account in a `/api/v1/feed/live` event.
 pub const LIVE_TICKS: usize = 12;
 
@@ -274,10 +276,11 @@ async fn serve(
                     }
                 }
                 Delivery::Closed(why) => {
+                    let code = if hub.is_closed() { CLOSE_GONE } else { CLOSE_SLOW };
                     let mut reason = why;
-                    reason.truncate(120);
+                    truncate_at_char(&mut reason, 120);
                     let _ = socket
-                        .send(Message::Close(Some(CloseFrame { code: CLOSE_SLOW, reason: reason.into() })))
+                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
                         .await;
                     break;
                 }
@@ -305,6 +308,18 @@ async fn answer(
         if kind == ConsumerKind::Json {
             let _ = socket.send(Message::Text(error_text(&why).into())).await;
         }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary (a close frame's reason
+/// is at most 123 bytes).
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }
 
