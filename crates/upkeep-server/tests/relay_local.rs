@@ -448,6 +448,14 @@ async fn metrics_show_each_upstream_connection_and_each_consumer_until_it_leaves
             .sum()
     };
     assert_eq!(keys("ltpc"), 2.0, "{text}");
+    assert_eq!(
+        series(&text, r#"upkeep_relay_upstream_keys{account="main"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(&text, r#"upkeep_relay_local_consumers{account="main"}"#),
+        Some(1.0)
+    );
     assert_eq!(keys("full"), 0.0);
     assert!(
         series(
@@ -628,7 +636,13 @@ async fn a_reload_that_removes_the_account_stops_its_upstream_sockets_and_closes
     .await;
     let health = feed_health(&h).await.unwrap();
     assert_eq!(health["accounts"], serde_json::json!([]), "{health}");
-    assert!(!scrape(&h).await.contains("account=\"main\",connection="));
+    let text = scrape(&h).await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("upkeep_relay_") && l.contains("account=\"main\"")),
+        "{text}"
+    );
     assert!(matches!(
         connect(&h, "/upstox/v3/feed/market-data-feed?account=main", Some(TOKEN)).await,
         Err(WsError::Http(r)) if r.status() == 404

@@ -112,6 +112,63 @@ pub(crate) fn render_relay(relay: &crate::relay::Relay, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
     };
+    // Per account (these were gauges set every second; read here, a removed account's
+    // series go with it).
+    let per_account: [Series<crate::relay::AccountFeedHealth, f64>; 5] = [
+        (
+            "upkeep_relay_upstream_connections_live",
+            "gauge",
+            "Upstream feed connections of the account that are live.",
+            |a| {
+                a.upstream
+                    .connections
+                    .iter()
+                    .filter(|c| c.state == S::Live)
+                    .count() as f64
+            },
+        ),
+        (
+            "upkeep_relay_upstream_keys",
+            "gauge",
+            "Distinct instrument keys the account streams upstream.",
+            |a| a.upstream.keys as f64,
+        ),
+        (
+            "upkeep_relay_upstream_reconnects",
+            "gauge",
+            "Reconnects of the account's upstream feed connections since its relay started.",
+            |a| {
+                a.upstream
+                    .connections
+                    .iter()
+                    .map(|c| c.reconnects)
+                    .sum::<u64>() as f64
+            },
+        ),
+        (
+            "upkeep_relay_local_consumers",
+            "gauge",
+            "Local consumers of the account's relay.",
+            |a| a.local.consumers.len() as f64,
+        ),
+        (
+            "upkeep_relay_consumer_max_lag_frames",
+            "gauge",
+            "The largest queue of the account's consumers now, in frames.",
+            |a| a.local.consumers.iter().map(|c| c.lag).max().unwrap_or(0) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_account {
+        head(out, name, kind, help);
+        for a in &health {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\"}} {}",
+                label(&a.account),
+                value(a)
+            );
+        }
+    }
     let connections = || {
         health.iter().flat_map(|a| {
             a.upstream.connections.iter().map(move |c| {

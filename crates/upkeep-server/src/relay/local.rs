@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -155,8 +154,7 @@ impl Relay {
     }
 }
 
-/// Passes the pool's frames to the hub until the pool or the account stops; every
-/// second, the gauges of the account's feed. When a reload removes the account, its
+/// Passes the pool's frames to the hub until the pool or the account stops. When a reload removes the account, its
 /// consumers are closed with the reason and its hub forgotten.
 fn spawn_pump(
     relay: std::sync::Weak<Inner>,
@@ -167,7 +165,6 @@ fn spawn_pump(
 ) {
     let mut events = pool.events();
     tokio::spawn(async move {
-        let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -179,7 +176,6 @@ fn spawn_pump(
                     }
                     Err(RecvError::Closed) => break,
                 },
-                _ = gauges.tick() => record_gauges(&account, &pool, &hub),
                 _ = stop.cancelled() => break,
             }
         }
@@ -195,30 +191,4 @@ fn spawn_pump(
             tracing::info!(account = %account, "relay: account removed; its consumers were closed");
         }
     });
-}
-
-fn record_gauges(account: &str, pool: &FeedPool, hub: &Hub) {
-    let up = pool.health();
-    let live = up
-        .connections
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.state,
-                upkeep_upstox::feed::upstream::ConnectionState::Live
-            )
-        })
-        .count();
-    let a = account.to_owned();
-    metrics::gauge!("upkeep_relay_upstream_connections_live", "account" => a.clone())
-        .set(live as f64);
-    metrics::gauge!("upkeep_relay_upstream_keys", "account" => a.clone()).set(up.keys as f64);
-    let reconnects: u64 = up.connections.iter().map(|c| c.reconnects).sum();
-    metrics::gauge!("upkeep_relay_upstream_reconnects", "account" => a.clone())
-        .set(reconnects as f64);
-    let local = hub.health();
-    let max_lag = local.consumers.iter().map(|c| c.lag).max().unwrap_or(0);
-    metrics::gauge!("upkeep_relay_local_consumers", "account" => a.clone())
-        .set(local.consumers.len() as f64);
-    metrics::gauge!("upkeep_relay_consumer_max_lag_frames", "account" => a).set(max_lag as f64);
 }
