@@ -3,7 +3,8 @@ chromium-driver) against `upkeep demo --keep` (simulator + daemon in one process
 sharing one clock).
 
 Story: the sign-in link from the demo opens the dashboard signed in; the badge is
-green; the simulator's clock jumps past 03:30 IST: the badge turns red (EXPIRED) with
+green; the Market-data feed card shows the demo's consumer and live ticks through the
+relay, and a price changes while we watch; the simulator's clock jumps past 03:30 IST: the badge turns red (EXPIRED) with
 the critical banner; "Renew now" brings it back to green. Screenshots go to
 $UPKEEP_BROWSER_OUT (default target/browser-test).
 
@@ -77,6 +78,20 @@ def wait_for(driver, what, check):
         raise AssertionError(f"gave up waiting for {what}; badge is {badge(driver)}") from e
 
 
+def ticks(driver):
+    """The feed card's latest ticks: key -> (last price, last trade time)."""
+    out = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#feed table.ticks tr[data-key]"):
+        try:
+            out[row.get_attribute("data-key")] = (
+                row.find_element(By.CSS_SELECTOR, ".ltp").text,
+                row.find_element(By.CSS_SELECTOR, ".ltt").text,
+            )
+        except Exception:  # the card is redrawn every second: a row may go stale
+            pass
+    return out
+
+
 def post_json(url, body):
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
@@ -98,6 +113,20 @@ def main():
         assert not driver.find_elements(By.CSS_SELECTOR, ".banner.critical")
         driver.save_screenshot(os.path.join(OUT, "1-healthy.png"))
         print(f"healthy: badge {text!r}")
+
+        # The demo's consumer streams through the relay: its ticks appear on the
+        # dashboard's feed card and change while we watch.
+        wait_for(driver, "the feed card", lambda d: d.find_element(By.ID, "feed-card").is_displayed())
+        first = wait_for(driver, "live ticks", lambda d: ticks(d).get("NSE_EQ|INE002A01018"))
+        assert first[0] not in ("", "-"), first
+        consumers = driver.find_element(By.CSS_SELECTOR, "#feed table.consumers").text
+        assert "demo-ticker" in consumers, consumers
+        states = driver.find_element(By.CSS_SELECTOR, "#feed table.connections").text
+        assert "live" in states, states
+        changed = wait_for(driver, "a tick that updates",
+                           lambda d: (t := ticks(d).get("NSE_EQ|INE002A01018")) and t != first and t)
+        driver.save_screenshot(os.path.join(OUT, "1b-feed.png"))
+        print(f"feed: RELIANCE {first} -> {changed}, {len(ticks(driver))} instruments")
 
         # The simulator's clock (shared with the daemon) jumps past the next 03:30 IST.
         with urllib.request.urlopen(sim + "/sim/clock", timeout=10) as resp:

@@ -147,7 +147,7 @@ impl App {
         let relay_local = relay::Relay::new(engine.clone(), self.relay.clone());
         let mut router = http::router(engine.clone())
             .merge(relay::routes::router(relay::routes::RelayState::new(
-                relay_local,
+                relay_local.clone(),
                 keys.clone(),
                 sessions.clone(),
             )))
@@ -158,6 +158,7 @@ impl App {
                 usage: usage.clone(),
                 budget: budget.clone(),
                 cache: cache.clone(),
+                relay: relay_local,
             }))
             .merge(dashboard::router(engine.clone(), keys.clone(), sessions));
         if engine.settings().gateway.enabled {

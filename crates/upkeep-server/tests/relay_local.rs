@@ -741,3 +741,284 @@ async fn a_flood_of_guessed_feed_codes_gets_cheap_refusals_takes_no_real_code_an
         "a real code was logged"
     );
 }
+
+async fn scrape(h: &TestApp) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{}/metrics", h.daemon_url))
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The value of the series `name{labels}` (labels exactly as rendered), if present.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_show_each_upstream_connection_and_each_consumer_until_it_leaves() {
+    let h = app(1024, 50).await;
+    let mut ws = connect(&h, &format!("/ws/ticks?keys={TATA},{INFY}"), Some(TOKEN))
+        .await
+        .unwrap();
+    // Wait for ticks on the consumer's socket: the relay is live for it.
+    for _ in 0..3 {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(Ok(Message::Text(t))) = ws.next().await
+                    && serde_json::from_str::<Value>(&t).unwrap()["type"] == "live_feed"
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let text = scrape(&h).await;
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let conn = r#"account="main",connection="0""#;
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_state{{{conn},state=\"live\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_state{{{conn},state=\"backoff\"}}")
+        ),
+        Some(0.0)
+    );
+    // Both keys in ltpc on one connection or spread over two: 2 in all, none in full.
+    let keys = |mode: &str| -> f64 {
+        (0..5)
+            .filter_map(|i| {
+                series(
+                    &text,
+                    &format!(
+                        "upkeep_relay_connection_keys{{account=\"main\",connection=\"{i}\",mode=\"{mode}\"}}"
+                    ),
+                )
+            })
+            .sum()
+    };
+    assert_eq!(keys("ltpc"), 2.0, "{text}");
+    assert_eq!(
+        series(&text, r#"upkeep_relay_upstream_keys{account="main"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(&text, r#"upkeep_relay_local_consumers{account="main"}"#),
+        Some(1.0)
+    );
+    assert_eq!(keys("full"), 0.0);
+    assert!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_messages_total{{{conn}}}")
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_connection_reconnects_total{{{conn}}}")
+        ),
+        Some(0.0)
+    );
+    // The consumer, by its key's name and id, with what it has taken so far.
+    let consumer = text
+        .lines()
+        .find(|l| l.starts_with("upkeep_relay_consumer_delivered_frames_total{"))
+        .unwrap_or_else(|| panic!("no consumer series: {text}"));
+    assert!(
+        consumer.contains(r#"consumer="bot (main, json)""#),
+        "{consumer}"
+    );
+    let labels = &consumer[consumer.find('{').unwrap()..=consumer.find('}').unwrap()];
+    let delivered: f64 = consumer.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(delivered >= 3.0, "{consumer}");
+    assert!(series(&text, &format!("upkeep_relay_consumer_lag_frames{labels}")).is_some());
+    assert_eq!(
+        series(
+            &text,
+            &format!("upkeep_relay_consumer_dropped_frames_total{labels}")
+        ),
+        Some(0.0)
+    );
+    // Once it leaves, its series go (the connections' stay).
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let text = eventually_async("the consumer's series are gone", || async {
+        let text = scrape(&h).await;
+        (!text.contains("consumer=\"bot")).then_some(text)
+    })
+    .await;
+    assert!(text.contains("upkeep_relay_connection_state{"), "{text}");
+}
+
+/// The next `feed` event's data on a server-sent events response.
+async fn next_feed_event(r: &mut reqwest::Response, buf: &mut String) -> Value {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                if block.lines().any(|l| l == "event: feed")
+                    && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: "))
+                {
+                    return serde_json::from_str(data).unwrap();
+                }
+            }
+            let chunk = r.chunk().await.unwrap().expect("the stream ended");
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .expect("no feed event")
+}
+
+#[tokio::test]
+async fn the_live_feed_shows_the_dashboard_ticks_as_they_change_and_subscribes_nothing() {
+    let h = app(1024, 50).await;
+    let url = format!("{}/api/v1/feed/live", h.daemon_url);
+    assert_eq!(
+        common::browser().get(&url).send().await.unwrap().status(),
+        401
+    );
+    let status_key = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_key.status(), 403, "ticks need token:read");
+    let b = common::browser();
+    let link = h.engine.dashboard_link();
+    let path = link.split_once("/dashboard/").unwrap().1;
+    let r = b
+        .get(format!("{}/dashboard/{path}", h.daemon_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let mut live = b.get(&url).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let mut buf = String::new();
+    // Watching starts no relay.
+    let first = next_feed_event(&mut live, &mut buf).await;
+    assert_eq!(first["accounts"], serde_json::json!([]), "{first}");
+    // A bot subscribes: its instrument's ticks reach the viewer, and keep changing.
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    let reader = tokio::spawn(async move { while c.next().await.is_some() {} });
+    // The simulator's clock is frozen: move it on after each tick seen.
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        if seen.len() == 3 {
+            break;
+        }
+        let v = next_feed_event(&mut live, &mut buf).await;
+        let Some(acct) = v["accounts"].as_array().and_then(|a| a.first()) else {
+            continue;
+        };
+        assert_eq!(acct["account"], "main");
+        if let Some(t) = acct["ticks"].as_array().and_then(|t| t.first()) {
+            assert_eq!(t["key"], TATA, "{v}");
+            assert!(t["ltp"].as_f64().unwrap() > 0.0, "{v}");
+            if seen.insert(t["ltt"].as_i64().unwrap()) {
+                h.clock.advance(jiff::SignedDuration::from_secs(1));
+            }
+        }
+        // The viewer is no consumer and wants no key.
+        assert_eq!(acct["upstream"]["keys"], 1, "{v}");
+        assert_eq!(acct["local"]["consumers"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(seen.len(), 3, "the viewer saw the tick change: {seen:?}");
+    reader.abort();
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_account_stops_its_upstream_sockets_and_closes_its_consumers() {
+    let h = app(1024, 50).await;
+    let mut c = protobuf_consumer(&h).await;
+    send(
+        &mut c,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut c, TATA).await;
+    let mut json = connect(&h, &format!("/ws/ticks?keys={INFY}"), Some(TOKEN))
+        .await
+        .unwrap();
+    assert!(h.counters().feed_connections_open >= 1);
+
+    let before = (*h.engine.settings()).clone();
+    let mut without = before.clone();
+    without.accounts.clear();
+    let summary = h.engine.apply_settings(without, None).await.unwrap();
+    assert_eq!(summary.removed, ["main"]);
+
+    // Each consumer is told why, whatever door it came through.
+    for ws in [&mut c, &mut json] {
+        let (code, reason) = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => {
+                        return (u16::from(f.code), f.reason.to_string());
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1001);
+        assert!(
+            reason.contains("`main` was removed from the configuration"),
+            "{reason}"
+        );
+    }
+    // Its upstream sockets close at the simulator, and the relay forgets it.
+    eventually_async("the account's upstream sockets closed", || async {
+        (h.counters().feed_connections_open == 0).then_some(())
+    })
+    .await;
+    let health = feed_health(&h).await.unwrap();
+    assert_eq!(health["accounts"], serde_json::json!([]), "{health}");
+    let text = scrape(&h).await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("upkeep_relay_") && l.contains("account=\"main\"")),
+        "{text}"
+    );
+    assert!(matches!(
+        connect(&h, "/upstox/v3/feed/market-data-feed?account=main", Some(TOKEN)).await,
+        Err(WsError::Http(r)) if r.status() == 404
+    ));
+
+    // Added back, it gets a fresh relay.
+    h.engine.apply_settings(before, None).await.unwrap();
+    let mut again = protobuf_consumer(&h).await;
+    send(
+        &mut again,
+        FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]),
+    )
+    .await;
+    live_keys_until(&mut again, TATA).await;
+}

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::engine::Engine;
+use crate::relay::ConsumerHealth;
+use upkeep_upstox::feed::upstream::ConnectionHealth;
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -83,6 +85,206 @@ pub(crate) fn render(engine: &Engine) -> String {
         out.push_str(&handle.render());
     }
     out
+}
+
+/// A series family: name, type, help, and its value for one item.
+type Series<T, V> = (&'static str, &'static str, &'static str, fn(&T) -> V);
+
+/// Every upstream connection and every local consumer of each account whose relay has
+/// started, read from the relay's memory at scrape time. A consumer's series are there
+/// while it is connected and gone once it leaves, so label values stay bounded by the
+/// connections in use (at most 5 per account) and the consumers connected now.
+/// `consumer` is the consumer's name (its API key's name, account and kind), `id` tells
+/// apart two consumers of the same name.
+pub(crate) fn render_relay(relay: &crate::relay::Relay, out: &mut String) {
+    use upkeep_upstox::feed::upstream::ConnectionState as S;
+    const STATES: [(S, &str); 7] = [
+        (S::Idle, "idle"),
+        (S::NoToken, "no_token"),
+        (S::Connecting, "connecting"),
+        (S::Opening, "opening"),
+        (S::Live, "live"),
+        (S::Backoff, "backoff"),
+        (S::Stopped, "stopped"),
+    ];
+    let health = relay.health();
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    // Per account (these were gauges set every second; read here, a removed account's
+    // series go with it).
+    let per_account: [Series<crate::relay::AccountFeedHealth, f64>; 5] = [
+        (
+            "upkeep_relay_upstream_connections_live",
+            "gauge",
+            "Upstream feed connections of the account that are live.",
+            |a| {
+                a.upstream
+                    .connections
+                    .iter()
+                    .filter(|c| c.state == S::Live)
+                    .count() as f64
+            },
+        ),
+        (
+            "upkeep_relay_upstream_keys",
+            "gauge",
+            "Distinct instrument keys the account streams upstream.",
+            |a| a.upstream.keys as f64,
+        ),
+        (
+            "upkeep_relay_upstream_reconnects",
+            "gauge",
+            "Reconnects of the account's upstream feed connections since its relay started.",
+            |a| {
+                a.upstream
+                    .connections
+                    .iter()
+                    .map(|c| c.reconnects)
+                    .sum::<u64>() as f64
+            },
+        ),
+        (
+            "upkeep_relay_local_consumers",
+            "gauge",
+            "Local consumers of the account's relay.",
+            |a| a.local.consumers.len() as f64,
+        ),
+        (
+            "upkeep_relay_consumer_max_lag_frames",
+            "gauge",
+            "The largest queue of the account's consumers now, in frames.",
+            |a| a.local.consumers.iter().map(|c| c.lag).max().unwrap_or(0) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_account {
+        head(out, name, kind, help);
+        for a in &health {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\"}} {}",
+                label(&a.account),
+                value(a)
+            );
+        }
+    }
+    let connections = || {
+        health.iter().flat_map(|a| {
+            a.upstream.connections.iter().map(move |c| {
+                (
+                    format!(
+                        "account=\"{}\",connection=\"{}\"",
+                        label(&a.account),
+                        c.index
+                    ),
+                    c,
+                )
+            })
+        })
+    };
+    head(
+        out,
+        "upkeep_relay_connection_state",
+        "gauge",
+        "1 for the state an upstream feed connection is in, 0 for the others.",
+    );
+    for (l, c) in connections() {
+        for (s, name) in STATES {
+            let v = u8::from(c.state == s);
+            let _ = writeln!(
+                out,
+                "upkeep_relay_connection_state{{{l},state=\"{name}\"}} {v}"
+            );
+        }
+    }
+    head(
+        out,
+        "upkeep_relay_connection_keys",
+        "gauge",
+        "Instrument keys an upstream feed connection streams, per mode.",
+    );
+    for (l, c) in connections() {
+        for (mode, n) in c.keys.iter() {
+            let _ = writeln!(
+                out,
+                "upkeep_relay_connection_keys{{{l},mode=\"{}\"}} {n}",
+                mode.as_str()
+            );
+        }
+    }
+    let per_connection: [Series<ConnectionHealth, Option<f64>>; 4] = [
+        (
+            "upkeep_relay_connection_messages_total",
+            "counter",
+            "Frames, pings and pongs an upstream feed connection received.",
+            |c| Some(c.messages as f64),
+        ),
+        (
+            "upkeep_relay_connection_frames_total",
+            "counter",
+            "Data frames an upstream feed connection received.",
+            |c| Some(c.frames as f64),
+        ),
+        (
+            "upkeep_relay_connection_reconnects_total",
+            "counter",
+            "Sockets an upstream feed connection opened after its first.",
+            |c| Some(c.reconnects as f64),
+        ),
+        (
+            "upkeep_relay_connection_last_message_timestamp_seconds",
+            "gauge",
+            "When an upstream feed connection last received anything (unix seconds).",
+            |c| {
+                c.last_message_at
+                    .map(|t| t.as_millisecond() as f64 / 1000.0)
+            },
+        ),
+    ];
+    for (name, kind, help, value) in per_connection {
+        head(out, name, kind, help);
+        for (l, c) in connections() {
+            if let Some(v) = value(c) {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+        }
+    }
+    let per_consumer: [Series<ConsumerHealth, u64>; 3] = [
+        (
+            "upkeep_relay_consumer_lag_frames",
+            "gauge",
+            "Frames waiting in a local consumer's queue.",
+            |c| c.lag as u64,
+        ),
+        (
+            "upkeep_relay_consumer_dropped_frames_total",
+            "counter",
+            "Frames dropped for a local consumer that fell behind (ltpc only).",
+            |c| c.drops,
+        ),
+        (
+            "upkeep_relay_consumer_delivered_frames_total",
+            "counter",
+            "Frames a local consumer has taken from its queue.",
+            |c| c.delivered,
+        ),
+    ];
+    for (name, kind, help, value) in per_consumer {
+        head(out, name, kind, help);
+        for a in &health {
+            for c in &a.local.consumers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{account=\"{}\",consumer=\"{}\",id=\"{}\"}} {}",
+                    label(&a.account),
+                    label(&c.name),
+                    c.id,
+                    value(c)
+                );
+            }
+        }
+    }
 }
 
 /// The usual process gauges, read from `/proc/self` (Linux; nothing elsewhere).

@@ -55,6 +55,8 @@ pub struct ApiState {
     /// The gateway's rate budget and cached fallback (their counters in `/metrics`).
     pub budget: crate::gateway::budget::Budget,
     pub cache: crate::gateway::cache::StaleCache,
+    /// The market-data relay (its connections and consumers in `/metrics`).
+    pub relay: crate::relay::Relay,
 }
 
 /// The API's routes.
@@ -637,6 +639,7 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
             state.usage.render(&mut text);
             state.budget.render_metrics(&mut text);
             state.cache.render_metrics(&mut text);
+            metrics_text::render_relay(&state.relay, &mut text);
             text
         },
     )

@@ -599,6 +599,11 @@ impl Engine {
     pub fn account_settings(&self, id: &str) -> Option<Arc<AccountSettings>> {
         self.account(id).map(|a| a.settings())
     }
+    /// Cancelled when the account stops: removed by a reload, or the daemon stopping
+    /// (`None` for an account not configured now).
+    pub fn account_stop(&self, id: &str) -> Option<CancellationToken> {
+        self.account(id).map(|a| a.stop.clone())
+    }
     /// Finds the account an app's client id belongs to.
     pub fn account_for_client(&self, client_id: &str) -> Option<String> {
         let accounts = self.accounts();

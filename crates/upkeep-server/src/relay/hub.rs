@@ -232,6 +232,8 @@ struct State {
     last_ts: i64,
     /// Upstream connections down now, by index.
     gaps: HashMap<usize, Gap>,
+    /// Why the hub was closed ([`Hub::close`]); no consumer is taken after it.
+    shut: Option<String>,
     // scratch, reused per frame
     /// Per entry of the frame, what one consumer gets of it (see [`action`]).
     keep: Vec<u8>,
@@ -327,6 +329,14 @@ impl Hub {
         });
         let upstream = self.shared.link.open();
         let mut st = lock(&self.shared.state);
+        if let Some(why) = &st.shut {
+            slot.close(why.clone());
+            return Consumer {
+                id,
+                slot,
+                hub: self.clone(),
+            };
+        }
         if let Some(mi) = &st.market_info {
             let _ = slot.push(mi.clone(), false, self.shared.config.queue);
         }
@@ -566,6 +576,26 @@ impl Hub {
         }
     }
 
+    /// Closes every consumer with `reason` (each reads it after what was already
+    /// queued is dropped) and takes no new ones; their keys are released upstream.
+    pub fn close(&self, reason: &str) {
+        let gone: Vec<Entry> = {
+            let mut st = lock(&self.shared.state);
+            st.shut = Some(reason.to_owned());
+            st.consumers.drain().map(|(_, e)| e).collect()
+        };
+        for e in &gone {
+            e.slot.close(reason.to_owned());
+        }
+        metrics::gauge!("upkeep_relay_consumers").decrement(gone.len() as f64);
+        // `gone` (and their upstream subscribers) drop outside the lock.
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).shut.is_some()
+    }
+
     /// Health of the hub and of every consumer.
     pub fn health(&self) -> HubHealth {
         let st = lock(&self.shared.state);
@@ -594,6 +624,32 @@ impl Hub {
             closed_slow: self.shared.closed_slow.load(Ordering::Relaxed),
             consumers,
         }
+    }
+
+    /// The cached last state of up to `max` instruments that some consumer subscribes
+    /// now (the first by key), as one snapshot `FeedResponse`; `None` while the cache
+    /// holds none of them. For a viewer (the dashboard): it subscribes nothing.
+    pub fn latest(&self, max: usize) -> Option<Bytes> {
+        let st = lock(&self.shared.state);
+        let mut keys: Vec<&str> = st
+            .consumers
+            .values()
+            .flat_map(|e| e.wants.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let fields: Vec<&[u8]> = keys
+            .iter()
+            .filter_map(|k| st.cache.get(*k))
+            .take(max)
+            .map(|c| c.field.as_slice())
+            .collect();
+        if fields.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + 16);
+        feed::write_snapshot(FeedType::LiveFeed, st.last_ts, fields, &mut out);
+        Some(Bytes::from(out))
     }
 
     fn request(&self, id: u64, req: &FeedRequest) -> Result<(), String> {

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -100,20 +99,45 @@ impl Relay {
     /// The account's hub, started (with its upstream pool) on first use.
     pub fn hub(&self, account: &str) -> Result<Hub, RelayError> {
         let mut hubs = self.inner.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = hubs.get(account) {
-            return Ok(h.clone());
+        match hubs.get(account) {
+            Some(h) if !h.is_closed() => return Ok(h.clone()),
+            // Its account was removed (and maybe added again).
+            Some(_) => {
+                hubs.remove(account);
+            }
+            None => {}
         }
+        let stop = self
+            .inner
+            .engine
+            .account_stop(account)
+            .ok_or_else(|| RelayError::UnknownAccount(account.to_owned()))?;
         let pool = self.inner.upstreams.pool(account)?;
         let queue = self.inner.upstreams.settings().consumer_queue.max(4);
         let hub = Hub::new(HubConfig { queue }, PoolLink(pool.clone()));
         spawn_pump(
-            self.inner.engine.clone(),
+            Arc::downgrade(&self.inner),
+            self.inner.engine.clock().clone(),
+            stop,
             account.to_owned(),
             pool,
             hub.clone(),
         );
         hubs.insert(account.to_owned(), hub.clone());
         Ok(hub)
+    }
+
+    /// The latest state of up to `max` subscribed instruments of the account's hub
+    /// (see [`Hub::latest`]), if its relay has started (this starts nothing).
+    pub fn latest(&self, account: &str, max: usize) -> Option<bytes::Bytes> {
+        let hub = self
+            .inner
+            .hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned()?;
+        hub.latest(max)
     }
 
     /// Upstream and local health of every account whose relay has started.
@@ -131,13 +155,19 @@ impl Relay {
     }
 }
 
-/// Passes the pool's frames to the hub until the pool or the engine stops; every
-/// second, the gauges of the account's feed.
-fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
+/// Passes the pool's frames to the hub, and its connections' gaps (on the daemon's
+/// clock), until the pool or the account stops. When a reload removes the account, its
+/// consumers are closed with the reason and its hub forgotten.
+fn spawn_pump(
+    relay: std::sync::Weak<Inner>,
+    clock: Arc<dyn upkeep_core::Clock>,
+    stop: tokio_util::sync::CancellationToken,
+    account: String,
+    pool: FeedPool,
+    hub: Hub,
+) {
     let mut events = pool.events();
-    let stop = engine.shutdown_token();
     tokio::spawn(async move {
-        let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -145,49 +175,33 @@ fn spawn_pump(engine: Engine, account: String, pool: FeedPool, hub: Hub) {
                     // A connection closed for want of keys (they moved, or no one wants
                     // them) left no consumer without data: it ends a gap it had open.
                     Ok(UpstreamEvent::Down { connection, cause: DownCause::Unused, .. }) => {
-                        hub.upstream_up(connection, engine.clock().now());
+                        hub.upstream_up(connection, clock.now());
                     }
                     Ok(UpstreamEvent::Down { cause: DownCause::Stopped, .. }) => {}
                     Ok(UpstreamEvent::Down { connection, cause, reason, .. }) => {
                         let cause = serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                        hub.upstream_down(connection, &cause, &reason, engine.clock().now());
+                        hub.upstream_down(connection, &cause, &reason, clock.now());
                     }
-                    Ok(UpstreamEvent::Up { connection, .. }) => hub.upstream_up(connection, engine.clock().now()),
+                    Ok(UpstreamEvent::Up { connection, .. }) => hub.upstream_up(connection, clock.now()),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(account = %account, frames = n, "relay: the local side fell behind the upstream; frames lost for every consumer");
                         metrics::counter!("upkeep_relay_frames_lost_total", "account" => account.clone()).increment(n);
                     }
                     Err(RecvError::Closed) => break,
                 },
-                _ = gauges.tick() => record_gauges(&account, &pool, &hub),
                 _ = stop.cancelled() => break,
             }
         }
+        let Some(relay) = relay.upgrade() else { return };
+        if stop.is_cancelled() && !relay.engine.shutdown_token().is_cancelled() {
+            hub.close(&format!(
+                "account `{account}` was removed from the configuration; its feed has stopped"
+            ));
+            let mut hubs = relay.hubs.lock().unwrap_or_else(|p| p.into_inner());
+            if hubs.get(&account).is_some_and(Hub::is_closed) {
+                hubs.remove(&account);
+            }
+            tracing::info!(account = %account, "relay: account removed; its consumers were closed");
+        }
     });
-}
-
-fn record_gauges(account: &str, pool: &FeedPool, hub: &Hub) {
-    let up = pool.health();
-    let live = up
-        .connections
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.state,
-                upkeep_upstox::feed::upstream::ConnectionState::Live
-            )
-        })
-        .count();
-    let a = account.to_owned();
-    metrics::gauge!("upkeep_relay_upstream_connections_live", "account" => a.clone())
-        .set(live as f64);
-    metrics::gauge!("upkeep_relay_upstream_keys", "account" => a.clone()).set(up.keys as f64);
-    let reconnects: u64 = up.connections.iter().map(|c| c.reconnects).sum();
-    metrics::gauge!("upkeep_relay_upstream_reconnects", "account" => a.clone())
-        .set(reconnects as f64);
-    let local = hub.health();
-    let max_lag = local.consumers.iter().map(|c| c.lag).max().unwrap_or(0);
-    metrics::gauge!("upkeep_relay_local_consumers", "account" => a.clone())
-        .set(local.consumers.len() as f64);
-    metrics::gauge!("upkeep_relay_consumer_max_lag_frames", "account" => a).set(max_lag as f64);
 }

@@ -11,6 +11,10 @@
 //!   `{"type":"upstream","state":"down"|"up",...}` text frames.
 //! - `GET /api/v1/feed` (`status:read`, or the dashboard's session): upstream
 //!   connections and local consumers.
+//! - `GET /api/v1/feed/live` (`token:read`, or the dashboard's session): server-sent
+//!   events, one `feed` event a second: the same health plus the latest ticks of up to
+//!   [`LIVE_TICKS`] subscribed instruments per account, read from the relay's cache (a
+//!   viewer subscribes nothing and starts no relay).
 //!
 //! `?account=ID` picks the account (default: the first live one).
 
@@ -32,6 +36,10 @@ use crate::http::{bearer, error};
 
 /// Websocket close code for a consumer closed for falling behind ("try again later").
 const CLOSE_SLOW: u16 = 1013;
+/// Websocket close code for a consumer whose account's relay stopped ("going away").
+const CLOSE_GONE: u16 = 1001;
+/// Instruments per account in a `/api/v1/feed/live` event.
+pub const LIVE_TICKS: usize = 12;
 
 #[derive(Clone)]
 pub struct RelayState {
@@ -70,6 +78,7 @@ pub fn router(state: RelayState) -> Router {
         .route("/upstox/v3/feed/market-data-feed", get(feed_socket))
         .route("/ws/ticks", get(ticks_socket))
         .route("/api/v1/feed", get(feed_health))
+        .route("/api/v1/feed/live", get(feed_live))
         .with_state(state)
 }
 
@@ -277,10 +286,11 @@ async fn serve(
                     }
                 }
                 Delivery::Closed(why) => {
+                    let code = if hub.is_closed() { CLOSE_GONE } else { CLOSE_SLOW };
                     let mut reason = why;
-                    reason.truncate(120);
+                    truncate_at_char(&mut reason, 120);
                     let _ = socket
-                        .send(Message::Close(Some(CloseFrame { code: CLOSE_SLOW, reason: reason.into() })))
+                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
                         .await;
                     break;
                 }
@@ -311,6 +321,18 @@ async fn answer(
     }
 }
 
+/// Cuts `s` to at most `max` bytes, at a character boundary (a close frame's reason
+/// is at most 123 bytes).
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 fn error_text(why: &str) -> String {
     serde_json::json!({ "type": "error", "message": why }).to_string()
 }
@@ -321,4 +343,63 @@ async fn feed_health(State(state): State<RelayState>, headers: HeaderMap) -> Res
         return r.into_response();
     }
     Json(serde_json::json!({ "accounts": state.relay.health() })).into_response()
+}
+
+/// One `feed` event: every started relay's health and its latest ticks.
+fn live_event(relay: &Relay) -> serde_json::Value {
+    let accounts: Vec<serde_json::Value> = relay
+        .health()
+        .into_iter()
+        .map(|a| {
+            let latest = relay.latest(&a.account, LIVE_TICKS);
+            let ticks: Vec<serde_json::Value> = latest
+                .as_deref()
+                .and_then(|b| feed::decode(b).ok())
+                .map(|f| {
+                    f.feeds
+                        .iter()
+                        .filter_map(|(key, fd)| {
+                            let l = fd.ltpc()?;
+                            Some(serde_json::json!({
+                                "key": key,
+                                "mode": fd.request_mode.name(),
+                                "ltp": l.ltp,
+                                "cp": l.cp,
+                                "ltq": l.ltq,
+                                "ltt": l.ltt,
+                            }))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            v["ticks"] = serde_json::Value::Array(ticks);
+            v
+        })
+        .collect();
+    serde_json::json!({ "accounts": accounts })
+}
+
+async fn feed_live(State(state): State<RelayState>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let signed_in = bearer(&headers).is_none() && state.sessions.csrf_of(&headers).is_some();
+    if !signed_in && let Err(r) = require(&state, &headers, Scope::TokenRead) {
+        return r.into_response();
+    }
+    let relay = state.relay.clone();
+    let stop = relay.engine().shutdown_token();
+    let tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let stream =
+        futures_util::stream::unfold((relay, stop, tick), |(relay, stop, mut tick)| async move {
+            tokio::select! {
+                _ = stop.cancelled() => None,
+                _ = tick.tick() => {
+                    let event = Event::default().event("feed").data(live_event(&relay).to_string());
+                    Some((Ok::<_, std::convert::Infallible>(event), (relay, stop, tick)))
+                }
+            }
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
 }

@@ -1,9 +1,10 @@
 //! [`Upstreams`]: the upstream feed pool of each account, started on first use and
-//! stopped with the daemon.
+//! stopped with the daemon, or when a reload removes the account.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
 use upkeep_upstox::feed::upstream::{FeedPool, PoolHealth};
 
 use crate::engine::Engine;
@@ -25,7 +26,8 @@ pub enum RelayError {
 struct Inner {
     engine: Engine,
     settings: RelaySettings,
-    pools: Mutex<HashMap<String, FeedPool>>,
+    /// Each pool with its account's stop token (cancelled when the account is removed).
+    pools: Mutex<HashMap<String, (FeedPool, CancellationToken)>>,
     stopped: std::sync::atomic::AtomicBool,
 }
 
@@ -72,12 +74,22 @@ impl Upstreams {
             return Err(RelayError::Stopped);
         }
         let mut pools = inner.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pools.get(account) {
-            return Ok(p.clone());
+        match pools.get(account) {
+            Some((p, stop)) if !stop.is_cancelled() => return Ok(p.clone()),
+            // Its account was removed (and maybe added again): that pool is done.
+            Some((p, _)) => {
+                p.shutdown();
+                pools.remove(account);
+            }
+            None => {}
         }
         let settings = inner
             .engine
             .account_settings(account)
+            .ok_or_else(|| RelayError::UnknownAccount(account.to_owned()))?;
+        let stop = inner
+            .engine
+            .account_stop(account)
             .ok_or_else(|| RelayError::UnknownAccount(account.to_owned()))?;
         if settings.env == "sandbox" {
             return Err(RelayError::Sandbox(account.to_owned()));
@@ -94,7 +106,23 @@ impl Upstreams {
             super::persist::spawn_writer(&inner.engine, account, &pool);
         }
         tracing::info!(account, "relay: upstream feed pool started");
-        pools.insert(account.to_owned(), pool.clone());
+        pools.insert(account.to_owned(), (pool.clone(), stop.clone()));
+        // When a reload removes the account, its upstream sockets close.
+        let weak = Arc::downgrade(inner);
+        let (id, p) = (account.to_owned(), pool.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            p.shutdown();
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.engine.shutdown_token().is_cancelled() {
+                return;
+            }
+            let mut pools = inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+            if pools.get(&id).is_some_and(|(_, s)| s.is_cancelled()) {
+                pools.remove(&id);
+            }
+            tracing::info!(account = %id, "relay: account removed from the configuration; upstream feed pool stopped");
+        });
         Ok(pool)
     }
 
@@ -103,7 +131,8 @@ impl Upstreams {
         let pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(String, PoolHealth)> = pools
             .iter()
-            .map(|(id, p)| (id.clone(), p.health()))
+            .filter(|(_, (_, stop))| !stop.is_cancelled())
+            .map(|(id, (p, _))| (id.clone(), p.health()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -115,7 +144,7 @@ impl Upstreams {
             .stopped
             .store(true, std::sync::atomic::Ordering::Release);
         let pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
-        for p in pools.values() {
+        for (p, _) in pools.values() {
             p.shutdown();
         }
     }

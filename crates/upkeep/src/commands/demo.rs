@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use jiff::civil::{Time, Weekday};
 use jiff::{SignedDuration, Timestamp};
+use sha2::Digest as _;
 use upkeep_core::expiry::{format_ist, ist, ist_date};
 use upkeep_core::{Clock, Secret};
 use upkeep_server::settings::{AccountSettings, DaemonSettings, StrategyKind, TotpSettings};
@@ -71,6 +72,22 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let db = dir.join("upkeep.db");
     let store =
         upkeep_store::open_store(&format!("sqlite://{}", db.display()), key.clone()).await?;
+
+    // The key of the demo's own feed consumer (`--keep`): token:read, in this run's
+    // throw-away store only.
+    let raw: [u8; 32] = rand::random();
+    let ticker_key = Secret::new(format!(
+        "upk_{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    store
+        .create_api_key(
+            TICKER,
+            &sha2::Sha256::digest(ticker_key.expose().as_bytes()).into(),
+            "token:read",
+            sim_clock.now(),
+        )
+        .await?;
 
     let base = url::Url::parse(&sim.base_url())?;
     let upstox = UpstoxClient::new(Hosts::all(&base))?;
@@ -223,15 +240,57 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
              (move it with POST {}/sim/clock)",
             sim.base_url()
         );
+        // A consumer of the relay, so the dashboard's feed card has live ticks to show.
+        let ticker = tokio::spawn(run_ticker(daemon_addr, ticker_key));
+        println!(
+            "relay: `{TICKER}` streams {} through the daemon's relay (the dashboard's \
+             Market-data feed card)",
+            TICKER_KEYS.join(", ")
+        );
         println!("simulator: {}", sim.base_url());
         println!("dashboard: {}", engine.dashboard_link());
         super::sim::wait_for_signal().await;
+        ticker.abort();
     }
     let _ = stop_tx.send(());
     let _ = daemon.await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's feed consumer: its API key's name, and what it subscribes.
+const TICKER: &str = "demo-ticker";
+const TICKER_KEYS: [&str; 4] = [
+    "NSE_EQ|INE002A01018",
+    "NSE_EQ|INE669E01016",
+    "NSE_EQ|INE848E01016",
+    "NSE_INDEX|Nifty 50",
+];
+
+/// Reads ticks from the daemon's `/ws/ticks` (as any bot would) until the demo ends;
+/// reconnects after a second if the socket ends.
+async fn run_ticker(daemon: std::net::SocketAddr, key: Secret) {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let keys: Vec<String> = TICKER_KEYS
+        .iter()
+        .map(|k| url::form_urlencoded::byte_serialize(k.as_bytes()).collect())
+        .collect();
+    let url = format!("ws://{daemon}/ws/ticks?mode=ltpc&keys={}", keys.join(","));
+    loop {
+        let req = url.as_str().into_client_request().ok().and_then(|mut r| {
+            let auth = format!("Bearer {}", key.expose()).parse().ok()?;
+            r.headers_mut().insert("authorization", auth);
+            Some(r)
+        });
+        let Some(req) = req else { return };
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((mut ws, _)) => while let Some(Ok(_)) = ws.next().await {},
+            Err(e) => tracing::debug!(error = %e, "demo ticker: cannot connect to the relay"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// 127.0.0.1:7878, or the next free port after it (said so), for `--keep`.

@@ -198,41 +198,65 @@ function listen() {
   es.addEventListener("alert", onEvent);
 }
 
-// The relay's health (GET /api/v1/feed): each account's upstream connections and local
-// consumers. The card stays hidden until some consumer has started an account's relay.
-function feedTable(head, rows) {
+// The relay, live (GET /api/v1/feed/live, one event a second): each account's upstream
+// connections, local consumers and the latest ticks of the instruments they subscribe.
+// The card stays hidden until some consumer has started an account's relay.
+function feedTable(head, rows, cls) {
   const t = document.createElement("table");
-  t.className = "feed";
+  t.className = "feed" + (cls ? " " + cls : "");
   const tr = document.createElement("tr");
   for (const h of head) { const th = document.createElement("th"); th.textContent = h; tr.appendChild(th); }
   t.appendChild(tr);
   for (const r of rows) {
     const row = document.createElement("tr");
-    for (const v of r) { const td = document.createElement("td"); td.textContent = String(v); row.appendChild(td); }
+    if (r.key) row.dataset.key = r.key;
+    for (const [i, v] of (r.cells || r).entries()) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      if (r.classes && r.classes[i]) td.className = r.classes[i];
+      row.appendChild(td);
+    }
     t.appendChild(row);
   }
   return t;
 }
 
-async function loadFeed() {
-  const r = await api("GET", "/api/v1/feed");
-  if (!r.ok || !r.data || !r.data.accounts.length) return;
+// A last-trade time (epoch ms) as HH:MM:SS IST.
+function istTime(ms) {
+  if (!ms) return "-";
+  return new Date(Number(ms) + 5.5 * 3600 * 1000).toISOString().slice(11, 19);
+}
+
+function renderFeed(data) {
+  if (!data || !data.accounts || !data.accounts.length) return;
   const box = $("#feed");
   box.replaceChildren();
-  for (const a of r.data.accounts) {
+  for (const a of data.accounts) {
     const h = document.createElement("h3");
     h.textContent = a.account + ": " + a.upstream.keys + " keys, " + a.upstream.allowed_connections + " connections allowed";
     box.appendChild(h);
     const keys = (k) => Object.values(k).reduce((x, y) => x + y, 0);
     box.appendChild(feedTable(
+      ["instrument", "last", "change", "qty", "time (IST)", "mode"],
+      (a.ticks || []).map((t) => ({
+        key: t.key,
+        cells: [t.key, t.ltp.toFixed(2), t.cp ? ((t.ltp - t.cp) / t.cp * 100).toFixed(2) + "%" : "-", t.ltq, istTime(t.ltt), t.mode || "-"],
+        classes: ["", "ltp", "", "", "ltt", ""],
+      })), "ticks"));
+    box.appendChild(feedTable(
       ["upstream", "state", "keys", "messages", "reconnects", "last error"],
       a.upstream.connections.filter((c) => c.state !== "idle" || keys(c.keys) > 0).map((c) =>
-        [c.index, c.state, keys(c.keys), c.messages, c.reconnects, c.last_error || ""])));
+        [c.index, c.state, keys(c.keys), c.messages, c.reconnects, c.last_error || ""]), "connections"));
     box.appendChild(feedTable(
       ["consumer", "kind", "keys", "lag", "drops", "delivered"],
-      a.local.consumers.map((c) => [c.name, c.kind, c.keys, c.lag, c.drops, c.delivered])));
+      a.local.consumers.map((c) => [c.name, c.kind, c.keys, c.lag, c.drops, c.delivered]), "consumers"));
   }
   $("#feed-card").hidden = false;
+}
+
+function listenFeed() {
+  const es = new EventSource("/api/v1/feed/live");
+  es.addEventListener("feed", (m) => renderFeed(JSON.parse(m.data)));
 }
 
 async function start() {
@@ -247,8 +271,7 @@ async function start() {
   setInterval(tick, 1000);
   // The daemon's clock can jump (the simulator's demo): resync now and then.
   setInterval(refresh, 5000);
-  loadFeed();
-  setInterval(loadFeed, 5000);
+  listenFeed();
 }
 
 document.addEventListener("DOMContentLoaded", start);
