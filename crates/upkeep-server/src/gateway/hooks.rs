@@ -19,7 +19,9 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use http_body::Frame;
+use futures_util::FutureExt as _;
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt as _;
 use upkeep_upstox::RetryAfter;
 use upkeep_upstox::gateway::Endpoint;
 use upkeep_upstox::limits::api_of;
@@ -191,12 +193,41 @@ pub(super) fn after_upstream(
 /// large) it becomes the query's last good answer.
 fn keep_while_streaming(cache: StaleCache, key: CacheKey, response: Response) -> Response {
     let (parts, body) = response.into_parts();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let limit = cache.settings().max_body_bytes;
+    let content_type = || {
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    };
+    // The upstream client read a small answer whole: keep those bytes as they are (no
+    // copy) instead of copying them aside as they stream.
+    let mut body = body;
+    if let Some(n) = body.size_hint().exact().filter(|n| *n <= limit as u64) {
+        match body.frame().now_or_never() {
+            // Not ready: nothing was taken; stream it below.
+            None => {}
+            Some(None) => {
+                cache.remember(key, parts.status.as_u16(), content_type(), Bytes::new());
+                return Response::from_parts(parts, Body::empty());
+            }
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.len() as u64 == n => {
+                    cache.remember(key, parts.status.as_u16(), content_type(), data.clone());
+                    return Response::from_parts(parts, Body::from(data));
+                }
+                // A first piece only: it goes out ahead of the rest, nothing is kept.
+                Ok(data) => {
+                    return Response::from_parts(parts, Body::new(Prefixed(Some(data), body)));
+                }
+                Err(_) => return Response::from_parts(parts, body),
+            },
+            Some(Some(Err(e))) => {
+                return Response::from_parts(parts, Body::new(Failed(Some(e))));
+            }
+        }
+    }
+    let content_type = content_type().map(str::to_owned);
     let tee = Tee {
         inner: body,
         copy: Vec::new(),
@@ -209,6 +240,44 @@ fn keep_while_streaming(cache: StaleCache, key: CacheKey, response: Response) ->
         }),
     };
     Response::from_parts(parts, Body::new(tee))
+}
+
+/// A body whose first piece was already read.
+struct Prefixed(Option<Bytes>, Body);
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.0.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        Pin::new(&mut this.1).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none() && self.1.is_end_stream()
+    }
+}
+
+/// A body that failed as it was first read: the failure, once.
+struct Failed(Option<axum::Error>);
+
+impl http_body::Body for Failed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Poll::Ready(self.get_mut().0.take().map(Err))
+    }
 }
 
 struct Keep {
@@ -275,5 +344,106 @@ impl http_body::Body for Tee {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use jiff::Timestamp;
+    use upkeep_core::clock::ManualClock;
+
+    use super::*;
+
+    const LTP: &str = "/v3/market-quote/ltp";
+
+    fn cache() -> StaleCache {
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::from_second(1_780_000_000).unwrap(),
+        ));
+        StaleCache::new(Default::default(), clock)
+    }
+
+    fn key() -> CacheKey {
+        CacheKey::new("main", LTP, Some("instrument_key=NSE_EQ%7CINE848E01016"))
+    }
+
+    fn ok(body: Body) -> Response {
+        let mut r = Response::new(body);
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    async fn read(r: Response) -> Bytes {
+        r.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    /// Two pieces, with the exact length declared.
+    struct TwoPieces(Vec<Bytes>);
+
+    impl http_body::Body for TwoPieces {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+            let this = self.get_mut();
+            if this.0.is_empty() {
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(Frame::data(this.0.remove(0)))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_kept_as_it_is_and_reaches_the_client_unchanged() {
+        let cache = cache();
+        let r = keep_while_streaming(cache.clone(), key(), ok(Body::from(r#"{"ltp":1}"#)));
+        assert_eq!(read(r).await, r#"{"ltp":1}"#);
+        match cache.fallback(&key()).await {
+            Fallback::Stale { answer, .. } => {
+                assert_eq!(answer.body, r#"{"ltp":1}"#);
+                assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+            }
+            other => panic!("not kept: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_pieces_reaches_the_client_whole_and_in_order() {
+        let cache = cache();
+        let pieces = TwoPieces(vec![
+            Bytes::from_static(b"{\"ltp\":"),
+            Bytes::from_static(b"2}"),
+        ]);
+        let r = keep_while_streaming(cache.clone(), key(), ok(Body::new(pieces)));
+        assert_eq!(read(r).await, r#"{"ltp":2}"#);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_of_unknown_length_is_kept_at_its_end() {
+        let cache = cache();
+        let stream = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"ltp\":")),
+            Ok(Bytes::from_static(b"3}")),
+        ]);
+        let r = keep_while_streaming(cache.clone(), key(), ok(Body::from_stream(stream)));
+        assert_eq!(read(r).await, r#"{"ltp":3}"#);
+        assert!(matches!(
+            cache.fallback(&key()).await,
+            Fallback::Stale { .. }
+        ));
     }
 }

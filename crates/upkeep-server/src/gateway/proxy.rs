@@ -269,7 +269,7 @@ pub(super) async fn handle(State(gw): State<Gateway>, req: Request) -> Response 
     } else {
         body
     };
-    let first = send(&gw, &ex, headers, &current, body).await;
+    let first = send(&gw, &ex, headers, &current, body, replay_headers.as_ref()).await;
     let response = match first {
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
             on_unauthorized(&gw, &ex, r, &current, replay_headers).await
@@ -293,12 +293,17 @@ fn finish(gw: &Gateway, ex: &Exchange<'_>, started: tokio::time::Instant, r: Res
     r
 }
 
+/// Sends the request upstream with `current`'s token. `again`: the request's headers
+/// (without `Authorization`) when it is a bodiless GET or HEAD the client may send once
+/// more if its reused connection closes unanswered (one copy serves that and the
+/// replay after a renewal).
 async fn send(
     gw: &Gateway,
     ex: &Exchange<'_>,
     mut headers: HeaderMap,
     current: &CurrentToken,
     body: Body,
+    again: Option<&HeaderMap>,
 ) -> Result<Response, Failure> {
     let Some(auth) = current.bearer.value(current) else {
         // A token that is not a valid header value cannot be sent: Upstox would refuse it.
@@ -307,7 +312,7 @@ async fn send(
     headers.insert(header::AUTHORIZATION, auth);
     gw.inner
         .client
-        .send(ex.method, ex.path, ex.query, headers, body)
+        .send(ex.method, ex.path, ex.query, headers, body, again)
         .await
         .map_err(|e| match e {
             SendError::Timeout => Failure::Timeout,
@@ -484,7 +489,7 @@ async fn on_unauthorized(
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let again = send(gw, ex, h, &fresh, Body::empty()).await;
+            let again = send(gw, ex, h, &fresh, Body::empty(), None).await;
             drop(replay);
             upstream_response(gw, ex, again).await
         }

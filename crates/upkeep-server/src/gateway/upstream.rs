@@ -134,6 +134,10 @@ impl UpstreamClient {
     /// Sends `method path?query` with `headers` (hop-by-hop ones already dropped, the
     /// upstream's `Authorization` in place) to the upstream that serves `path`. The
     /// answer's body is whole when its length was known and at most `max_buffered`.
+    ///
+    /// `again`: for a bodiless GET, HEAD or OPTIONS, the same headers without
+    /// `Authorization` (copied only if needed): the request is sent once more on a new
+    /// connection when its reused one closes before any answer.
     pub async fn send(
         &self,
         method: &Method,
@@ -141,18 +145,20 @@ impl UpstreamClient {
         query: Option<&str>,
         headers: HeaderMap,
         body: Body,
+        again: Option<&HeaderMap>,
     ) -> Result<Response<Body>, SendError> {
         let origin = match upstream_of(path) {
             Upstream::Api => &self.api,
             Upstream::Order => &self.order,
         };
-        let exchange = self.exchange(origin, method, path, query, headers, body);
+        let exchange = self.exchange(origin, method, path, query, headers, body, again);
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         origin: &Arc<Origin>,
@@ -161,6 +167,7 @@ impl UpstreamClient {
         query: Option<&str>,
         mut headers: HeaderMap,
         body: Body,
+        again: Option<&HeaderMap>,
     ) -> Result<Response<Body>, SendError> {
         if let Some(tx) = origin.h2_sender() {
             let uri = origin.uri(true, path, query)?;
@@ -176,12 +183,19 @@ impl UpstreamClient {
         let req;
 
         if let Some(mut h1) = origin.take_idle().await {
-            let spare = replayable(method, &body).then(|| headers.clone());
+            let again = again
+                .filter(|_| replayable(method, &body))
+                .map(|h| (h, headers.get(header::AUTHORIZATION).cloned()));
             match send_h1(&mut h1, request(method, uri, headers, body)).await {
                 Ok(resp) => return self.finish_h1(origin, h1, resp).await,
                 Err(Unsent(Some(back))) => req = back,
-                Err(Unsent(None)) => match spare {
-                    Some(headers) => {
+                Err(Unsent(None)) => match again {
+                    Some((h, auth)) => {
+                        let mut headers = h.clone();
+                        headers.insert(header::HOST, origin.authority.clone());
+                        if let Some(auth) = auth {
+                            headers.insert(header::AUTHORIZATION, auth);
+                        }
                         let uri = origin.uri(false, path, query)?;
                         req = request(method, uri, headers, Body::empty());
                     }
@@ -767,6 +781,7 @@ mod tests {
                 None,
                 HeaderMap::new(),
                 Body::empty(),
+                Some(&HeaderMap::new()),
             )
             .await?;
         let (parts, body) = resp.into_parts();
@@ -905,6 +920,7 @@ mod tests {
                 query,
                 HeaderMap::new(),
                 Body::empty(),
+                None,
             )
             .await
             .expect("ltp answered");
@@ -919,6 +935,7 @@ mod tests {
                 None,
                 HeaderMap::new(),
                 Body::from("{}"),
+                None,
             )
             .await
             .expect("order answered");
@@ -945,6 +962,7 @@ mod tests {
                 None,
                 HeaderMap::new(),
                 Body::from("{}"),
+                None,
             )
             .await
             .expect("first order answered");
@@ -958,6 +976,7 @@ mod tests {
                 None,
                 HeaderMap::new(),
                 Body::from("{}"),
+                None,
             )
             .await;
         assert_eq!(order.err(), Some(SendError::Unreachable));
