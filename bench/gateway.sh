@@ -12,9 +12,11 @@
 # account (static strategy, a token whose claims decode), [upstox] api_url and order_url
 # = the bare upstream, a token:read key sent by wrk as its Bearer token.
 #
-# Printed: every round's requests/s and p50, then per row the medians, each proxy's
-# ratio to direct, upkeep/nginx, and the p50 each proxy adds over direct; and how many
-# lines the daemon logged during the runs (it must not log per request).
+# Printed: every round's requests/s, p50 and CPU time per request (user + system, of the
+# serving process: bare-hyper, nginx's workers, the daemon), then per row the medians,
+# each proxy's ratio to direct, upkeep/nginx, and the p50 each proxy adds over direct;
+# and how many lines the daemon logged during the runs (it must not log per request).
+# CPU per request is the steadier figure when other work shares the machine.
 #
 # Goal: upkeep's requests/s >= nginx's on both rows, p50 added no worse.
 #
@@ -193,20 +195,45 @@ say "upkeep: $bin ($(date -r "$bin" '+%F %T')); nginx: $("$nginx_bin" -v 2>&1 | 
 say "$size-byte body; $(nproc) cores; ${duration}s rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- the rounds
-results="$work/results.tsv"   # row, round, server, req/s, p50 us, p99 us, errors
+results="$work/results.tsv"   # row, round, server, req/s, p50 us, p99 us, errors, user us/req, sys us/req
 : >"$results"
+# The processes whose CPU time a round charges to its server: what serves the request
+# (bare-hyper for direct, nginx's workers, the daemon). Read from /proc/PID/stat
+# (utime, stime in clock ticks), summed over the processes.
+bare_pid="${pids[0]}"
+nginx_workers="$(pgrep -P "${pids[1]}" | tr '\n' ' ')"
+upkeep_pid="${pids[2]}"
+clk_tck="$(getconf CLK_TCK)"
+cpu_ticks() {
+    local u=0 s=0 a b p
+    for p in "$@"; do
+        read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
+        u=$((u + a)); s=$((s + b))
+    done
+    echo "$u $s"
+}
 # wrk_round ROW ROUND SERVER URL AUTH THREADS CONNS
 wrk_round() {
-    local row="$1" round="$2" server="$3" url="$4" auth="$5" t="$6" c="$7" out
+    local row="$1" round="$2" server="$3" url="$4" auth="$5" t="$6" c="$7" out procs u0 s0 u1 s1
     out="$work/wrk-${row// /}-$round-$server.txt"
+    case "$server" in
+        direct) procs="$bare_pid" ;;
+        nginx) procs="$nginx_workers" ;;
+        *) procs="$upkeep_pid" ;;
+    esac
+    # shellcheck disable=SC2086
+    read -r u0 s0 < <(cpu_ticks $procs)
     if [[ -n "$auth" ]]; then
         wrk -t"$t" -c"$c" -d"${duration}s" --latency -H "$auth" "$url" >"$out" 2>&1
     else
         wrk -t"$t" -c"$c" -d"${duration}s" --latency "$url" >"$out" 2>&1
     fi
-    python3 - "$out" "$row" "$round" "$server" >>"$results" <<'PY'
+    # shellcheck disable=SC2086
+    read -r u1 s1 < <(cpu_ticks $procs)
+    python3 - "$out" "$row" "$round" "$server" "$((u1 - u0))" "$((s1 - s0))" "$clk_tck" >>"$results" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+user_ticks, sys_ticks, hz = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 def us(v, unit):
     return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
@@ -221,9 +248,12 @@ if m:
 m = re.search(r"Socket errors: (.*)", text)
 if m:
     errors.append("socket errors: " + m.group(1))
+total = re.search(r"(\d+) requests in", text)
+n = int(total.group(1)) if total else 0
+per_req = lambda ticks: f"{ticks * 1e6 / hz / n:.1f}" if n else "0"
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], rps.group(1),
                  f"{us(*p50.groups()):.0f}", f"{us(*p99.groups()):.0f}",
-                 "; ".join(errors) or "-"]))
+                 "; ".join(errors) or "-", per_req(user_ticks), per_req(sys_ticks)]))
 PY
 }
 log_before=$(wc -l <"$work/serve.log")
@@ -247,21 +277,25 @@ import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 size, log_lines = sys.argv[2], int(sys.argv[3])
 print(f"GET {{upstream}}/v3/market-quote/ltp, {size}-byte body; wrk, alternating rounds\n")
-print(f"{'load':<9} {'round':>5}  {'server':<7} {'req/s':>10} {'p50':>9} {'p99':>9}  errors")
-for row, rnd, server, rps, p50, p99, err in rows:
-    print(f"{row:<9} {rnd:>5}  {server:<7} {float(rps):>10,.0f} {p50:>7}us {p99:>7}us  {err}")
+print(f"{'load':<9} {'round':>5}  {'server':<7} {'req/s':>10} {'p50':>9} {'p99':>9} "
+      f"{'cpu/req':>14}  errors")
+for row, rnd, server, rps, p50, p99, err, u, s in rows:
+    print(f"{row:<9} {rnd:>5}  {server:<7} {float(rps):>10,.0f} {p50:>7}us {p99:>7}us "
+          f"{u:>5}+{s:>5}us  {err}")
 print()
-print("medians of the rounds; vs direct = req/s ratio to the upstream direct; added = p50 - direct's\n")
-print(f"{'load':<9} {'server':<7} {'req/s':>10} {'vs direct':>9} {'p50':>9} {'added':>9}")
+print("medians of the rounds; vs direct = req/s ratio to the upstream direct; added = p50 - direct's;")
+print("cpu/req = user + system CPU time per request of the serving process(es): steadier than")
+print("req/s on a shared machine (the direct row is bare-hyper's own)\n")
+print(f"{'load':<9} {'server':<7} {'req/s':>10} {'vs direct':>9} {'p50':>9} {'added':>9} {'cpu/req':>14}")
 verdicts = []
 for load in dict.fromkeys(r[0] for r in rows):
     med = {}
     for server in dict.fromkeys(r[2] for r in rows if r[0] == load):
         rs = [r for r in rows if r[0] == load and r[2] == server]
-        med[server] = [statistics.median(float(r[i]) for r in rs) for i in (3, 4, 5)]
-    for server, (rps, p50, _p99) in med.items():
+        med[server] = [statistics.median(float(r[i]) for r in rs) for i in (3, 4, 5, 7, 8)]
+    for server, (rps, p50, _p99, u, s) in med.items():
         print(f"{load:<9} {server:<7} {rps:>10,.0f} {rps / med['direct'][0]:>8.1%} "
-              f"{p50:>7.0f}us {p50 - med['direct'][1]:>+7.0f}us")
+              f"{p50:>7.0f}us {p50 - med['direct'][1]:>+7.0f}us {u:>5.1f}+{s:>5.1f}us")
     ratio = med["upkeep"][0] / med["nginx"][0]
     added_u = med["upkeep"][1] - med["direct"][1]
     added_n = med["nginx"][1] - med["direct"][1]
