@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::SinkExt as _;
 use serde::Deserialize;
 use upkeep_upstox::feed::{self, FeedRequest, SdkJsonWriter, SubscriptionMode};
 
@@ -267,34 +268,21 @@ async fn serve(
     }
     loop {
         tokio::select! {
-            d = consumer.next() => match d {
-                Delivery::Frame(bytes) => {
-                    let msg = match kind {
-                        ConsumerKind::Protobuf => Message::Binary(bytes),
-                        ConsumerKind::Json => match feed::decode(&bytes) {
-                            Ok(frame) => Message::Text(writer.render(&frame).into()),
-                            Err(_) => continue,
-                        },
-                    };
-                    if socket.send(msg).await.is_err() {
-                        break;
-                    }
+            d = consumer.next() => {
+                // This delivery and whatever else is queued already (up to a batch) go
+                // out in one write: a consumer that fell a little behind catches up
+                // with one syscall instead of one per frame.
+                let mut flow = deliver(&mut socket, &hub, kind, &mut writer, d).await;
+                let mut batch = 1;
+                while flow == Flow::Go && batch < WRITE_BATCH {
+                    let Some(d) = consumer.try_next() else { break };
+                    flow = deliver(&mut socket, &hub, kind, &mut writer, d).await;
+                    batch += 1;
                 }
-                Delivery::Notice(text) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Delivery::Closed(why) => {
-                    let code = if hub.is_closed() { CLOSE_GONE } else { CLOSE_SLOW };
-                    let mut reason = why;
-                    truncate_at_char(&mut reason, 120);
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
-                        .await;
+                if flow == Flow::Stop || socket.flush().await.is_err() {
                     break;
                 }
-            },
+            }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => answer(&mut socket, &consumer, &b, kind).await,
                 Some(Ok(Message::Text(t))) => answer(&mut socket, &consumer, t.as_bytes(), kind).await,
@@ -304,6 +292,56 @@ async fn serve(
         }
     }
     tracing::debug!(consumer = %name, "relay: consumer left");
+}
+
+/// Deliveries written before one flush, at most.
+const WRITE_BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// Queues one delivery on the socket (written at the next flush); a close is sent at
+/// once and stops the consumer, as does a socket that cannot take more.
+async fn deliver(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    kind: ConsumerKind,
+    writer: &mut SdkJsonWriter,
+    d: Delivery,
+) -> Flow {
+    let msg = match d {
+        Delivery::Frame(bytes) => match kind {
+            ConsumerKind::Protobuf => Message::Binary(bytes),
+            ConsumerKind::Json => match feed::decode(&bytes) {
+                Ok(frame) => Message::Text(writer.render(&frame).into()),
+                Err(_) => return Flow::Go,
+            },
+        },
+        Delivery::Notice(text) => Message::Text(text.into()),
+        Delivery::Closed(why) => {
+            let code = if hub.is_closed() {
+                CLOSE_GONE
+            } else {
+                CLOSE_SLOW
+            };
+            let mut reason = why;
+            truncate_at_char(&mut reason, 120);
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+            return Flow::Stop;
+        }
+    };
+    match socket.feed(msg).await {
+        Ok(()) => Flow::Go,
+        Err(_) => Flow::Stop,
+    }
 }
 
 async fn answer(
