@@ -29,7 +29,7 @@
 //! stamp is matched after the run (`latency_samples_matched_after_run`), so the
 //! recorder's own delay changes no figure. Frames without a stamp (snapshots the hub
 //! makes, `market_info`) are counted but not timed. Both instants are
-//! `std::time::Instant` (monotonic, same process). RSS includes the samples (4 B each).
+//! `tokio::time::Instant` (monotonic, same process; no runtime here pauses its clock). RSS includes the samples (4 B each).
 //!
 //! Also reported: ticks/s the relay received, frames delivered, drops and consumers
 //! closed (the hub's counters, read from `GET /api/v1/feed`; sockets that ended), the
@@ -45,7 +45,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};

@@ -310,7 +310,7 @@ async fn session(
         let notified = slot.wake.notified();
         tokio::select! {
             msg = ws.next() => {
-                let received = std::time::Instant::now();
+                let received = Instant::now();
                 let msg = match msg {
                     Some(Ok(m)) => m,
                     Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) | None => {
