@@ -6,8 +6,9 @@
 //! routes). `N` websocket clients (tokio-tungstenite) connect to one door, each
 //! subscribing to every key:
 //!
-//! - `proto`: `/upstox/v3/feed/market-data-feed` as the official SDK uses it (Bearer key,
-//!   binary `sub` request, protobuf `FeedResponse` frames);
+//! - `proto`: `/upstox/v3/feed/market-data-feed`, speaking what the official SDK speaks
+//!   (binary `sub` request, protobuf `FeedResponse` frames); it connects with the Bearer
+//!   key rather than through the authorize step's single-use URL;
 //! - `json`: `/ws/ticks?keys=...&mode=ltpc` (JSON text frames in the SDK's dict shape).
 //!
 //! Added latency, per delivered frame: from the frame's arrival at the relay to the
@@ -29,13 +30,14 @@
 //! stamp is matched after the run (`latency_samples_matched_after_run`), so the
 //! recorder's own delay changes no figure. Frames without a stamp (snapshots the hub
 //! makes, `market_info`) are counted but not timed. Both instants are
-//! `tokio::time::Instant` (monotonic, same process; no runtime here pauses its clock). RSS includes the samples (4 B each).
+//! `tokio::time::Instant` (monotonic, same process; no runtime here pauses its clock).
+//! RSS includes the samples (4 B each).
 //!
 //! Also reported: ticks/s the relay received, frames delivered, drops and consumers
 //! closed (the hub's counters, read from `GET /api/v1/feed`; sockets that ended), the
 //! process's CPU and RSS, and the CPU of the benchmark's own threads (the clients run on
-//! their own 2-thread runtime, `bench-client`, plus `bench-recorder`): `daemon_cpu` is
-//! the process minus those (simulator included; run with 1 consumer for the baseline).
+//! their own 2-thread runtime, `bench-client`, plus `bench-recorder`):
+//! `daemon_and_sim_cpu_percent` is the process minus those (simulator included; run with 1 consumer for the baseline).
 //!
 //!     cargo run --release -p upkeep-server --example relay_fanout_ws -- [proto|json] [CONSUMERS] [SECONDS] [KEYS]
 
