@@ -310,6 +310,7 @@ async fn session(
         let notified = slot.wake.notified();
         tokio::select! {
             msg = ws.next() => {
+                let received = Instant::now();
                 let msg = match msg {
                     Some(Ok(m)) => m,
                     Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) | None => {
@@ -344,7 +345,7 @@ async fn session(
                         };
                         let first = !live && kind == FeedType::MarketInfo;
                         // Nothing but market_info is expected before it; pass it all on.
-                        let _ = shared.events.send(UpstreamEvent::Frame { connection: index, kind, data });
+                        let _ = shared.events.send(UpstreamEvent::Frame { connection: index, kind, data, received });
                         if first {
                             live = true;
                             {

@@ -260,6 +260,10 @@ pub enum UpstreamEvent {
         connection: usize,
         kind: FeedType,
         data: Bytes,
+        /// When it was read from the upstream socket (the runtime's monotonic clock):
+        /// what the relay's added latency is measured from
+        /// (`crates/upkeep-server/examples/relay_fanout_ws.rs`).
+        received: tokio::time::Instant,
     },
     /// The connection is open, `market_info` arrived and its keys were (re)subscribed.
     Up { connection: usize, reconnect: bool },
