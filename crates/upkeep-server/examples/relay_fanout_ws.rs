@@ -199,7 +199,13 @@ async fn client(
         "authorization",
         format!("Bearer {TOKEN_KEY}").parse().unwrap(),
     );
-    let mut ws = match tokio_tungstenite::connect_async(req).await {
+    // A small read buffer, as the daemon's doors use: tungstenite zeroes the whole
+    // buffer before each read, which at the default 128 KiB would make these clients
+    // (on the same two cores as the daemon) far costlier than real ones.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024);
+    let mut ws = match tokio_tungstenite::connect_async_with_config(req, Some(config), false).await
+    {
         Ok((ws, _)) => ws,
         Err(e) => {
             out.closed = Some(format!("connect: {e}"));

@@ -186,6 +186,22 @@ async fn three_consumers_share_two_upstream_connections_and_each_gets_only_its_k
 }
 
 #[tokio::test]
+async fn a_request_larger_than_the_sockets_read_buffer_is_read_whole_and_served() {
+    // The doors read in 4 KiB pieces (tungstenite zeroes its read buffer before each
+    // read); a request several times that size must still arrive whole.
+    let h = app(1024, 50).await;
+    let mut ws = protobuf_consumer(&h).await;
+    let mut req: Value =
+        serde_json::from_slice(&FeedRequest::subscribe(SubscriptionMode::Ltpc, [TATA]).to_bytes())
+            .unwrap();
+    req["guid"] = Value::String("g".repeat(20_000));
+    let bytes = serde_json::to_vec(&req).unwrap();
+    assert!(bytes.len() > 16 * 1024);
+    ws.send(Message::Binary(bytes.into())).await.unwrap();
+    live_keys_until(&mut ws, TATA).await;
+}
+
+#[tokio::test]
 async fn one_consumers_unsubscribe_does_not_drop_a_key_another_still_wants() {
     let h = app(1024, 50).await;
     let mut a = protobuf_consumer(&h).await;

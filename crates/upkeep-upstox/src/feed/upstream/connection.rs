@@ -10,8 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::ProtocolError};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use upkeep_core::AccessToken;
@@ -215,6 +215,9 @@ fn record_error(shared: &Shared, index: usize, why: &str) {
     h.last_error_at = Some(shared.clock.now());
 }
 
+/// The upstream socket's read buffer (see [`open`]).
+const UPSTREAM_READ_BUFFER: usize = 32 * 1024;
+
 /// Authorizes with `token` and opens the fresh single-use URL.
 async fn open(shared: &Shared, token: &AccessToken) -> Result<Ws, OpenError> {
     let url = shared.client.feed_authorize(token).await.map_err(|e| {
@@ -225,7 +228,10 @@ async fn open(shared: &Shared, token: &AccessToken) -> Result<Ws, OpenError> {
         }
     })?;
     // The URL carries a single-use code: never log it.
-    match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
+    // tungstenite zeroes its whole read buffer (128 KiB by default) before each read
+    // attempt; feed frames are a few KiB, so a smaller one reads them as well for less.
+    let config = WebSocketConfig::default().read_buffer_size(UPSTREAM_READ_BUFFER);
+    match tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await {
         Ok((ws, _)) => Ok(ws),
         Err(WsError::Http(resp)) => {
             let status = resp.status().as_u16();
