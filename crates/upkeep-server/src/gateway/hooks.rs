@@ -201,34 +201,28 @@ fn keep_while_streaming(cache: StaleCache, key: CacheKey, response: Response) ->
             .and_then(|v| v.to_str().ok())
     };
     // The upstream client read a small answer whole: keep those bytes as they are (no
-    // copy) instead of copying them aside as they stream.
+    // copy) instead of copying them aside as they stream. Anything else read here is
+    // handed to the copy below as its first piece.
     let mut body = body;
+    let mut first = None;
     if let Some(n) = body.size_hint().exact().filter(|n| *n <= limit as u64) {
         match body.frame().now_or_never() {
-            // Not ready: nothing was taken; stream it below.
-            None => {}
-            Some(None) => {
-                cache.remember(key, parts.status.as_u16(), content_type(), Bytes::new());
-                return Response::from_parts(parts, Body::empty());
-            }
             Some(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) if data.len() as u64 == n => {
                     cache.remember(key, parts.status.as_u16(), content_type(), data.clone());
                     return Response::from_parts(parts, Body::from(data));
                 }
-                // A first piece only: it goes out ahead of the rest, nothing is kept.
-                Ok(data) => {
-                    return Response::from_parts(parts, Body::new(Prefixed(Some(data), body)));
-                }
-                Err(_) => return Response::from_parts(parts, body),
+                Ok(data) => first = Some(Ok(Frame::data(data))),
+                Err(frame) => first = Some(Ok(frame)),
             },
-            Some(Some(Err(e))) => {
-                return Response::from_parts(parts, Body::new(Failed(Some(e))));
-            }
+            Some(Some(Err(e))) => first = Some(Err(e)),
+            // Not ready (nothing taken), or already at its end: the copy polls it.
+            Some(None) | None => {}
         }
     }
     let content_type = content_type().map(str::to_owned);
     let tee = Tee {
+        first,
         inner: body,
         copy: Vec::new(),
         limit,
@@ -242,44 +236,6 @@ fn keep_while_streaming(cache: StaleCache, key: CacheKey, response: Response) ->
     Response::from_parts(parts, Body::new(tee))
 }
 
-/// A body whose first piece was already read.
-struct Prefixed(Option<Bytes>, Body);
-
-impl http_body::Body for Prefixed {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        if let Some(first) = this.0.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        Pin::new(&mut this.1).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none() && self.1.is_end_stream()
-    }
-}
-
-/// A body that failed as it was first read: the failure, once.
-struct Failed(Option<axum::Error>);
-
-impl http_body::Body for Failed {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Poll::Ready(self.get_mut().0.take().map(Err))
-    }
-}
-
 struct Keep {
     cache: StaleCache,
     key: CacheKey,
@@ -288,6 +244,8 @@ struct Keep {
 }
 
 struct Tee {
+    /// A piece already read from `inner` before the copy began, passed on first.
+    first: Option<Result<Frame<Bytes>, axum::Error>>,
     inner: Body,
     copy: Vec<u8>,
     limit: usize,
@@ -315,7 +273,10 @@ impl http_body::Body for Tee {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match this.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -339,11 +300,21 @@ impl http_body::Body for Tee {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let first = match &self.first {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + first);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
     }
 }
 
@@ -422,7 +393,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_in_pieces_reaches_the_client_whole_and_in_order() {
+    async fn an_answer_in_pieces_reaches_the_client_whole_in_order_and_is_kept() {
         let cache = cache();
         let pieces = TwoPieces(vec![
             Bytes::from_static(b"{\"ltp\":"),
@@ -430,6 +401,10 @@ mod tests {
         ]);
         let r = keep_while_streaming(cache.clone(), key(), ok(Body::new(pieces)));
         assert_eq!(read(r).await, r#"{"ltp":2}"#);
+        match cache.fallback(&key()).await {
+            Fallback::Stale { answer, .. } => assert_eq!(answer.body, r#"{"ltp":2}"#),
+            other => panic!("not kept: {other:?}"),
+        }
     }
 
     #[tokio::test]
