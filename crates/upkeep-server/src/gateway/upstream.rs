@@ -547,9 +547,6 @@ fn tls_config(
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// The server side, for the tests' upstream.
-    #[cfg(test)]
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -557,8 +554,6 @@ impl Stream {
         match self {
             Stream::Plain(_) => false,
             Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
-            #[cfg(test)]
-            Stream::Server(_) => false,
         }
     }
 }
@@ -572,8 +567,6 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            #[cfg(test)]
-            Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -587,8 +580,6 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            #[cfg(test)]
-            Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -600,8 +591,6 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            #[cfg(test)]
-            Stream::Server(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -609,8 +598,6 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
-            #[cfg(test)]
-            Stream::Server(s) => s.is_write_vectored(),
         }
     }
 
@@ -618,8 +605,6 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            #[cfg(test)]
-            Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -627,8 +612,6 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            #[cfg(test)]
-            Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -661,6 +644,42 @@ mod tests {
         /// Requests that reached the upstream, answered or not.
         requests: Arc<AtomicUsize>,
         cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    }
+
+    /// Serves one accepted connection (HTTP/2 when `h2`), counting its requests.
+    async fn serve<Io>(io: Io, h2: bool, how: Upstream, requests: Arc<AtomicUsize>)
+    where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let served = Arc::new(AtomicUsize::new(0));
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+            requests.fetch_add(1, Ordering::SeqCst);
+            let version = format!("{:?}", req.version());
+            let target = req.uri().to_string();
+            async move {
+                if how.drop_request == Some(n) {
+                    // hyper closes the connection without an answer.
+                    return Err("dropped");
+                }
+                let mut resp = Response::new(Body::from(vec![b'x'; how.body]));
+                resp.headers_mut()
+                    .insert("x-version", HeaderValue::from_str(&version).expect("hv"));
+                resp.headers_mut()
+                    .insert("x-target", HeaderValue::from_str(&target).expect("hv"));
+                Ok(resp)
+            }
+        });
+        let io = TokioIo::new(io);
+        if h2 {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, svc)
+                .await;
+        } else {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        }
     }
 
     /// A real HTTP server on 127.0.0.1 that answers every request with its HTTP
@@ -699,43 +718,13 @@ mod tests {
                 let acceptor = acceptor.clone();
                 let requests = all.clone();
                 tokio::spawn(async move {
-                    let served = Arc::new(AtomicUsize::new(0));
-                    let (stream, h2) = match acceptor {
-                        None => (Stream::Plain(tcp), false),
+                    match acceptor {
+                        None => serve(tcp, false, how, requests).await,
                         Some(a) => {
                             let Ok(tls) = a.accept(tcp).await else { return };
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                            (Stream::Server(Box::new(tls)), h2)
+                            serve(tls, h2, how, requests).await;
                         }
-                    };
-                    let seen = requests.clone();
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        let version = format!("{:?}", req.version());
-                        let target = req.uri().to_string();
-                        async move {
-                            if how.drop_request == Some(n) {
-                                // hyper closes the connection without an answer.
-                                return Err("dropped");
-                            }
-                            let mut resp = Response::new(Body::from(vec![b'x'; how.body]));
-                            resp.headers_mut()
-                                .insert("x-version", HeaderValue::from_str(&version).expect("hv"));
-                            resp.headers_mut()
-                                .insert("x-target", HeaderValue::from_str(&target).expect("hv"));
-                            Ok(resp)
-                        }
-                    });
-                    let io = TokioIo::new(stream);
-                    if h2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await;
                     }
                 });
             }
@@ -763,14 +752,17 @@ mod tests {
             }
             _ => None,
         };
-        let options = Options {
+        UpstreamClient::new(&up.url, &up.url, options(roots)).expect("client")
+    }
+
+    fn options(roots: Option<rustls::RootCertStore>) -> Options {
+        Options {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             max_idle: 8,
             max_buffered: 64 * 1024,
             roots,
-        };
-        UpstreamClient::new(&up.url, &up.url, options).expect("client")
+        }
     }
 
     async fn get(client: &UpstreamClient) -> Result<(Response<Body>, Bytes), SendError> {
@@ -904,14 +896,7 @@ mod tests {
         })
         .await;
         let api_base = api.url.join("up/").expect("base");
-        let options = Options {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
-            max_idle: 8,
-            max_buffered: 1024,
-            roots: None,
-        };
-        let client = UpstreamClient::new(&api_base, &order.url, options).expect("client");
+        let client = UpstreamClient::new(&api_base, &order.url, options(None)).expect("client");
         let query = Some("instrument_key=NSE_EQ%7CINE848E01016");
         let ltp = client
             .send(
