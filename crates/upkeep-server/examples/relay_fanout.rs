@@ -12,51 +12,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fanout;
+
+use fanout::{SimTime, cpu_seconds, rss_mib};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use upkeep_core::{AccessToken, Clock};
+use upkeep_core::AccessToken;
 use upkeep_server::relay::{
     ConsumerKind, Delivery, Hub, HubConfig, UpstreamLink, UpstreamSubscriber,
 };
-use upkeep_sim::{Plan, SimClock, SimConfig, TokenKind};
+use upkeep_sim::TokenKind;
 use upkeep_upstox::feed::upstream::{FeedPool, TokenSource, UpstreamConfig, UpstreamEvent};
 use upkeep_upstox::feed::{FeedRequest, SubscriptionMode};
 use upkeep_upstox::{Hosts, UpstoxClient};
-
-struct SimTime(SimClock);
-impl Clock for SimTime {
-    fn now(&self) -> jiff::Timestamp {
-        self.0.now()
-    }
-}
 
 struct Link(FeedPool);
 impl UpstreamLink for Link {
     fn open(&self) -> Box<dyn UpstreamSubscriber> {
         Box::new(self.0.consumer())
     }
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime (fields 14, 15 of /proc/self/stat), in clock ticks (100/s on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 #[tokio::main]
@@ -67,17 +46,7 @@ async fn main() {
     // Instruments, spread over the two connections (20: 2 x 10 per 1 ms frame).
     let n_keys: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
 
-    // A Monday 10:00 IST, running at real speed: the market is open.
-    let start: jiff::Timestamp = "2026-11-23T04:30:00Z".parse().unwrap();
-    let clock = SimClock::new(start, 1.0);
-    let mut config = SimConfig::demo();
-    config.users[0].plan = Plan::Normal;
-    config.feed_tick_interval_ms = 1;
-    config.rate_limits = false;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = upkeep_sim::spawn_with_clock(config, clock.clone(), listener)
-        .await
-        .unwrap();
+    let (sim, clock, _) = fanout::market_open_sim().await;
     let ucc = sim.credentials()[0].ucc.clone();
     let base = url::Url::parse(&sim.base_url()).unwrap();
     let client = UpstoxClient::new(Hosts::all(&base)).unwrap();
@@ -161,11 +130,11 @@ async fn main() {
     // Warm up until both connections stream, then measure.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let h0 = hub.health();
-    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let (cpu0, t0) = (cpu_seconds(None), Instant::now());
     running.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     running.store(false, std::sync::atomic::Ordering::Relaxed);
-    let (cpu1, elapsed) = (cpu_seconds(), t0.elapsed().as_secs_f64());
+    let (cpu1, elapsed) = (cpu_seconds(None), t0.elapsed().as_secs_f64());
     let h1 = hub.health();
     let rss = rss_mib();
     // Every consumer sees the stop with its next frame.

@@ -43,6 +43,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fanout;
+
+use fanout::{SimTime, cpu_seconds, rss_mib};
+
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,10 +61,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use upkeep_core::expiry::inspect;
-use upkeep_core::{AccessToken, Clock, Secret};
+use upkeep_core::{AccessToken, Secret};
 use upkeep_server::settings::{AccountSettings, DaemonSettings, StrategyKind, TotpSettings};
 use upkeep_server::{App, EngineDeps};
-use upkeep_sim::{Plan, SimClock, SimConfig, TokenKind};
+use upkeep_sim::TokenKind;
 use upkeep_store::{MasterKey, NewToken};
 use upkeep_upstox::feed::upstream::UpstreamEvent;
 use upkeep_upstox::feed::{self, FeedRequest, FeedType, SubscriptionMode};
@@ -69,13 +73,6 @@ use upkeep_upstox::{Hosts, UpstoxClient};
 const ACCOUNT: &str = "main";
 const TOKEN_KEY: &str = "upk_bench_token_read_key_00000000000000000";
 const STATUS_KEY: &str = "upk_bench_status_read_key_0000000000000000";
-
-struct SimTime(SimClock);
-impl Clock for SimTime {
-    fn now(&self) -> jiff::Timestamp {
-        self.0.now()
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Door {
@@ -129,40 +126,6 @@ fn json_fp_of_text(t: &str) -> Option<u64> {
         .parse()
         .ok()?;
     Some(hash_of((ts, key, ltp.to_bits())))
-}
-
-/// utime + stime of the process, or of its threads whose name starts with `prefix`, in
-/// seconds (clock ticks of 100/s).
-fn cpu_seconds(prefix: Option<&str>) -> f64 {
-    let ticks = |stat: &str| {
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (t(11) + t(12)) / 100.0
-    };
-    match prefix {
-        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
-        Some(prefix) => std::fs::read_dir("/proc/self/task")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-            .filter(|s| {
-                s.split_once('(')
-                    .is_some_and(|(_, rest)| rest.starts_with(prefix))
-            })
-            .map(|s| ticks(&s))
-            .sum(),
-    }
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 struct ClientResult {
@@ -292,17 +255,7 @@ async fn main() {
     let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
     let n_keys: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(20);
 
-    // A Monday 10:00 IST, running at real speed: the market is open.
-    let start: jiff::Timestamp = "2026-11-23T04:30:00Z".parse().unwrap();
-    let clock = SimClock::new(start, 1.0);
-    let mut config = SimConfig::demo();
-    config.users[0].plan = Plan::Normal;
-    config.feed_tick_interval_ms = 1;
-    config.rate_limits = false;
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = upkeep_sim::spawn_with_clock(config, clock.clone(), sim_listener)
-        .await
-        .unwrap();
+    let (sim, clock, start) = fanout::market_open_sim().await;
     let creds = sim.credentials()[0].clone();
     let base = url::Url::parse(&sim.base_url()).unwrap();
 
