@@ -20,7 +20,7 @@ use upkeep_server::DaemonSettings;
 use upkeep_sim::{FaultsPatch, Plan};
 use upkeep_upstox::feed::{self, FeedRequest, FeedType, SubscriptionMode};
 
-use common::{PATIENCE, Setup, TestApp, eventually_async, ist, spawn_app};
+use common::{Captured, PATIENCE, Setup, TestApp, eventually_async, ist, spawn_app};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -616,27 +616,6 @@ async fn consumers_are_told_of_an_upstream_gap_and_get_market_info_and_a_snapsho
     assert!(h.counters().feed_connections_opened >= 2);
 }
 
-/// Collects everything a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// A single-use feed path from the authorize door.
 async fn authorized_path(h: &TestApp) -> String {
     let v: Value = reqwest::Client::new()
@@ -729,7 +708,7 @@ async fn a_flood_of_guessed_feed_codes_gets_cheap_refusals_takes_no_real_code_an
         live_keys_until(&mut ws, TATA).await;
     }
     // The log: summaries whose counts add up to every refusal, not a line per attempt.
-    let log = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = || captured.text();
     let count = |what: &str| -> u64 {
         log()
             .lines()

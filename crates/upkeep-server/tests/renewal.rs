@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,8 +23,8 @@ use upkeep_upstox::ErrorClass;
 use url::Url;
 
 use common::{
-    ACCOUNT, Setup, TestApp, WRONG_TOTP_SECRET, browser, eventually, eventually_async, ist,
-    notifier_body, spawn_app,
+    ACCOUNT, Captured, Setup, TestApp, WRONG_TOTP_SECRET, browser, eventually, eventually_async,
+    ist, notifier_body, spawn_app,
 };
 
 /// Thursday 2026-02-05.
@@ -849,27 +848,6 @@ async fn shutdown_while_an_approval_is_awaited_returns_promptly_and_keeps_the_st
     store.close().await;
 }
 
-/// Collects everything a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 // One thread: the subscriber below is the default of this thread, and every task of the
 // test (simulator, daemon, alerts) runs on it.
 #[tokio::test(flavor = "current_thread")]
@@ -937,7 +915,7 @@ async fn no_secret_reaches_the_logs_during_renewals() {
     .await;
     h.stop().await.unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("new token is current") && logs.contains(&third.fingerprint),
         "the capture works and tokens are logged by fingerprint"

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::civil::{Date, Weekday, date};
@@ -19,7 +18,7 @@ use upkeep_server::{Actor, RenewOutcome};
 use upkeep_sim::{Plan, TokenKind, UserConfig};
 
 use common::{
-    ACCOUNT, Setup, TestApp, WRONG_TOTP_SECRET, eventually, ist, notifier_body, spawn_app,
+    ACCOUNT, Captured, Setup, TestApp, WRONG_TOTP_SECRET, eventually, ist, notifier_body, spawn_app,
 };
 
 fn tuesday() -> Date {
@@ -299,27 +298,6 @@ async fn a_replayed_older_token_does_not_replace_the_newer_current_one() {
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
 }
 
-/// Collects everything a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 // One thread: the subscriber is this thread's default, and every task runs on it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_of_rejected_posts_is_logged_as_one_summary_per_interval_not_a_line_each() {
@@ -352,7 +330,7 @@ async fn a_flood_of_rejected_posts_is_logged_as_one_summary_per_interval_not_a_l
         let resp = client.post(&url).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 400);
     }
-    let log = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = || captured.text();
     // Summaries every 400 ms while the flood lasts: their counts add up to every post.
     let count = |reason: &str| -> u64 {
         log()
