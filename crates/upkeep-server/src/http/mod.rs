@@ -14,6 +14,7 @@
 
 mod oauth;
 pub mod serve;
+pub mod tally;
 pub mod webhook;
 
 use axum::extract::{DefaultBodyLimit, State};

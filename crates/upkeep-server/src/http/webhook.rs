@@ -17,7 +17,7 @@
 //! 4. A token for another user, or a well-formed token Upstox refuses, raises an
 //!    alert: someone is knocking.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use upkeep_core::AccessToken;
 use upkeep_upstox::webhook::parse_notifier;
 
 use super::error;
+use super::tally::RefusalTally;
 use crate::alerts::{Alert, AlertKind};
 use crate::engine::{Actor, CurrentToken, Engine, RejectReason, WEBHOOK_SOURCE};
 use crate::settings::WebhookSettings;
@@ -74,7 +75,7 @@ pub struct Gate {
     queue: Mutex<Queue>,
     wake: Notify,
     bucket: Mutex<Bucket>,
-    rejections: Mutex<BTreeMap<&'static str, u64>>,
+    rejections: RefusalTally,
 }
 
 impl Gate {
@@ -90,7 +91,7 @@ impl Gate {
                 tokens: f64::from(limits.checks_burst.max(1)),
                 last: Instant::now(),
             }),
-            rejections: Mutex::default(),
+            rejections: RefusalTally::new("notifier webhook", "deliveries rejected"),
             engine,
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -235,38 +236,12 @@ impl Gate {
 
     fn count(&self, reason: &'static str) {
         metrics::counter!("upkeep_webhook_rejections_total", "reason" => reason).increment(1);
-        *lock(&self.rejections).entry(reason).or_default() += 1;
-    }
-
-    /// Logs the rejections of the last interval as one line.
-    pub fn flush_summary(&self) {
-        let counts = std::mem::take(&mut *lock(&self.rejections));
-        if counts.is_empty() {
-            return;
-        }
-        let total: u64 = counts.values().sum();
-        let by_reason = counts
-            .iter()
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        tracing::warn!(
-            "notifier webhook: {total} deliveries rejected since the last summary ({by_reason})"
-        );
+        self.rejections.count(reason);
     }
 
     async fn summary_loop(self: Arc<Self>) {
         let stop = self.engine.shutdown_token();
-        let mut tick =
-            tokio::time::interval(self.limits.summary_every.max(Duration::from_millis(10)));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => self.flush_summary(),
-            }
-        }
-        self.flush_summary();
+        self.rejections.run(self.limits.summary_every, stop).await;
     }
 
     /// Tells a human that a stranger's or a forged token reached the webhook

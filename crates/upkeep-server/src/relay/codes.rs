@@ -22,6 +22,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::time::Instant;
 
+use crate::http::tally::RefusalTally;
+
 /// How long a single-use socket URL stays valid.
 pub const CODE_TTL: SignedDuration = SignedDuration::from_secs(60);
 /// Most single-use URLs outstanding (older ones are forgotten first).
@@ -62,9 +64,6 @@ pub enum CodeCheck {
 struct Failures {
     window_start: Option<Instant>,
     in_window: u32,
-    /// Since the last summary.
-    refused: u64,
-    throttled: u64,
 }
 
 /// The outstanding codes and the failed-attempt counters. Cheap to clone.
@@ -73,6 +72,8 @@ pub struct Codes {
     limits: CodeGuardLimits,
     table: Arc<Mutex<HashMap<String, (String, Timestamp)>>>,
     failures: Arc<Mutex<Failures>>,
+    /// Failures since the last summary.
+    tally: Arc<RefusalTally>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +86,10 @@ impl Codes {
             limits,
             table: Arc::default(),
             failures: Arc::default(),
+            tally: Arc::new(RefusalTally::new(
+                "relay",
+                "feed socket attempts with an unknown, used or expired code",
+            )),
         }
     }
 
@@ -132,8 +137,8 @@ impl Codes {
         };
         f.in_window = f.in_window.saturating_add(1);
         if f.in_window > self.limits.failures_per_window {
-            f.throttled += 1;
             drop(f);
+            self.tally.count("throttled");
             metrics::counter!("upkeep_relay_code_refusals_total", "outcome" => "throttled")
                 .increment(1);
             if crossed {
@@ -147,8 +152,8 @@ impl Codes {
             let retry = self.limits.window.saturating_sub(now.duration_since(start));
             return CodeCheck::Throttled(retry.max(Duration::from_secs(1)));
         }
-        f.refused += 1;
         drop(f);
+        self.tally.count("refused");
         metrics::counter!("upkeep_relay_code_refusals_total", "outcome" => "refused").increment(1);
         CodeCheck::Refused
     }
@@ -156,35 +161,12 @@ impl Codes {
     /// Logs the failures since the last summary as one line (nothing when there were
     /// none).
     pub fn flush_summary(&self) {
-        let (refused, throttled) = {
-            let mut f = lock(&self.failures);
-            (
-                std::mem::take(&mut f.refused),
-                std::mem::take(&mut f.throttled),
-            )
-        };
-        if refused + throttled == 0 {
-            return;
-        }
-        tracing::warn!(
-            "relay: {} feed socket attempts with an unknown, used or expired code since the \
-             last summary (refused={refused}, throttled={throttled})",
-            refused + throttled
-        );
+        self.tally.flush();
     }
 
     /// Logs a summary every `summary_every` until `stop`, and a last one then.
     pub async fn summary_loop(self, stop: tokio_util::sync::CancellationToken) {
-        let mut tick =
-            tokio::time::interval(self.limits.summary_every.max(Duration::from_millis(10)));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => self.flush_summary(),
-            }
-        }
-        self.flush_summary();
+        self.tally.run(self.limits.summary_every, stop).await;
     }
 }
 
