@@ -100,14 +100,25 @@ pub(crate) fn require(
     headers: &HeaderMap,
     needed: Scope,
 ) -> Result<KeyHolder, Refusal> {
-    if bearer(headers).is_none() && state.sessions.csrf_of(headers).is_some() {
+    require_session_or_key(&state.keys, &state.sessions, headers, needed)
+}
+
+/// The dashboard's signed-in session (a request without a key), or else the caller's
+/// key if it allows `needed`. Shared by the API and the relay's read doors.
+pub(crate) fn require_session_or_key(
+    keys: &keys::KeyCache,
+    sessions: &crate::dashboard::Sessions,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<KeyHolder, Refusal> {
+    if bearer(headers).is_none() && sessions.csrf_of(headers).is_some() {
         return Ok(KeyHolder {
             name: "dashboard".into(),
             scope: Scope::Admin,
             via_session: true,
         });
     }
-    require_key(&state.keys, headers, needed)
+    require_key(keys, headers, needed)
 }
 
 /// The caller's API key (no dashboard session), if it allows `needed`: 401 without a

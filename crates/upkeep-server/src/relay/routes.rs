@@ -33,7 +33,8 @@ use super::hub::{ConsumerKind, Delivery, Hub};
 use super::local::Relay;
 use super::upstream::RelayError;
 use crate::api::keys::{KeyCache, Scope};
-use crate::http::{bearer, error};
+use crate::api::require_session_or_key;
+use crate::http::error;
 
 /// Websocket close code for a consumer closed for falling behind ("try again later").
 const CLOSE_SLOW: u16 = 1013;
@@ -385,8 +386,9 @@ fn error_text(why: &str) -> String {
 }
 
 async fn feed_health(State(state): State<RelayState>, headers: HeaderMap) -> Response {
-    let signed_in = bearer(&headers).is_none() && state.sessions.csrf_of(&headers).is_some();
-    if !signed_in && let Err(r) = require(&state, &headers, Scope::StatusRead) {
+    if let Err(r) =
+        require_session_or_key(&state.keys, &state.sessions, &headers, Scope::StatusRead)
+    {
         return r.into_response();
     }
     Json(serde_json::json!({ "accounts": state.relay.health() })).into_response()
@@ -429,8 +431,8 @@ fn live_event(relay: &Relay) -> serde_json::Value {
 
 async fn feed_live(State(state): State<RelayState>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let signed_in = bearer(&headers).is_none() && state.sessions.csrf_of(&headers).is_some();
-    if !signed_in && let Err(r) = require(&state, &headers, Scope::TokenRead) {
+    if let Err(r) = require_session_or_key(&state.keys, &state.sessions, &headers, Scope::TokenRead)
+    {
         return r.into_response();
     }
     let relay = state.relay.clone();
