@@ -200,7 +200,8 @@ pub struct ServeArgs {
 pub struct DemoArgs {
     /// Keep the simulator and the daemon running after the story (daemon on
     /// 127.0.0.1:7878 or the next free port) and print a `dashboard: <URL>` line that
-    /// opens the dashboard already signed in; Ctrl-C stops.
+    /// opens the dashboard already signed in, its feed card showing live ticks through
+    /// the relay (a demo consumer subscribes 4 instruments); Ctrl-C stops.
     #[arg(long, alias = "keep-running")]
     pub keep: bool,
 }
